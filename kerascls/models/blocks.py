@@ -1,0 +1,46 @@
+"""Blocks shared by every family: written once, configured by arguments."""
+
+from __future__ import annotations
+
+import keras
+
+from kerascls.layers import SqueezeExcite, get_norm
+
+
+def conv_norm_act(x, filters: int, kernel: int = 3, strides: int = 1, *,
+                  norm: str | None = "batch", activation: str | None = "relu",
+                  padding: str = "same", use_bias: bool | None = None,
+                  attention: str | None = None, name: str = "conv"):
+    """Conv2D → norm → activation (→ SE), the unit every CNN family repeats.
+
+    The conv carries a bias only when no normalization follows (a norm's shift makes
+    it redundant), unless ``use_bias`` says otherwise. Layer names are
+    ``{name}_conv``, ``{name}_norm``, ``{name}_act``, ``{name}_se``.
+    """
+    has_norm = (norm or "none") != "none"
+    bias = (not has_norm) if use_bias is None else use_bias
+    x = keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding,
+                            use_bias=bias, name=f"{name}_conv")(x)
+    if has_norm:
+        x = get_norm(norm, name=f"{name}_norm")(x)
+    if activation:
+        x = keras.layers.Activation(activation, name=f"{name}_act")(x)
+    return apply_attention(x, attention, name)
+
+
+def apply_attention(x, attention: str | None, name: str):
+    """Insert the named attention block (``se``) or return x unchanged."""
+    if attention in (None, "none"):
+        return x
+    if attention == "se":
+        return SqueezeExcite(name=f"{name}_se")(x)
+    raise ValueError(f"attention must be 'se' or None, got {attention!r}")
+
+
+def mlp(x, widths, *, activation: str = "relu", dropout: float = 0.0, name: str = "fc"):
+    """Dense layers (with dropout before each, as AlexNet/VGG place it) for classic heads."""
+    for i, width in enumerate(widths):
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"{name}{i + 1}_drop")(x)
+        x = keras.layers.Dense(width, activation=activation, name=f"{name}{i + 1}")(x)
+    return x

@@ -1,0 +1,118 @@
+"""One registry for every architecture: ``@register_model`` feeds ``create_model``.
+
+Builders are backbone functions ``builder(x, **kwargs) -> features``: they take the
+preprocessed input tensor and return the pre-logit feature tensor (2-D). ``create_model``
+adds what every family shares — the input, the in-model preprocessing and the task head —
+so those options apply to every family alike (the timm / keras-hub pattern).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import keras
+
+from kerascls.layers.preprocessing import ImagePreprocessing
+
+TASKS = ("multiclass", "binary", "multilabel")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about one architecture name."""
+
+    name: str
+    builder: Callable[..., Any]
+    family: str
+    paper: str = ""
+    input_size: int = 224
+    ref_params: int | None = None
+    matches: str = ""
+    defaults: dict = field(default_factory=dict)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(name: str | None = None, *, family: str, paper: str = "",
+                   input_size: int = 224, params: int | None = None,
+                   matches: str = "", **defaults: Any) -> Callable:
+    """Register a backbone builder under ``name`` (default: the function's name).
+
+    ``defaults`` are keyword arguments bound into the builder for this name, which is
+    how variants become rows of data: ``register_model("vgg16", cfg="D", ...)(build_vgg)``.
+    ``params`` is the reference parameter count at ``input_size`` and 1000 classes
+    (or the count the family's tests name), checked by the test suite.
+    """
+
+    def decorator(builder: Callable) -> Callable:
+        key = name or builder.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is already registered")
+        _REGISTRY[key] = ModelInfo(key, builder, family, paper, input_size, params,
+                                   matches, dict(defaults))
+        return builder
+
+    return decorator
+
+
+def _load_families() -> None:
+    """Import every family module once, so their decorators run."""
+    import kerascls.models  # noqa: F401  (its __init__ imports the families)
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Sorted names of every registered model, optionally of one family."""
+    _load_families()
+    return sorted(n for n, i in _REGISTRY.items() if family in (None, i.family))
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry for ``name``; an unknown name lists close matches."""
+    _load_families()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown model {name!r}{hint} (see `kerascls models`)")
+    return _REGISTRY[name]
+
+
+def _head(x, num_classes: int, task: str, logits: bool):
+    """Final classifier: softmax over K, one sigmoid, or K sigmoids."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    units = 1 if task == "binary" else num_classes
+    x = keras.layers.Dense(units, name="head")(x)
+    activation = "linear" if logits else ("softmax" if task == "multiclass" else "sigmoid")
+    # float32 output keeps softmax stable under mixed precision.
+    return keras.layers.Activation(activation, dtype="float32", name="predictions")(x)
+
+
+def create_model(name: str, num_classes: int = 1000,
+                 input_shape: tuple[int, int, int] = (224, 224, 3), *,
+                 task: str = "multiclass", logits: bool = False,
+                 preprocess: bool = True, mean: tuple[float, ...] | None = None,
+                 std: tuple[float, ...] | None = None, **overrides: Any) -> keras.Model:
+    """Build a registered architecture as a Keras functional model.
+
+    Args:
+        name: a name from ``list_models()``.
+        num_classes: K for the head (ignored for ``task="binary"``).
+        input_shape: (H, W, C) of the raw images, 0–255 pixels.
+        task: ``multiclass`` (softmax), ``binary`` (one sigmoid) or ``multilabel``.
+        logits: output pre-activation scores instead of probabilities.
+        preprocess: put 0–255 → mean/std scaling inside the model, so an exported
+            model takes raw pixels.
+        mean, std: per-channel statistics on the 0–1 scale (ImageNet by default).
+        **overrides: family options (``norm=``, ``attention=``, ``drop_path=`` …).
+    """
+    info = model_info(name)
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = ImagePreprocessing(mean=mean, std=std, name="preprocess")(inputs) if preprocess else inputs
+    kwargs = {**info.defaults, **overrides}
+    features = info.builder(x, **kwargs)
+    outputs = _head(features, num_classes, task, logits)
+    return keras.Model(inputs, outputs, name=name)
+

@@ -1,6 +1,7 @@
 """Model families; importing this package registers every architecture."""
 
 from kerascls.models import cnn  # noqa: F401
+from kerascls.models import resnet  # noqa: F401
 from kerascls.models.registry import create_model, list_models, model_info, register_model
 
 __all__ = ["create_model", "list_models", "model_info", "register_model"]

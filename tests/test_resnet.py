@@ -1,0 +1,93 @@
+"""ResNet family: keras.applications weight compatibility and the family's options."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from kerascls.models import create_model
+from kerascls.models.resnet import drop_path_rates, load_keras_applications_weights
+
+SIZE = (64, 64, 3)
+APPS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}
+
+
+def _weighted(model: keras.Model) -> list[tuple[str, str, list[tuple[int, ...]]]]:
+    """(class, name, weight shapes) of every layer that holds weights, in model order."""
+    return [(type(layer).__name__, layer.name, [tuple(w.shape) for w in layer.weights])
+            for layer in model.layers if layer.weights]
+
+
+def _randomize(model: keras.Model, seed: int = 0) -> None:
+    """Non-default values everywhere (BN statistics too) so a misordered load shows."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        scale = 0.05 if len(v.shape) > 1 else 0.2
+        value = rng.normal(0.0, scale, size=v.shape)
+        if "variance" in v.path:
+            value = 1.0 + np.abs(value)
+        v.assign(value.astype("float32"))
+
+
+def _features(model: keras.Model) -> keras.Model:
+    """The model up to global pooling and to the output, so the head is checked unsoftened."""
+    return keras.Model(model.inputs, [model.get_layer("avg_pool").output, model.outputs[0]])
+
+
+def test_resnet50_loads_keras_applications_weights(tmp_path):
+    theirs = keras.applications.ResNet50(weights=None, input_shape=SIZE)
+    _randomize(theirs)
+    path = str(tmp_path / "resnet50.weights.h5")
+    theirs.save_weights(path)
+
+    ours = create_model("resnet50", input_shape=SIZE, preprocess=False)
+    load_keras_applications_weights(ours, path)
+
+    x = np.random.default_rng(1).normal(0, 50, size=(2, *SIZE)).astype("float32")
+    their_feat, their_out = _features(theirs).predict(x, verbose=0)
+    our_feat, our_out = _features(ours).predict(x, verbose=0)
+    scale = max(1.0, float(np.abs(their_feat).max()))
+    assert np.abs(our_feat - their_feat).max() / scale < 1e-5
+    assert np.abs(our_out - their_out).max() < 1e-5
+
+
+@pytest.mark.parametrize("name", sorted(APPS))
+def test_weighted_layers_match_keras_applications(name):
+    """Same classes, names and shapes in the same order: what .weights.h5 matching needs."""
+    theirs = getattr(keras.applications, APPS[name])(weights=None, input_shape=SIZE)
+    ours = create_model(name, input_shape=SIZE, preprocess=False)
+    their_layers, our_layers = _weighted(theirs), _weighted(ours)
+    assert our_layers[-1][1] == "head" and their_layers[-1][1] == "predictions"
+    assert [(c, s) for c, _, s in our_layers] == [(c, s) for c, _, s in their_layers]
+    assert [n for _, n, _ in our_layers[:-1]] == [n for _, n, _ in their_layers[:-1]]
+
+
+@pytest.mark.parametrize("norm", ["group", "none"])
+def test_norm_option_builds_and_runs(norm):
+    model = create_model("resnet18", num_classes=3, input_shape=(32, 32, 3), norm=norm)
+    assert model.predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 3)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert ("BatchNormalization" in kinds) is False
+
+
+def test_seresnet_is_resnet_with_se():
+    model = create_model("seresnet18", num_classes=3, input_shape=(32, 32, 3))
+    se = [layer.name for layer in model.layers if type(layer).__name__ == "SqueezeExcite"]
+    assert len(se) == 8 and se[0] == "conv2_block1_se"
+
+
+def test_drop_path_rates_ramp_linearly():
+    assert drop_path_rates(0.0, 4) == [0.0, 0.0, 0.0, 0.0]
+    assert drop_path_rates(0.3, 4) == pytest.approx([0.0, 0.1, 0.2, 0.3])
+
+
+def test_drop_path_zero_adds_no_layer():
+    model = create_model("resnet18", num_classes=3, input_shape=(32, 32, 3))
+    assert not [layer for layer in model.layers if layer.name.endswith("_drop")]
+
+
+def test_unknown_depth_raises():
+    from kerascls.models.resnet import resnet
+    with pytest.raises(ValueError, match="depth"):
+        resnet(keras.Input((32, 32, 3)), depth=42)

@@ -6,10 +6,25 @@ fresh layer, so a family written once accepts any of them (``norm=`` in create_m
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import ops
 
 NORMS = ("batch", "layer", "group", "instance", "batch_channel", "none")
+
+
+def standardize(x, axis, epsilon: float):
+    """``(x - mean) / sqrt(var + eps)`` over ``axis``, in float32, int8-clean.
+
+    Written as ``d = x - mean; v = mean(d*d)`` with ``rsqrt`` so full-integer TFLite keeps
+    no float op (no NEG, no SQUARE), and upcast so float16 activations (mixed precision)
+    cannot overflow in ``d*d`` — the bug the first LayerNorm had.
+    """
+    x = ops.cast(x, "float32")
+    d = x - ops.mean(x, axis=axis, keepdims=True)
+    var = ops.mean(d * d, axis=axis, keepdims=True)
+    return d * ops.rsqrt(var + epsilon)
 
 
 @keras.saving.register_keras_serializable(package="kerascls")
@@ -24,6 +39,7 @@ class LayerNorm(keras.layers.Layer):
     def __init__(self, epsilon: float = 1e-6, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = epsilon
+        self.autocast = False  # gamma/beta stay float32: the statistics are float32
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
@@ -31,10 +47,8 @@ class LayerNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
 
     def call(self, x):
-        mean = ops.mean(x, axis=-1, keepdims=True)
-        d = x - mean
-        var = ops.mean(d * d, axis=-1, keepdims=True)
-        return d * ops.rsqrt(var + self.epsilon) * self.gamma + self.beta
+        y = standardize(x, axis=-1, epsilon=self.epsilon)
+        return ops.cast(y * self.gamma + self.beta, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -80,8 +94,32 @@ class GroupNorm(keras.layers.GroupNormalization):
     for every width in a network.
     """
 
+    def __init__(self, groups: int = 32, epsilon: float = 1e-5, **kwargs):
+        super().__init__(groups=groups, epsilon=epsilon, **kwargs)
+        self.requested_groups = groups
+
     def build(self, input_shape):
-        import math
-        channels = int(input_shape[-1])
-        self.groups = channels if self.groups == -1 else math.gcd(self.groups, channels)
+        self.groups = resolve_groups(self.requested_groups, int(input_shape[self.axis]))
         super().build(input_shape)
+
+    def call(self, x):
+        """Per-group statistics written int8-clean (Keras's version leaves a float NEG)."""
+        shape = ops.shape(x)
+        channels = x.shape[-1]
+        grouped = ops.reshape(x, (-1, *shape[1:-1], self.groups, channels // self.groups))
+        axes = tuple(range(1, len(grouped.shape) - 2)) + (len(grouped.shape) - 1,)
+        y = ops.reshape(standardize(grouped, axes, self.epsilon), shape)
+        if self.scale:
+            y = y * ops.cast(self.gamma, y.dtype)
+        if self.center:
+            y = y + ops.cast(self.beta, y.dtype)
+        return ops.cast(y, self.compute_dtype)
+
+    def get_config(self):
+        # Save the requested count, not the one resolved for this layer's width.
+        return {**super().get_config(), "groups": self.requested_groups}
+
+
+def resolve_groups(groups: int, channels: int) -> int:
+    """``-1`` → one group per channel; otherwise the largest divisor of channels ≤ groups."""
+    return channels if groups == -1 else math.gcd(groups, channels)

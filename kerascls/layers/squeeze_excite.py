@@ -18,7 +18,7 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
 
 @keras.saving.register_keras_serializable(package="kerascls")
 class SqueezeExcite(keras.layers.Layer):
-    """``x * gate(W2 act(W1 mean_hw(x))))`` with 1×1-conv-style dense weights and biases.
+    """``x * gate(W2 act(W1 mean_hw(x)))`` with 1×1-conv-style dense weights and biases.
 
     Args:
         rd_ratio: reduction ratio of the bottleneck (1/16 in the paper and timm's SE-ResNets).
@@ -41,8 +41,12 @@ class SqueezeExcite(keras.layers.Layer):
         channels = int(input_shape[-1])
         rd = self.rd_channels or make_divisible(channels * self.rd_ratio, self.rd_divisor,
                                                 round_limit=0.0)
-        self.reduce = keras.layers.Dense(rd, activation=self.activation, name="reduce")
-        self.expand = keras.layers.Dense(channels, activation=self.gate, name="expand")
+        # Sub-layers inherit this layer's dtype policy (explicit mixed precision included).
+        policy = self.dtype_policy
+        self.reduce = keras.layers.Dense(rd, activation=self.activation, dtype=policy,
+                                         name="reduce")
+        self.expand = keras.layers.Dense(channels, activation=self.gate, dtype=policy,
+                                         name="expand")
         self.reduce.build((None, channels))
         self.expand.build((None, rd))
 

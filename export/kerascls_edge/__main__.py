@@ -1,0 +1,5 @@
+"""`python -m kerascls_edge ...` = `kerascls-edge ...`."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,142 @@
+"""`kerascls-edge` command line: `predict` (images -> MegaDetector JSON / CSV) and `info`.
+
+argparse rather than absl (the kerascls CLI's choice) keeps the edge install down to numpy,
+Pillow and LiteRT; the flags still follow kerascls's snake_case names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from .bundle import EdgeError
+
+PROG = "kerascls-edge"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify images into MegaDetector-format JSON or CSV")
+    p.add_argument("bundle", help="bundle directory, or a .tflite file (with --labels)")
+    p.add_argument("images", nargs="+", help="image files and/or folders")
+    p.add_argument("-o", "--output", required=True, help="results file (.json or .csv)")
+    p.add_argument("--format", choices=("megadetector", "csv"), default=None,
+                   help="default: csv for a .csv output, else megadetector")
+    p.add_argument("--labels", help="labels file for a bare .tflite (line i = class i)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="interpreter threads (default: all cores)")
+    p.add_argument("--decode_threads", type=int, default=None,
+                   help="decode threads prefetching ahead of inference (default: --threads; "
+                        "0 decodes inline)")
+    p.add_argument("--recursive", action="store_true", help="descend into subfolders")
+    p.add_argument("--top_k", type=_positive_int, default=5)
+    p.add_argument("--detections", help="MegaDetector output file: classify its animal boxes")
+    p.add_argument("--detection_threshold", type=float, default=0.2,
+                   help="with --detections: classify boxes at or above this confidence")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the checkpoint of an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="discard an earlier checkpoint")
+    p.add_argument("--checkpoint_every", type=_positive_int, default=100,
+                   help="write a checkpoint every N images")
+    p.add_argument("--keep_checkpoint", action="store_true",
+                   help="keep the <output>.partial checkpoint folder after success")
+    p.add_argument("--smooth", choices=("none", "mean"), default="none",
+                   help="add per-sequence (burst) mean probabilities beside each result")
+    p.add_argument("--sequence_gap", type=float, default=10.0,
+                   help="seconds between frames that start a new sequence")
+    p.add_argument("--strict", action="store_true",
+                   help="treat truncated JPEGs as failures instead of decoding what is there")
+    p.add_argument("--progress_every", type=float, default=5.0,
+                   help="seconds between progress lines on stderr (negative: none)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_predict(sub)
+    info = sub.add_parser("info", help="print what the runtime reads from a bundle")
+    info.add_argument("bundle")
+    info.add_argument("--labels")
+    return parser
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .classifier import Classifier
+    from .runner import Options, predict
+
+    clf = Classifier(args.bundle, labels=args.labels, threads=args.threads)
+    fmt = args.format or ("csv" if args.output.lower().endswith(".csv") else "megadetector")
+    opts = Options(
+        output=Path(args.output), format=fmt, top_k=args.top_k, recursive=args.recursive,
+        resume=args.resume, overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
+        decode_threads=clf.threads if args.decode_threads is None else args.decode_threads,
+        strict=args.strict, smooth=args.smooth, sequence_gap=args.sequence_gap,
+        detections=Path(args.detections) if args.detections else None,
+        detection_threshold=args.detection_threshold, progress_every=args.progress_every,
+        keep_checkpoint=args.keep_checkpoint)
+    summary = predict(clf, args.images, opts)
+    print(json.dumps(summary))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .classifier import Classifier
+
+    clf = Classifier(args.bundle, labels=args.labels, threads=1)
+    s = clf.spec
+    print(json.dumps({"model": str(s.model_path), "name": s.name, "input": [s.height, s.width,
+                      s.channels], "dtype": s.dtype, "resize": s.resize,
+                      "activation": s.activation, "classes": len(clf.labels),
+                      "empty_classes": s.empty_classes}, indent=1))
+    return 0
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM (systemd, `timeout`) unwinds like Ctrl-C, so pending results are checkpointed."""
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals to the host program
+        pass
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the CLI; returns the exit status (bad input: a one-line error and 2, no traceback)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed its usage error
+        return int(e.code or 0)
+    _terminate_on_sigterm()
+    try:
+        return _predict(args) if args.command == "predict" else _info(args)
+    except EdgeError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{PROG}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; results so far are checkpointed (rerun with --resume)",
+              file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,202 @@
+"""MegaDetector batch output (format 1.6) and CSV: building per-image records and writing files.
+
+Records are MegaDetector image entries plus private keys starting with "_" (capture time, top-k,
+sparse probabilities for sequence smoothing); the journal stores them as they are and the
+writers strip the private keys.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from .classifier import top_k
+
+FORMAT_VERSION = "1.6"
+DETECTION_CATEGORIES = {"1": "animal", "2": "person", "3": "vehicle"}
+_PERSON = {"human", "person", "people", "homo_sapiens", "homo sapiens"}
+_VEHICLE = {"vehicle", "car", "truck", "motorcycle", "bicycle"}
+WHOLE_IMAGE_BBOX = [0.0, 0.0, 1.0, 1.0]
+SPARSE_MIN = 1e-3  # probabilities kept for sequence smoothing; the rest count as 0
+SPARSE_MAX = 32
+
+
+def classification_categories(labels: Sequence[str]) -> dict[str, str]:
+    """MegaDetector wants string ids of ints: output index i -> "i"."""
+    return {str(i): name for i, name in enumerate(labels)}
+
+
+def detection_category(label: str) -> str:
+    """Which MegaDetector category a whole-image class stands for (person/vehicle/animal)."""
+    name = label.strip().lower()
+    if name in _PERSON:
+        return "2"
+    if name in _VEHICLE:
+        return "3"
+    return "1"
+
+
+def ranked(probs: np.ndarray, k: int) -> list[list]:
+    """[[category_id, conf], ...] highest first, rounded; classes that round to 0 are left out."""
+    out = [[str(i), round(p, 4)] for i, p in top_k(probs, k)]
+    return out[:1] + [c for c in out[1:] if c[1] > 0]
+
+
+def sparse(probs: np.ndarray) -> dict[str, float]:
+    """The probabilities worth keeping for smoothing: the largest ones above SPARSE_MIN."""
+    return {c: p for c, p in ranked(probs, SPARSE_MAX) if p >= SPARSE_MIN}
+
+
+def image_record(file: str, probs: np.ndarray, labels: Sequence[str], empty: set[int],
+                 k: int, capture_time: Optional[float], dt: Optional[str],
+                 warnings: Sequence[str]) -> dict:
+    """A whole-image classifier's MegaDetector entry.
+
+    An "empty" top class gives no detection; anything else one whole-frame detection whose conf
+    is 1 - P(empty classes) (the chance that something is there) or, with no empty class, the
+    top probability.
+    """
+    top = int(np.argmax(probs))
+    k_list = ranked(probs, k)
+    rec: dict = {"file": file}
+    if top in empty:
+        rec["detections"] = []
+    else:
+        conf = 1.0 - float(sum(probs[i] for i in empty)) if empty else float(probs[top])
+        rec["detections"] = [{
+            "category": detection_category(labels[top]),
+            "conf": round(min(max(conf, 0.0), 1.0), 4),
+            "bbox": list(WHOLE_IMAGE_BBOX),
+            "classifications": k_list,
+        }]
+    if dt:
+        rec["datetime"] = dt
+    if warnings:
+        rec["warnings"] = list(warnings)
+    rec["_t"] = capture_time
+    rec["_k"] = k_list
+    rec["_p"] = sparse(probs)
+    return rec
+
+
+def failure_record(file: str, err: BaseException) -> dict:
+    """An unreadable image: a `failure` string and null detections, as the format requires."""
+    msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return {"file": file, "failure": f"{type(err).__name__}: {msg}"[:300], "detections": None}
+
+
+def info_block(name: str, thresholds: dict, model: str, extra: Optional[dict] = None,
+               base: Optional[dict] = None) -> dict:
+    """The `info` header: format 1.6, who classified, when, and at which thresholds."""
+    from . import __version__
+
+    info = dict(base or {})
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    info.update({
+        "format_version": FORMAT_VERSION,
+        "classifier": name,
+        "classification_completion_time": now,
+        "classifier_metadata": {
+            "typical_classification_threshold": float(thresholds.get("default", 0.5)),
+            "thresholds": thresholds,
+            "model": model,
+            "runtime": f"kerascls-edge {__version__}",
+            **(extra or {}),
+        },
+    })
+    return info
+
+
+def public(rec: dict) -> dict:
+    """The entry as written: private "_" keys removed."""
+    return {k: v for k, v in rec.items() if not k.startswith("_")}
+
+
+def _atomic_open(path: Path):
+    tmp = path.with_name(f".{path.name}.tmp")
+    return tmp, open(tmp, "w", encoding="utf-8", newline="")
+
+
+def _publish(tmp: Path, f, path: Path) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, header: dict, records: Iterable[dict]) -> int:
+    """Stream a MegaDetector file (header keys, then `images` last) atomically; returns count."""
+    tmp, f = _atomic_open(path)
+    n = 0
+    try:
+        f.write("{\n")
+        for key, value in header.items():
+            f.write(f"{json.dumps(key)}: {json.dumps(value, indent=1)},\n")
+        f.write('"images": [')
+        for rec in records:
+            f.write(",\n" if n else "\n")
+            f.write(json.dumps(public(rec)))
+            n += 1
+        f.write("\n]\n}\n")
+    except BaseException:
+        f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    _publish(tmp, f, path)
+    return n
+
+
+CSV_FIELDS = ["file", "label", "confidence", "top_k", "detection", "bbox", "datetime",
+              "sequence_id", "sequence_label", "sequence_confidence", "failure", "warnings"]
+
+
+def _fmt_k(k_list: Sequence, labels: Sequence[str]) -> str:
+    return ";".join(f"{labels[int(c)]}:{p:.4f}" for c, p in k_list)
+
+
+def csv_rows(rec: dict, labels: Sequence[str]) -> Iterator[dict]:
+    """One row per image (whole-image mode) or per classified detection (detections mode)."""
+    base = {"file": rec["file"], "datetime": rec.get("datetime", ""),
+            "failure": rec.get("failure", ""), "warnings": ";".join(rec.get("warnings", []))}
+    seq = rec.get("sequence")
+    if seq and seq.get("classifications"):
+        c, p = seq["classifications"][0]
+        base.update(sequence_id=seq["id"], sequence_label=labels[int(c)],
+                    sequence_confidence=f"{p:.4f}")
+    if "_k" in rec or rec.get("failure"):
+        k_list = rec.get("_k") or []
+        if k_list:
+            base.update(label=labels[int(k_list[0][0])], confidence=f"{k_list[0][1]:.4f}",
+                        top_k=_fmt_k(k_list, labels))
+        yield base
+        return
+    for i, det in enumerate(rec.get("detections") or []):
+        k_list = det.get("classifications")
+        if k_list:
+            yield {**base, "detection": i, "bbox": " ".join(f"{v:.4f}" for v in det["bbox"]),
+                   "label": labels[int(k_list[0][0])], "confidence": f"{k_list[0][1]:.4f}",
+                   "top_k": _fmt_k(k_list, labels)}
+
+
+def write_csv(path: Path, records: Iterable[dict], labels: Sequence[str]) -> int:
+    """Stream the CSV atomically; returns the number of images."""
+    tmp, f = _atomic_open(path)
+    n = 0
+    try:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for rec in records:
+            writer.writerows(csv_rows(rec, labels))
+            n += 1
+    except BaseException:
+        f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    _publish(tmp, f, path)
+    return n

@@ -1,0 +1,328 @@
+"""Batch prediction over folders of camera-trap images: lazy, prefetching, checkpointed.
+
+Memory stays flat on 100,000+ files: files are listed one directory at a time, at most a small
+window of decoded images is in flight, and each result goes to the journal as a small record
+(top-k and sparse probabilities, never the probability array).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TextIO
+
+import numpy as np
+
+from .bundle import EdgeError
+from .classifier import Classifier
+from .decode import Box, Decoded
+from .journal import Journal
+from .mdformat import (DETECTION_CATEGORIES, classification_categories, failure_record,
+                       image_record, info_block, ranked, write_csv, write_json)
+from .sequences import smooth
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+
+
+@dataclass
+class Options:
+    """Everything `predict` can be told; the CLI maps its flags onto this."""
+
+    output: Path
+    format: str = "megadetector"
+    top_k: int = 5
+    recursive: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    checkpoint_every: int = 100
+    decode_threads: int = 2
+    strict: bool = False
+    smooth: str = "none"
+    sequence_gap: float = 10.0
+    detections: Optional[Path] = None
+    detection_threshold: float = 0.2
+    progress_every: float = 5.0
+    keep_checkpoint: bool = False
+
+
+@dataclass
+class Item:
+    """One unit of work: the file to open, its name in the output, regions to classify."""
+
+    path: str
+    rel: str
+    entry: Optional[dict] = None
+    regions: list[Box] = field(default_factory=list)
+    det_index: list[int] = field(default_factory=list)
+
+
+# -- listing ------------------------------------------------------------------------------------
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _walk(directory: str, recursive: bool) -> Iterator[str]:
+    """Image files of one directory in name order, then (if recursive) its subdirectories."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as e:
+        print(f"kerascls-edge: warning: cannot list {directory}: {e}", file=sys.stderr)
+        return
+    subdirs = []
+    for e in entries:
+        if e.is_dir():
+            subdirs.append(e.path)
+        elif _is_image(e.name):
+            yield e.path
+    if recursive:
+        for d in subdirs:
+            yield from _walk(d, recursive)
+
+
+def image_base(inputs: Sequence[str]) -> str:
+    """The folder output paths are relative to: the one input folder, else the inputs' parent."""
+    if len(inputs) == 1 and os.path.isdir(inputs[0]):
+        return os.path.abspath(inputs[0])
+    parents = [os.path.abspath(p if os.path.isdir(p) else os.path.dirname(p) or ".")
+               for p in inputs]
+    return os.path.commonpath(parents)
+
+
+def _rel(path: str, base: str) -> str:
+    return os.path.relpath(os.path.abspath(path), base).replace(os.sep, "/")
+
+
+def iter_items(inputs: Sequence[str], recursive: bool, base: str) -> Iterator[Item]:
+    """Lazily list the inputs (files taken as given, folders scanned for image extensions)."""
+    for p in inputs:
+        if os.path.isdir(p):
+            for f in _walk(p, recursive):
+                yield Item(f, _rel(f, base))
+        else:
+            yield Item(p, _rel(p, base))
+
+
+# -- pipeline -----------------------------------------------------------------------------------
+
+
+def prefetch(items: Iterable[Item], job: Callable[[Item], object], workers: int
+             ) -> Iterator[tuple[Item, object]]:
+    """Run `job` on a thread pool a bounded window ahead, yielding results in input order.
+
+    Pillow releases the GIL while decoding and resizing, so decoding overlaps inference; the
+    window bounds memory. An exception is yielded as the result, not raised.
+    """
+    def safe(item: Item) -> object:
+        try:
+            return job(item)
+        except Exception as e:  # any decode error becomes this image's failure entry
+            return e
+
+    if workers <= 0:
+        for item in items:
+            yield item, safe(item)
+        return
+    window: deque[tuple[Item, Future]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        for item in items:
+            window.append((item, pool.submit(safe, item)))
+            if len(window) > 2 * workers + 2:
+                it, fut = window.popleft()
+                yield it, fut.result()
+        while window:
+            it, fut = window.popleft()
+            yield it, fut.result()
+
+
+class Progress:
+    """Throttled progress on stderr: a long unattended run shows it is alive without flooding."""
+
+    def __init__(self, every_s: float, stream: TextIO = sys.stderr, skipped: int = 0) -> None:
+        self.every_s, self.stream, self.skipped = every_s, stream, skipped
+        self.done = self.failed = 0
+        self.start = self._last = time.monotonic()
+
+    def tick(self, failed: bool) -> None:
+        self.done += 1
+        self.failed += failed
+        now = time.monotonic()
+        if self.every_s >= 0 and now - self._last >= self.every_s:
+            self._last = now
+            self._print("")
+
+    def _print(self, prefix: str) -> None:
+        rate = self.done / max(time.monotonic() - self.start, 1e-9)
+        skipped = f", {self.skipped} done earlier" if self.skipped else ""
+        print(f"kerascls-edge: {prefix}{self.done} images ({rate:.1f}/s), {self.failed} failed"
+              f"{skipped}", file=self.stream, flush=True)
+
+    def finish(self) -> None:
+        self._print("finished: ")
+
+
+# -- whole-image and detection modes -----------------------------------------------------------
+
+
+def _whole_image_job(clf: Classifier, strict: bool) -> Callable[[Item], Decoded]:
+    return lambda item: clf.decode(item.path, strict=strict)
+
+
+def _detections_job(clf: Classifier, strict: bool) -> Callable[[Item], Optional[Decoded]]:
+    def job(item: Item) -> Optional[Decoded]:
+        if not item.regions:
+            return None
+        return clf.decode(item.path, regions=item.regions, strict=strict)
+    return job
+
+
+def _classify_whole(clf: Classifier, item: Item, dec: Decoded, opts: Options,
+                    empty: set[int]) -> dict:
+    probs = clf.predict_array(dec.arrays[0])[0]
+    return image_record(item.rel, probs, clf.labels, empty, opts.top_k, dec.capture_time,
+                        dec.datetime, dec.warnings)
+
+
+def _classify_detections(clf: Classifier, item: Item, dec: Optional[Decoded],
+                         opts: Options) -> dict:
+    """Write each eligible detection's classifications into (a copy of) its MegaDetector entry."""
+    rec = item.entry
+    if dec is None:
+        return rec
+    probs = clf.predict_array(np.stack(dec.arrays))
+    for row, i in enumerate(item.det_index):
+        rec["detections"][i]["classifications"] = ranked(probs[row], opts.top_k)
+    if dec.warnings:
+        rec["warnings"] = dec.warnings
+    return rec
+
+
+def _md_items(md: dict, image_dir: str, opts: Options) -> Iterator[Item]:
+    """Items for a MegaDetector file: each image's animal boxes above the threshold."""
+    animal = {k for k, v in md.get("detection_categories", {}).items() if v == "animal"}
+    for entry in md["images"]:
+        entry = json.loads(json.dumps(entry))  # our copy: the old classifications go away
+        path = entry["file"] if os.path.isabs(entry["file"]) else os.path.join(image_dir,
+                                                                                 entry["file"])
+        item = Item(path, entry["file"], entry)
+        for i, det in enumerate(entry.get("detections") or []):
+            det.pop("classifications", None)
+            if det.get("category") in animal and float(det.get("conf", 0)) >= \
+                    opts.detection_threshold:
+                item.regions.append(tuple(float(v) for v in det["bbox"]))
+                item.det_index.append(i)
+        if entry.get("failure"):
+            item.regions, item.det_index = [], []
+        yield item
+
+
+def _load_md(path: Path) -> dict:
+    try:
+        md = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise EdgeError(f"cannot read detections file {path}: {e}") from None
+    if not isinstance(md, dict) or not isinstance(md.get("images"), list):
+        raise EdgeError(f"{path} is not a MegaDetector batch output file (no images list)")
+    return md
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+
+def _meta(clf: Classifier, inputs: Sequence[str], opts: Options) -> dict:
+    """What makes a checkpoint belong to this run: resume refuses one that differs."""
+    return {"model": str(Path(clf.spec.model_path).resolve()),
+            "inputs": [os.path.abspath(p) for p in inputs],
+            "recursive": opts.recursive,
+            "detections": str(Path(opts.detections).resolve()) if opts.detections else None,
+            "top_k": opts.top_k}
+
+
+def _record_for(clf: Classifier, item: Item, result: object, opts: Options,
+                empty: set[int]) -> dict:
+    if isinstance(result, Exception):
+        return failure_record(item.rel, result)
+    if opts.detections:
+        return _classify_detections(clf, item, result, opts)
+    return _classify_whole(clf, item, result, opts, empty)
+
+
+def _consume(clf: Classifier, items: Iterable[Item], journal: Journal, opts: Options,
+             progress: Progress) -> None:
+    """Classify everything not yet in the journal, checkpointing as it goes."""
+    empty = {i for i, n in enumerate(clf.labels) if n in set(clf.spec.empty_classes)}
+    job = _detections_job(clf, opts.strict) if opts.detections else \
+        _whole_image_job(clf, opts.strict)
+    todo = (it for it in items if it.rel not in journal.done)
+    try:
+        for item, result in prefetch(todo, job, opts.decode_threads):
+            rec = _record_for(clf, item, result, opts, empty)
+            journal.add(rec)
+            progress.tick(bool(rec.get("failure")))
+    finally:
+        journal.flush()
+
+
+def _header(clf: Classifier, opts: Options, md: Optional[dict], base: str) -> dict:
+    """Top-level keys of the output file, `images` excluded."""
+    extra = {"empty_classes": list(clf.spec.empty_classes), "top_k": opts.top_k}
+    if opts.smooth != "none":
+        extra["sequence_smoothing"] = {"method": opts.smooth, "gap_seconds": opts.sequence_gap}
+    if md is not None:
+        info = info_block(clf.spec.name, clf.spec.thresholds, str(clf.spec.model_path),
+                          {**extra, "detection_threshold": opts.detection_threshold},
+                          base=md.get("info"))
+        header = {k: v for k, v in md.items() if k not in ("images", "info",
+                                                          "classification_categories",
+                                                          "classification_category_descriptions")}
+        return {"info": info, **header,
+                "classification_categories": classification_categories(clf.labels)}
+    info = info_block(clf.spec.name, clf.spec.thresholds, str(clf.spec.model_path), extra,
+                      base={"detector": "none (kerascls-edge whole-image classifier)",
+                            "image_base": base})
+    return {"info": info, "detection_categories": dict(DETECTION_CATEGORIES),
+            "classification_categories": classification_categories(clf.labels)}
+
+
+def _final_records(journal: Journal, clf: Classifier, opts: Options) -> Iterator[dict]:
+    recs = journal.records()
+    if opts.smooth == "mean" and not opts.detections:
+        recs = smooth(recs, opts.sequence_gap, len(clf.labels), opts.top_k)
+    return recs
+
+
+def predict(clf: Classifier, inputs: Sequence[str], opts: Options,
+            stderr: TextIO = sys.stderr) -> dict:
+    """Classify `inputs` (files/folders) into `opts.output`; returns a small summary dict."""
+    md = _load_md(opts.detections) if opts.detections else None
+    if md is not None and len(inputs) != 1:
+        raise EdgeError("with --detections give exactly one image folder (the one the "
+                        "MegaDetector file's paths are relative to)")
+    for p in inputs:
+        if not os.path.exists(p):
+            raise EdgeError(f"no such file or directory: {p}")
+    base = os.path.abspath(inputs[0]) if md is not None else image_base(inputs)
+    items = _md_items(md, base, opts) if md is not None else iter_items(inputs, opts.recursive,
+                                                                        base)
+    output = Path(opts.output)
+    journal = Journal(output.with_name(output.name + ".partial"), opts.checkpoint_every)
+    skipped = journal.open(_meta(clf, inputs, opts), opts.resume, opts.overwrite)
+    progress = Progress(opts.progress_every, stderr, skipped)
+    _consume(clf, items, journal, opts, progress)
+    recs = _final_records(journal, clf, opts)
+    if opts.format == "csv":
+        n = write_csv(output, recs, clf.labels)
+    else:
+        n = write_json(output, _header(clf, opts, md, base), recs)
+    progress.finish()
+    if not opts.keep_checkpoint:
+        journal.remove()
+    return {"images": n, "processed": progress.done, "failed": progress.failed,
+            "resumed": skipped, "output": str(output)}

@@ -36,8 +36,10 @@ class BatchChannelNormalization(keras.layers.Layer):
         channels = int(input_shape[-1])
         self._groups = resolve_groups(self.groups, channels)
         self.batch_norm.build(input_shape)
-        self.gamma = self.add_weight(shape=(self._groups,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(self._groups,), initializer="zeros", name="beta")
+        self.gamma = self.add_weight(shape=(self._groups,), initializer="ones", name="gamma",
+                                     autocast=False)
+        self.beta = self.add_weight(shape=(self._groups,), initializer="zeros", name="beta",
+                                    autocast=False)
 
     def call(self, x, training=None):
         x = self.batch_norm(x, training=training)

@@ -39,12 +39,14 @@ class LayerNorm(keras.layers.Layer):
     def __init__(self, epsilon: float = 1e-6, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = epsilon
-        self.autocast = False  # gamma/beta stay float32: the statistics are float32
 
     def build(self, input_shape):
         dim = int(input_shape[-1])
-        self.gamma = self.add_weight(shape=(dim,), initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
+        # float32 reads (autocast off): the statistics are float32 under mixed precision.
+        self.gamma = self.add_weight(shape=(dim,), initializer="ones", name="gamma",
+                                     autocast=False)
+        self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta",
+                                    autocast=False)
 
     def call(self, x):
         y = standardize(x, axis=-1, epsilon=self.epsilon)

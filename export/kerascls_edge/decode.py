@@ -106,6 +106,21 @@ def _is_truncation(err: Exception) -> bool:
     return "truncated" in msg or "broken data stream" in msg
 
 
+def _jpeg_end_missing(path: Union[str, os.PathLike]) -> bool:
+    """True when no EOI marker (FF D9) ends the file: it was cut short.
+
+    Entropy-coded data never contains FF D9, so its absence from the tail is reliable; only
+    used when Pillow was told process-wide to hide truncation.
+    """
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            return b"\xff\xd9" not in f.read()
+    except OSError:
+        return False
+
+
 def _open_tolerant(src: Source, pre: Preprocess, regions: Sequence[Box],
                    strict: bool) -> tuple[Image.Image, list[str]]:
     """Open an image; a truncated JPEG is decoded as far as it goes and reported, unless strict.
@@ -113,11 +128,18 @@ def _open_tolerant(src: Source, pre: Preprocess, regions: Sequence[Box],
     Pillow only offers a process-wide switch for this, so it is flipped under a lock and only on
     the retry: other files still fail loudly on their first attempt.
     """
+    lenient = ImageFile.LOAD_TRUNCATED_IMAGES  # someone (e.g. megadetector) may have set it
     try:
-        return _open(src, pre, regions), []
+        img = _open(src, pre, regions)
     except OSError as e:
         if strict or isinstance(src, Image.Image) or not _is_truncation(e):
             raise
+    else:
+        if lenient and img.format == "JPEG" and _jpeg_end_missing(src):
+            if strict:
+                raise OSError("image file is truncated (no JPEG end marker)")
+            return img, [TRUNCATED_WARNING]
+        return img, []
     with _TRUNCATED_LOCK:
         old = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True

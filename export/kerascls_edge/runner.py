@@ -145,8 +145,8 @@ def prefetch(items: Iterable[Item], job: Callable[[Item], object], workers: int
 class Progress:
     """Throttled progress on stderr: a long unattended run shows it is alive without flooding."""
 
-    def __init__(self, every_s: float, stream: TextIO = sys.stderr, skipped: int = 0) -> None:
-        self.every_s, self.stream, self.skipped = every_s, stream, skipped
+    def __init__(self, every_s: float, stream: Optional[TextIO] = None, skipped: int = 0) -> None:
+        self.every_s, self.stream, self.skipped = every_s, stream or sys.stderr, skipped
         self.done = self.failed = 0
         self.start = self._last = time.monotonic()
 
@@ -299,7 +299,7 @@ def _final_records(journal: Journal, clf: Classifier, opts: Options) -> Iterator
 
 
 def predict(clf: Classifier, inputs: Sequence[str], opts: Options,
-            stderr: TextIO = sys.stderr) -> dict:
+            stderr: Optional[TextIO] = None) -> dict:
     """Classify `inputs` (files/folders) into `opts.output`; returns a small summary dict."""
     md = _load_md(opts.detections) if opts.detections else None
     if md is not None and len(inputs) != 1:

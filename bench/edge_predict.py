@@ -1,0 +1,136 @@
+"""End-to-end edge throughput vs the interpreter alone, and peak memory over a long run.
+
+    python bench/edge_predict.py [--threads 2] [--loops 3] [--files 10000]
+
+Baseline (same process, same model, same threads): the LiteRT interpreter on pre-decoded
+224x224 uint8 tensors. End to end: `kerascls-edge predict` over lila_mixed's 31 full-size
+camera-trap JPEGs (symlinked `--loops` times), decoding, resizing, classifying, checkpointing
+and writing MegaDetector JSON. Memory: RSS high-water of a child process running predict over
+`--files` paths (symlinks to a few frames), against a 1,000-file run to show it stays flat.
+The model is the Coral int8 MobileNet v2 (uint8 224x224 input), so no TensorFlow is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "export"))
+
+from kerascls_edge import Classifier  # noqa: E402
+from kerascls_edge.runner import Options, predict  # noqa: E402
+
+DATA = ROOT / ".." / "shared" / "data"
+CORAL = DATA / "models" / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
+FRAMES = DATA / "camtrap" / "lila_mixed"
+
+CHILD = r"""
+import json, resource, sys
+sys.path.insert(0, sys.argv[1])
+from kerascls_edge.cli import main
+rc = main(sys.argv[2:])
+print(json.dumps({"rc": rc, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def frames() -> list[Path]:
+    found = sorted(p for p in FRAMES.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    if not found:
+        sys.exit(f"no frames under {FRAMES}")
+    return found
+
+
+def link_copies(srcs: list[Path], n: int, into: Path) -> None:
+    """n distinct paths cycling over srcs (symlinks: no disk, but each is a separate file)."""
+    into.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        src = srcs[i % len(srcs)]
+        os.symlink(src.resolve(), into / f"{i:06d}{src.suffix.lower()}")
+
+
+def interpreter_only(clf: Classifier, paths: list[Path], n: int) -> float:
+    """Images/s of the interpreter alone on tensors decoded beforehand (the ceiling)."""
+    tensors = [clf.decode(p).arrays[0] for p in paths]
+    for t in tensors[:5]:
+        clf.predict_array(t)
+    start = time.perf_counter()
+    for i in range(n):
+        clf.predict_array(tensors[i % len(tensors)])
+    return n / (time.perf_counter() - start)
+
+
+def end_to_end(clf: Classifier, paths: list[Path], n: int, workers: int, tmp: Path) -> float:
+    """Images/s of the full predict run (decode + classify + checkpoint + write JSON)."""
+    d = tmp / f"e2e_{workers}"
+    link_copies(paths, n, d)
+    opts = Options(output=tmp / f"e2e_{workers}.json", decode_threads=workers,
+                   checkpoint_every=100, progress_every=-1)
+    start = time.perf_counter()
+    summary = predict(clf, [str(d)], opts)
+    rate = summary["images"] / (time.perf_counter() - start)
+    assert summary["images"] == n and summary["failed"] == 0, summary
+    return rate
+
+
+def peak_rss(model: Path, paths: list[Path], n: int, threads: int, tmp: Path) -> float:
+    """RSS high-water (MB) of a child process running predict over n files."""
+    d = tmp / f"mem_{n}"
+    link_copies(paths, n, d)
+    cmd = [sys.executable, "-c", CHILD, str(ROOT / "export"), "predict", str(model), str(d),
+           "-o", str(tmp / f"mem_{n}.json"), "--threads", str(threads), "--progress_every", "-1",
+           "--checkpoint_every", "500"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["rc"] == 0
+    return result["maxrss_mb"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(CORAL))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--loops", type=int, default=3, help="passes over the 31 frames")
+    ap.add_argument("--files", type=int, default=10000, help="files in the memory run (0: skip)")
+    ap.add_argument("--memory_frames", type=int, default=4,
+                    help="distinct full-size frames the memory run cycles over")
+    args = ap.parse_args()
+
+    paths = frames()
+    n = len(paths) * args.loops
+    clf = Classifier(args.model, threads=args.threads)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        base = interpreter_only(clf, paths, max(n, 200))
+        e2e = {w: end_to_end(clf, paths, n, w, tmp) for w in (0, 1, args.threads)}
+        best_w = max(e2e, key=e2e.get)
+        smallest = sorted(paths, key=lambda p: p.stat().st_size)[: args.memory_frames]
+        rss_1k = peak_rss(Path(args.model), smallest, 1000, args.threads, tmp) if args.files else 0
+        rss_n = peak_rss(Path(args.model), smallest, args.files, args.threads, tmp) \
+            if args.files else 0
+
+    print(f"{'measure':44s} {'value':>10s}")
+    print(f"{'interpreter only (pre-decoded), img/s':44s} {base:10.1f}")
+    for w, r in e2e.items():
+        print(f"{f'end to end, {w} decode threads, img/s':44s} {r:10.1f}")
+    print(f"{'ratio end-to-end / interpreter (best)':44s} {e2e[best_w] / base:10.3f}")
+    if args.files:
+        print(f"{'peak RSS, 1,000-file run, MB':44s} {rss_1k:10.1f}")
+        print(f"{f'peak RSS, {args.files:,}-file run, MB':44s} {rss_n:10.1f}")
+    print(json.dumps({
+        "bench": "edge_predict", "model": Path(args.model).name, "threads": args.threads,
+        "frames": len(paths), "images": n, "interpreter_img_s": round(base, 2),
+        "end_to_end_img_s": {str(w): round(r, 2) for w, r in e2e.items()},
+        "best_decode_threads": best_w, "ratio": round(e2e[best_w] / base, 4), "target_ratio": 0.7,
+        "peak_rss_mb_1000": round(rss_1k, 1), f"peak_rss_mb_{args.files}": round(rss_n, 1),
+        "cpus": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -359,3 +360,53 @@ def test_kill_9_then_resume_gives_exactly_one_result_per_image(bundles: Path,
     files = [im["file"] for im in json.loads(out.read_text())["images"]]
     assert len(files) == n and sorted(files) == sorted(f"{i:03d}.png" for i in range(n))
     assert not partial.exists()
+
+
+def test_detections_flow_on_self_made_megadetector_file(bundles: Path, tmp_path: Path) -> None:
+    img = Image.new("RGB", (200, 100), COLOURS["grey"])
+    img.paste(COLOURS["red"], (0, 0, 50, 50))  # a "red animal" top-left, a "blue" one right
+    img.paste(COLOURS["blue"], (150, 50, 200, 100))
+    img.save(tmp_path / "a.jpg", quality=95)
+    det = lambda cat, conf, box: {"category": cat, "conf": conf, "bbox": box}  # noqa: E731
+    md = {"info": {"format_version": "1.4", "detector": "md_v5a.0.0"},
+          "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
+          "classification_categories": {"0": "old"},
+          "images": [
+              {"file": "a.jpg", "detections": [det("1", 0.9, [0.02, 0.04, 0.2, 0.4]),
+                                               det("1", 0.8, [0.77, 0.54, 0.2, 0.4]),
+                                               det("1", 0.05, [0.4, 0.4, 0.1, 0.1]),
+                                               det("2", 0.9, [0.3, 0.1, 0.2, 0.5])]},
+              {"file": "missing.jpg", "detections": [det("1", 0.9, [0, 0, 1, 1])]},
+              {"file": "bad.jpg", "failure": "Failure image access", "detections": None}]}
+    (tmp_path / "md.json").write_text(json.dumps(md))
+    out = tmp_path / "out.json"
+    assert main(["predict", str(bundles / "u8"), str(tmp_path), "--detections",
+                 str(tmp_path / "md.json"), "-o", str(out), "--threads", "1"]) == 0
+    d = json.loads(out.read_text())
+    a, missing, bad = d["images"]
+    assert [x.get("classifications", [[None]])[0][0] for x in a["detections"]] == \
+        ["1", "2", None, None]  # red, blue; below threshold and person left alone
+    assert missing["detections"][0]["bbox"] == [0, 0, 1, 1] and "not classified" in \
+        missing["warnings"][0]
+    assert bad == md["images"][2]
+    assert d["classification_categories"] == {"0": "empty", "1": "red", "2": "blue"}
+    assert d["info"]["format_version"] == "1.6" and d["info"]["detector"] == "md_v5a.0.0"
+    v = pytest.importorskip("megadetector.postprocessing.validate_batch_results")
+    assert v.validate_batch_results(str(out))["validation_results"]["errors"] == []
+
+
+def test_pip_installs_export_alone(tmp_path: Path) -> None:
+    """`pip install ./export` builds a distribution with only numpy/Pillow/LiteRT as deps."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                           "--no-build-isolation", "--target", str(tmp_path / "site"),
+                           str(EXPORT)], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and "setuptools" in proc.stderr:
+        pytest.skip("setuptools unavailable for an offline build")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    meta = next((tmp_path / "site").glob("kerascls_edge-*.dist-info")) / "METADATA"
+    deps = sorted(line.split(":", 1)[1].strip().split(">")[0].split("=")[0].lower()
+                  for line in meta.read_text().splitlines() if line.startswith("Requires-Dist"))
+    assert deps == ["ai-edge-litert", "numpy", "pillow"]
+    assert (tmp_path / "site" / "bin" / "kerascls-edge").exists()
+    for leftover in ("build", "kerascls_edge.egg-info"):  # in-tree build droppings
+        shutil.rmtree(EXPORT / leftover, ignore_errors=True)

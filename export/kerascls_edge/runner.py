@@ -248,6 +248,12 @@ def _meta(clf: Classifier, inputs: Sequence[str], opts: Options) -> dict:
 def _record_for(clf: Classifier, item: Item, result: object, opts: Options,
                 empty: set[int]) -> dict:
     if isinstance(result, Exception):
+        if opts.detections:
+            # MegaDetector read this image: keep its boxes, unclassified, and say why.
+            rec = item.entry
+            rec["warnings"] = [f"not classified: {failure_record(item.rel, result)['failure']}"]
+            rec["_failed"] = True
+            return rec
         return failure_record(item.rel, result)
     if opts.detections:
         return _classify_detections(clf, item, result, opts)
@@ -265,7 +271,7 @@ def _consume(clf: Classifier, items: Iterable[Item], journal: Journal, opts: Opt
         for item, result in prefetch(todo, job, opts.decode_threads):
             rec = _record_for(clf, item, result, opts, empty)
             journal.add(rec)
-            progress.tick(bool(rec.get("failure")))
+            progress.tick(bool(rec.get("failure") or rec.pop("_failed", False)))
     finally:
         journal.flush()
 

@@ -1,0 +1,297 @@
+"""``kerascls``: one absl app with subcommands train, evaluate, export, predict, models, summary.
+
+Each subcommand defines its own absl flags, so ``kerascls <command> --help`` lists exactly
+the flags it takes. Mistakes (unknown command, unknown flag, bad value) exit non-zero with
+one line that names the problem — no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Callable
+
+from absl import app, flags, logging
+
+PROG = "kerascls"
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError, RuntimeError, FloatingPointError,
+               NotADirectoryError, PermissionError)
+
+
+def _train_flags(fv: flags.FlagValues, m: str) -> None:
+    flags.DEFINE_string("arch", "small_cnn", "Architecture name (see `kerascls models`).",
+                        flag_values=fv, module_name=m)
+    flags.DEFINE_string("data", "fashion_mnist", "Data spec; default Fashion-MNIST.",
+                        flag_values=fv, module_name=m)
+    flags.DEFINE_integer("epochs", 8, "Training epochs.", lower_bound=1, flag_values=fv,
+                         module_name=m)
+    flags.DEFINE_integer("batch_size", 128, "Global batch size.", lower_bound=1,
+                         flag_values=fv, module_name=m)
+    flags.DEFINE_integer("image_size", 0, "Square input size; 0 keeps the data's size.",
+                         lower_bound=0, flag_values=fv, module_name=m)
+    flags.DEFINE_integer("channels", 0, "Input channels (1 or 3); 0 keeps the data's.",
+                         lower_bound=0, upper_bound=4, flag_values=fv, module_name=m)
+    flags.DEFINE_enum("optimizer", "adamw", ["adamw", "sgd"], "Optimizer.", flag_values=fv,
+                      module_name=m)
+    flags.DEFINE_float("learning_rate", 3e-3, "Peak learning rate (after warm-up).",
+                       lower_bound=0, flag_values=fv, module_name=m)
+    flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay.", lower_bound=0,
+                       flag_values=fv, module_name=m)
+    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0,
+                       upper_bound=1, flag_values=fv, module_name=m)
+    flags.DEFINE_float("val_fraction", 0.1, "Share of training data held out for validation.",
+                       lower_bound=0, upper_bound=0.9, flag_values=fv, module_name=m)
+    flags.DEFINE_integer("max_train_images", 0, "Use a seeded subset of this many training "
+                         "images (0 = all); for smoke runs.", lower_bound=0, flag_values=fv,
+                         module_name=m)
+    flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv, module_name=m)
+    flags.DEFINE_string("output_dir", "", "Run directory; default runs/ARCH-TIMESTAMP.",
+                        flag_values=fv, module_name=m)
+    flags.DEFINE_multi_string("model_arg", [], "Architecture option KEY=VALUE, repeatable "
+                              "(e.g. norm=group, attention=se).", flag_values=fv, module_name=m)
+
+
+def _evaluate_flags(fv: flags.FlagValues, m: str) -> None:
+    flags.DEFINE_string("model", None, "Run directory, .keras, bundle directory or .tflite.",
+                        flag_values=fv, module_name=m)
+    flags.DEFINE_string("data", None, "Data spec; default: the one the run trained on.",
+                        flag_values=fv, module_name=m)
+    flags.DEFINE_enum("split", "test", ["train", "test"], "Split to evaluate.",
+                      flag_values=fv, module_name=m)
+    flags.mark_flag_as_required("model", flag_values=fv)
+
+
+def _export_flags(fv: flags.FlagValues, m: str) -> None:
+    flags.DEFINE_string("model", None, "Run directory or .keras file.", flag_values=fv,
+                        module_name=m)
+    flags.DEFINE_bool("tflite", True, "Write a TFLite bundle (the only format for now).",
+                      flag_values=fv, module_name=m)
+    flags.DEFINE_enum("quantize", "int8", ["int8", "float16", "dynamic", "none"],
+                      "int8 = full integer, uint8 input.", flag_values=fv, module_name=m)
+    flags.DEFINE_string("output_dir", None, "Bundle directory; default RUN/bundle.",
+                        flag_values=fv, module_name=m)
+    flags.DEFINE_string("data", None, "Calibration/parity data; default: the run's.",
+                        flag_values=fv, module_name=m)
+    flags.DEFINE_integer("calibration_samples", 500, "Training images used to calibrate int8.",
+                         lower_bound=1, flag_values=fv, module_name=m)
+    flags.DEFINE_integer("parity_samples", 1000, "Held-out images for the parity check.",
+                         lower_bound=1, flag_values=fv, module_name=m)
+    flags.DEFINE_bool("allow_float_ops", False, "Write an int8 bundle even if float ops remain.",
+                      flag_values=fv, module_name=m)
+    flags.mark_flag_as_required("model", flag_values=fv)
+
+
+def _predict_flags(fv: flags.FlagValues, m: str) -> None:
+    flags.DEFINE_string("model", None, "Bundle directory or .tflite file.", flag_values=fv,
+                        module_name=m)
+    flags.DEFINE_string("labels", None, "Labels file for a bare .tflite.", flag_values=fv,
+                        module_name=m)
+    flags.DEFINE_string("output", "results.json", "Results file.", flag_values=fv,
+                        module_name=m)
+    flags.DEFINE_enum("format", "megadetector", ["megadetector", "csv"], "Output format.",
+                      flag_values=fv, module_name=m)
+    flags.DEFINE_integer("top_k", 5, "Classes kept per image.", lower_bound=1,
+                         flag_values=fv, module_name=m)
+    flags.DEFINE_integer("threads", 2, "Interpreter threads.", lower_bound=1,
+                         flag_values=fv, module_name=m)
+    flags.DEFINE_bool("recursive", False, "Descend into folders.", flag_values=fv,
+                      module_name=m)
+    flags.mark_flag_as_required("model", flag_values=fv)
+
+
+def _models_flags(fv: flags.FlagValues, m: str) -> None:
+    flags.DEFINE_string("family", None, "Only this family.", flag_values=fv, module_name=m)
+    flags.DEFINE_bool("macs", True, "Build each model to count MACs (slower).",
+                      flag_values=fv, module_name=m)
+
+
+def _summary_flags(fv: flags.FlagValues, m: str) -> None:
+    flags.DEFINE_string("arch", None, "Architecture name.", flag_values=fv, module_name=m)
+    flags.DEFINE_integer("image_size", 0, "Input size; 0 = the architecture's default.",
+                         lower_bound=0, flag_values=fv, module_name=m)
+    flags.DEFINE_integer("channels", 3, "Input channels.", lower_bound=1, flag_values=fv,
+                         module_name=m)
+    flags.DEFINE_integer("num_classes", 1000, "Classes.", lower_bound=1, flag_values=fv,
+                         module_name=m)
+    flags.mark_flag_as_required("arch", flag_values=fv)
+
+
+def cmd_train(fl, args) -> None:
+    from kerascls.training.config import TrainConfig, parse_model_args
+    from kerascls.training.train import train
+    cfg = TrainConfig(arch=fl.arch, data=fl.data, epochs=fl.epochs, batch_size=fl.batch_size,
+                      image_size=fl.image_size, channels=fl.channels, optimizer=fl.optimizer,
+                      learning_rate=fl.learning_rate, weight_decay=fl.weight_decay,
+                      label_smoothing=fl.label_smoothing, val_fraction=fl.val_fraction,
+                      max_train_images=fl.max_train_images,
+                      seed=fl.seed, output_dir=fl.output_dir,
+                      model_args=parse_model_args(fl.model_arg))
+    from kerascls.models import model_info
+    model_info(cfg.arch)  # fail on a bad name before loading data
+    run = train(cfg)
+    metrics = json.loads((run / "metrics.json").read_text())
+    print(f"run directory: {run}")
+    _print_metrics(metrics)
+
+
+def _print_metrics(metrics: dict) -> None:
+    for key in ("accuracy", "loss", "count", "train_seconds"):
+        if key in metrics:
+            print(f"{key}: {metrics[key]:.4f}" if isinstance(metrics[key], float)
+                  else f"{key}: {metrics[key]}")
+
+
+def cmd_evaluate(fl, args) -> None:
+    from kerascls.evaluation.evaluate import evaluate
+    metrics = evaluate(fl.model, fl.data, fl.split)
+    print(f"model: {metrics['model']}  data: {metrics['data']}:{metrics['split']}")
+    print(f"test accuracy: {metrics['accuracy']:.4f}  loss: {metrics['loss']:.4f}  "
+          f"images: {metrics['count']}")
+
+
+def cmd_export(fl, args) -> None:
+    if not fl.tflite:
+        raise ValueError("only --tflite export exists; pass --tflite")
+    from kerascls.tflite.export import export_bundle
+    rep = export_bundle(fl.model, fl.output_dir, quantize=fl.quantize, data=fl.data,
+                        calibration_samples=fl.calibration_samples,
+                        parity_samples=fl.parity_samples, allow_float_ops=fl.allow_float_ops)
+    print(f"quantize: {rep['quantize']}  non-integer ops: {rep['non_integer_ops']}  "
+          f"size: {rep['size_bytes'] / 1024:.1f} KiB ({rep['size_ratio']:.2f}x float)  "
+          f"latency: {rep['latency_ms']:.3f} ms (float {rep['float_latency_ms']:.3f} ms)")
+    if "parity" in rep:
+        p = rep["parity"]
+        print(f"parity on {p['images']} held-out images: top-1 agreement "
+              f"{p['top1_agreement']:.4f}, max prob diff {p['max_prob_diff']:.4f}, "
+              f"accuracy keras {p['keras_accuracy']:.4f} / tflite {p['tflite_accuracy']:.4f}")
+
+
+def cmd_predict(fl, args) -> None:
+    if not args:
+        raise ValueError("predict needs at least one image file or folder")
+    from kerascls_edge.cli import main as edge_main
+    argv = ["predict", fl.model, *args, "-o", fl.output, "--format", fl.format,
+            "--top_k", str(fl.top_k), "--threads", str(fl.threads)]
+    argv += ["--labels", fl.labels] if fl.labels else []
+    argv += ["--recursive"] if fl.recursive else []
+    code = edge_main(argv)
+    if code:
+        sys.exit(code)
+
+
+def cmd_models(fl, args) -> None:
+    from kerascls.models import list_models, model_info
+    print(f"{'name':<22}{'family':<14}{'input':>6}{'params':>15}{'GMACs':>10}")
+    for name in list_models(fl.family):
+        info = model_info(name)
+        params, macs = _count(name, info) if fl.macs else (info.ref_params, None)
+        print(f"{name:<22}{info.family:<14}{info.input_size:>6}"
+              f"{params if params is not None else '-':>15,}"
+              f"{'' if macs is None else f'{macs / 1e9:.3f}':>10}")
+
+
+def _count(name: str, info) -> tuple[int, int | None]:
+    import keras
+    from kerascls.models import create_model
+    from kerascls.summary import count_macs
+    model = create_model(name, 1000, (info.input_size, info.input_size, 3))
+    counts = model.count_params(), count_macs(model)
+    keras.backend.clear_session()
+    return counts
+
+
+def cmd_summary(fl, args) -> None:
+    from kerascls.models import create_model, model_info
+    from kerascls.summary import format_summary
+    size = fl.image_size or model_info(fl.arch).input_size
+    model = create_model(fl.arch, fl.num_classes, (size, size, fl.channels))
+    print(format_summary(model))
+
+
+COMMANDS: dict[str, tuple[Callable, Callable, str]] = {
+    "train": (_train_flags, cmd_train, "Train a model into a run directory."),
+    "evaluate": (_evaluate_flags, cmd_evaluate, "Test accuracy and loss of a run or bundle."),
+    "export": (_export_flags, cmd_export, "Convert a run to a checked TFLite bundle."),
+    "predict": (_predict_flags, cmd_predict, "Classify images with an exported bundle."),
+    "models": (_models_flags, cmd_models, "List every architecture with params and MACs."),
+    "summary": (_summary_flags, cmd_summary, "Per-layer table: shapes, memory, params, MACs."),
+}
+
+
+def command_help(cmd: str) -> str:
+    """Usage and every flag of one subcommand, with its help text."""
+    fv = flags.FlagValues()
+    COMMANDS[cmd][0](fv, f"{PROG} {cmd}")
+    body = fv.module_help(f"{PROG} {cmd}").strip().split("\n", 1)[-1]
+    positional = " IMAGES_OR_DIRS..." if cmd == "predict" else ""
+    return f"usage: {PROG} {cmd} [--flag=value ...]{positional}\n\n{COMMANDS[cmd][2]}\n\nflags:\n{body}"
+
+
+def top_help() -> str:
+    """Every command with its flags."""
+    parts = [f"usage: {PROG} <command> [--flag=value ...]\n\ncommands:"]
+    parts += [f"  {name:<10}{c[2]}" for name, c in COMMANDS.items()]
+    parts += ["", *(command_help(name) + "\n" for name in COMMANDS)]
+    return "\n".join(parts)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _parse(argv: list[str]) -> list[str]:
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(f"{argv[0].split()[-1]}: {str(e).splitlines()[0]}")
+
+
+def _runner(cmd: str) -> Callable[[list[str]], None]:
+    def main(argv: list[str]) -> None:
+        logging.set_verbosity(logging.WARNING)
+        try:
+            COMMANDS[cmd][1](flags.FLAGS, argv[1:])
+        except ImportError as e:
+            _fail(f"{cmd}: missing dependency: {e}", 1)
+        except USER_ERRORS as e:
+            _fail(f"{cmd}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", 1)
+    return main
+
+
+def _quiet_import_tensorflow() -> None:
+    """Import TensorFlow with its C++ start-up chatter (CUDA probes, oneDNN notes) muted.
+
+    TF 2.21 logs these through absl before any level setting applies
+    (tensorflow/tensorflow#100442). KERASCLS_VERBOSE=1 shows them.
+    """
+    from kerascls.utils import quiet_fds
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with quiet_fds(2):
+        try:
+            import tensorflow as tf
+            tf.config.list_physical_devices()  # the CUDA probe logs here, not at import
+        except ImportError:
+            pass  # reported where a command needs TensorFlow
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    argv = list(sys.argv if argv is None else argv)
+    cmd = argv[1] if len(argv) > 1 else "--help"
+    if cmd in ("-h", "--help", "help"):
+        print(top_help())
+        return
+    if cmd not in COMMANDS:
+        _fail(f"unknown command {cmd!r}; commands: {', '.join(COMMANDS)}")
+    if any(a in ("-h", "--help", "-help", "--helpshort") for a in argv[2:]):
+        print(command_help(cmd))
+        return
+    COMMANDS[cmd][0](flags.FLAGS, f"{PROG} {cmd}")
+    _quiet_import_tensorflow()
+    app.run(_runner(cmd), argv=[f"{PROG} {cmd}", *argv[2:]], flags_parser=_parse)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,66 @@
+"""Keras model → TFLite bytes, in one of four quantization modes."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from kerascls.utils import quiet_fds
+
+QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
+
+
+def _batch_one(model):
+    """The model behind a batch-1 input: a fixed batch removes SHAPE/GATHER/PACK plumbing ops."""
+    import keras
+    inputs = keras.Input(batch_shape=(1, *model.input_shape[1:]), name="image")
+    return keras.Model(inputs, model(inputs, training=False), name=model.name)
+
+
+def full_range_sample(shape: tuple[int, ...]) -> np.ndarray:
+    """A checkerboard of 0 and 255 that pins the calibrated input range to the full [0, 255].
+
+    With it the uint8 input gets scale 1 and zero point 0, so a device feeds raw pixels
+    unchanged, whatever range the calibration images happen to cover.
+    """
+    grid = np.indices(shape[1:3]).sum(0) % 2
+    return np.broadcast_to((grid * 255.0)[None, :, :, None], shape).astype(np.float32)
+
+
+def convert(model, quantize: str = "int8",
+            calibration: Iterable[np.ndarray] | None = None) -> bytes:
+    """Convert with builtin ops only (Flex ops never slip in).
+
+    Args:
+        model: a Keras model taking raw 0–255 pixels.
+        quantize: ``int8`` (full integer, uint8 input and output), ``float16``,
+            ``dynamic`` (int8 weights, float activations) or ``none``.
+        calibration: single images (H, W, C), 0–255, required for int8.
+    """
+    import tensorflow as tf
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    conv = tf.lite.TFLiteConverter.from_keras_model(_batch_one(model))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize != "none":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        conv.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        if calibration is None:
+            raise ValueError("int8 quantization needs calibration images")
+        shape = (1, *model.input_shape[1:])
+        images = list(calibration)
+
+        def representative():
+            yield [full_range_sample(shape)]
+            for img in images:
+                yield [np.asarray(img, np.float32).reshape(shape)]
+
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.uint8
+    with quiet_fds(1, 2):
+        return conv.convert()

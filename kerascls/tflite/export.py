@@ -1,0 +1,154 @@
+"""``kerascls export --tflite``: a deployable bundle, checked before it is written.
+
+The bundle (docs/bundle.md) is ``model.tflite``, ``labels.txt``, ``model.json`` and
+``report.json``. Every export audits its ops, checks parity with the Keras model on
+held-out images, and measures size and latency against the float model; the bundle
+directory appears only when all of that succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import kerascls
+from kerascls.tflite import audit as A
+from kerascls.tflite.convert import convert
+from kerascls.utils import atomic_path
+
+EMPTY_NAMES = {"empty", "blank", "none", "nothing"}
+
+
+class ExportError(RuntimeError):
+    """The converted model failed a check; nothing was written."""
+
+
+@dataclass
+class LoadedRun:
+    """A Keras model with what the exporter needs to know about its training run."""
+
+    model: object
+    config: object
+    path: Path
+
+
+def load_run(model_path: str | Path):
+    """Load ``RUN_DIR`` (model.keras + config.json) or a bare ``.keras`` file."""
+    import keras
+
+    import kerascls.layers  # noqa: F401  (registers the custom layers for loading)
+    import kerascls.models  # noqa: F401  (and the families' own layers)
+    from kerascls.training.config import TrainConfig
+    path = Path(model_path)
+    file = path / "model.keras" if path.is_dir() else path
+    if not file.exists():
+        raise FileNotFoundError(f"no model at {file} (give a run directory or a .keras file)")
+    model = keras.saving.load_model(file, safe_mode=True, compile=False)
+    cfg_dir = file.parent
+    cfg = TrainConfig.load(cfg_dir) if (cfg_dir / "config.json").exists() else None
+    return LoadedRun(model, cfg, file)
+
+
+def sample_images(data_spec: str, split: str, count: int, shape, seed: int = 0) -> tuple:
+    """``count`` seeded images (resized to ``shape``, float 0–255) and labels of a split."""
+    from kerascls.data.pipeline import array_dataset
+    from kerascls.data.sources import load_source
+    x, y = load_source(data_spec).split(split)
+    idx = np.random.default_rng(seed).permutation(len(y))[:count]
+    ds = array_dataset(x[idx], y[idx], 256, training=False, image_size=tuple(shape[:2]),
+                       channels=shape[2])
+    xs, ys = zip(*[(np.asarray(a, np.float32), np.asarray(b)) for a, b in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def parity(model, tflite: bytes, images: np.ndarray, labels: np.ndarray) -> dict:
+    """Top-1 agreement and largest probability difference between Keras and TFLite."""
+    ref = np.asarray(model.predict(images, batch_size=256, verbose=0), np.float32)
+    got = A.run_batch(A.interpreter(tflite), images)
+    ref, got = ref.reshape(len(images), -1), got.reshape(len(images), -1)
+    top_ref, top_got = ref.argmax(-1), got.argmax(-1)
+    return {"images": int(len(images)), "top1_agreement": float(np.mean(top_ref == top_got)),
+            "max_prob_diff": float(np.max(np.abs(ref - got))),
+            "keras_accuracy": float(np.mean(top_ref == labels)),
+            "tflite_accuracy": float(np.mean(top_got == labels))}
+
+
+def contract(run: LoadedRun, quantize: str) -> dict:
+    """The model.json preprocessing contract of docs/bundle.md."""
+    h, w, c = (int(d) for d in run.model.input_shape[1:])
+    cfg = run.config
+    names = list(cfg.class_names) if cfg else [str(i) for i in range(run.model.output_shape[-1])]
+    args = cfg.model_args if cfg else {}
+    task = args.get("task", "multiclass")
+    activation = "none" if args.get("logits") else ("softmax" if task == "multiclass" else "sigmoid")
+    return {"format": "kerascls-bundle", "format_version": 1,
+            "kerascls_version": kerascls.__version__,
+            "architecture": cfg.arch if cfg else run.model.name, "task": task,
+            "class_names": names,
+            "input": {"height": h, "width": w, "channels": c, "channel_order": "RGB",
+                      "dtype": "uint8" if quantize == "int8" else "float32",
+                      "value_range": [0, 255], "resize": "stretch",
+                      "interpolation": "bilinear"},
+            "output": {"activation": activation}, "quantization": quantize,
+            "thresholds": {"default": 0.5},
+            "empty_classes": [n for n in names if n.lower() in EMPTY_NAMES]}
+
+
+def _audit_or_fail(tflite: bytes, quantize: str, allow_float_ops: bool) -> list[dict]:
+    ops = A.op_audit(tflite)
+    bad = A.non_integer_ops(ops)
+    if quantize == "int8" and bad and not allow_float_ops:
+        listing = "; ".join(f"{r['op']} at {r['where']}" for r in bad[:20])
+        raise ExportError(f"int8 export keeps {len(bad)} float/Flex ops: {listing} "
+                          "(pass --allow_float_ops to export anyway)")
+    return ops
+
+
+def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, *,
+                  quantize: str = "int8", data: str | None = None,
+                  calibration_samples: int = 500, parity_samples: int = 1000,
+                  allow_float_ops: bool = False, seed: int = 0) -> dict:
+    """Convert, check and write a bundle; returns the report (also in report.json)."""
+    run = load_run(model_path)
+    data = data or (run.config.data if run.config else None)
+    shape = tuple(int(d) for d in run.model.input_shape[1:])
+    if quantize == "int8" and not data:
+        raise ValueError("int8 export needs calibration data: pass --data")
+    calib = sample_images(data, "train", calibration_samples, shape, seed)[0] if data else None
+    tflite = convert(run.model, quantize, calib)
+    report = {"quantize": quantize, "op_audit": _audit_or_fail(tflite, quantize, allow_float_ops)}
+    report["non_integer_ops"] = len(A.non_integer_ops(report["op_audit"]))
+    report.update(_size_and_latency(run.model, tflite, quantize, shape))
+    if data:
+        images, labels = sample_images(data, _heldout_split(data), parity_samples, shape, seed)
+        report["parity"] = parity(run.model, tflite, images, labels)
+    out = Path(output_dir) if output_dir else run.path.parent / "bundle"
+    _write_bundle(out, tflite, contract(run, quantize), report)
+    return report
+
+
+def _heldout_split(data: str) -> str:
+    from kerascls.data.sources import load_source
+    return "test" if load_source(data).x_test is not None else "train"
+
+
+def _size_and_latency(model, tflite: bytes, quantize: str, shape) -> dict:
+    """Bytes and single-image latency of this export against the float32 conversion."""
+    image = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
+    ref = tflite if quantize == "none" else convert(model, "none")
+    return {"size_bytes": len(tflite), "float_size_bytes": len(ref),
+            "size_ratio": len(tflite) / len(ref),
+            "latency_ms": A.latency_ms(A.interpreter(tflite), image),
+            "float_latency_ms": A.latency_ms(A.interpreter(ref), image)}
+
+
+def _write_bundle(out: Path, tflite: bytes, meta: dict, report: dict) -> None:
+    with atomic_path(out) as tmp:
+        tmp.mkdir(parents=True)
+        (tmp / "model.tflite").write_bytes(tflite)
+        (tmp / "labels.txt").write_text("\n".join(meta["class_names"]) + "\n")
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2))
+        (tmp / "report.json").write_text(json.dumps(report, indent=2))

@@ -1,0 +1,58 @@
+"""The run configuration: every choice that shapes a training run, saved as JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainConfig:
+    """Fully resolved settings of one run (written to ``RUN/config.json``)."""
+
+    arch: str = "small_cnn"
+    data: str = "fashion_mnist"
+    epochs: int = 8
+    batch_size: int = 128
+    image_size: int = 0            # 0: the data's native size
+    channels: int = 0              # 0: the data's native channel count
+    optimizer: str = "adamw"       # adamw | sgd
+    learning_rate: float = 3e-3
+    weight_decay: float = 5e-4
+    warmup_steps: int = 200
+    label_smoothing: float = 0.0
+    val_fraction: float = 0.1
+    max_train_images: int = 0      # 0: all
+    seed: int = 0
+    output_dir: str = ""
+    model_args: dict = field(default_factory=dict)
+    class_names: list = field(default_factory=list)
+    input_shape: list = field(default_factory=list)
+
+    def save(self, run_dir: Path) -> None:
+        (Path(run_dir) / "config.json").write_text(json.dumps(dataclasses.asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "TrainConfig":
+        data = json.loads((Path(run_dir) / "config.json").read_text())
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def parse_model_args(items: list[str]) -> dict:
+    """``["norm=group", "drop_path=0.1"]`` → ``{"norm": "group", "drop_path": 0.1}``.
+
+    Values are read as JSON where they parse (numbers, booleans, lists), else as strings.
+    """
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model_arg must be KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

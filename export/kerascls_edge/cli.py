@@ -101,14 +101,17 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _terminate_on_sigterm() -> None:
-    """SIGTERM (systemd, `timeout`) unwinds like Ctrl-C, so pending results are checkpointed."""
+def _terminate_on_sigterm() -> object:
+    """SIGTERM (systemd, `timeout`) unwinds like Ctrl-C, so pending results are checkpointed.
+
+    Returns the previous handler so a host program calling `main` gets its own back.
+    """
     def handler(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt
     try:
-        signal.signal(signal.SIGTERM, handler)
+        return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals to the host program
-        pass
+        return None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -118,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse has printed its usage error
         return int(e.code or 0)
-    _terminate_on_sigterm()
+    previous = _terminate_on_sigterm()
     try:
         return _predict(args) if args.command == "predict" else _info(args)
     except EdgeError as e:
@@ -131,6 +134,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: interrupted; results so far are checkpointed (rerun with --resume)",
               file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def run() -> None:

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
 from .bundle import EdgeError
 
@@ -94,7 +94,12 @@ class Journal:
     # -- writing ------------------------------------------------------------------------------
 
     def add(self, record: dict) -> None:
-        """Queue one result; a checkpoint is written every `every` results."""
+        """Queue one result (a file already stored is ignored, so parts never hold duplicates).
+
+        `done` is the only per-file state kept: one short string per image.
+        """
+        if record["file"] in self.done:
+            return
         self.done.add(record["file"])
         self._pending.append(json.dumps(record, separators=(",", ":")))
         if len(self._pending) >= self.every:
@@ -112,15 +117,9 @@ class Journal:
     # -- reading ------------------------------------------------------------------------------
 
     def records(self) -> Iterator[dict]:
-        """Every stored record once, in the order they were written (first copy of a file wins)."""
-        seen: Optional[set[str]] = set()
+        """Every stored record, in the order they were written (`add` kept them unique)."""
         for part in self._parts():
             with open(part, encoding="utf-8") as f:
                 for line in f:
-                    if not line.strip():
-                        continue
-                    rec = json.loads(line)
-                    if rec["file"] in seen:
-                        continue
-                    seen.add(rec["file"])
-                    yield rec
+                    if line.strip():
+                        yield json.loads(line)

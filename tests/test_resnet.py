@@ -91,3 +91,12 @@ def test_unknown_depth_raises():
     from kerascls.models.resnet import resnet
     with pytest.raises(ValueError, match="depth"):
         resnet(keras.Input((32, 32, 3)), depth=42)
+
+
+def test_drop_path_inserts_stochastic_depth():
+    from kerascls import layers
+    if not hasattr(layers, "StochasticDepth"):
+        pytest.skip("StochasticDepth not in kerascls.layers yet")
+    model = create_model("resnet18", num_classes=3, input_shape=(32, 32, 3), drop_path=0.1)
+    drops = [layer for layer in model.layers if type(layer).__name__ == "StochasticDepth"]
+    assert len(drops) == 7  # the first of 8 blocks gets rate 0 and no layer

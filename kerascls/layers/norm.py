@@ -72,6 +72,9 @@ def get_norm(norm: str | None, name: str | None = None, *, groups: int = 32,
     norm = norm or "none"
     eps = {} if epsilon is None else {"epsilon": epsilon}
     if norm == "batch":
+        # PyTorch's running-statistics momentum (0.1 there, 0.9 here) rather than Keras's
+        # 0.99: the statistics settle in tens of steps, which short runs and fine-tuning need.
+        kwargs.setdefault("momentum", 0.9)
         return keras.layers.BatchNormalization(name=name, **eps, **kwargs)
     if norm == "layer":
         return LayerNorm(name=name, **eps, **kwargs)

@@ -251,6 +251,7 @@ def _parse(argv: list[str]) -> list[str]:
 def _runner(cmd: str) -> Callable[[list[str]], None]:
     def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)
+        _quiet_import_tensorflow()
         try:
             COMMANDS[cmd][1](flags.FLAGS, argv[1:])
         except ImportError as e:
@@ -289,7 +290,6 @@ def run(argv: list[str] | None = None) -> None:
         print(command_help(cmd))
         return
     COMMANDS[cmd][0](flags.FLAGS, f"{PROG} {cmd}")
-    _quiet_import_tensorflow()
     app.run(_runner(cmd), argv=[f"{PROG} {cmd}", *argv[2:]], flags_parser=_parse)
 
 

@@ -35,14 +35,24 @@ def _features(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, [model.get_layer("avg_pool").output, model.outputs[0]])
 
 
-def test_resnet50_loads_keras_applications_weights(tmp_path):
+@pytest.fixture(scope="module")
+def resnet50_file(tmp_path_factory):
+    """keras.applications ResNet50 with random non-default weights, and its weights file."""
     theirs = keras.applications.ResNet50(weights=None, input_shape=SIZE)
     _randomize(theirs)
-    path = str(tmp_path / "resnet50.weights.h5")
+    path = str(tmp_path_factory.mktemp("weights") / "resnet50.weights.h5")
     theirs.save_weights(path)
+    return theirs, path
 
+
+@pytest.mark.parametrize("loader", ["ours", "keras"])
+def test_resnet50_loads_keras_applications_weights(resnet50_file, loader):
+    theirs, path = resnet50_file
     ours = create_model("resnet50", input_shape=SIZE, preprocess=False)
-    load_keras_applications_weights(ours, path)
+    if loader == "ours":
+        load_keras_applications_weights(ours, path)
+    else:  # same class order, so Keras' own loader lines the entries up too
+        ours.load_weights(path)
 
     x = np.random.default_rng(1).normal(0, 50, size=(2, *SIZE)).astype("float32")
     their_feat, their_out = _features(theirs).predict(x, verbose=0)
@@ -50,6 +60,25 @@ def test_resnet50_loads_keras_applications_weights(tmp_path):
     scale = max(1.0, float(np.abs(their_feat).max()))
     assert np.abs(our_feat - their_feat).max() / scale < 1e-5
     assert np.abs(our_out - their_out).max() < 1e-5
+
+
+def test_fine_tuning_head_keeps_fresh_weights(resnet50_file):
+    theirs, path = resnet50_file
+    ours = create_model("resnet50", num_classes=10, input_shape=SIZE, preprocess=False)
+    head = [w.numpy() for w in ours.get_layer("head").weights]
+    load_keras_applications_weights(ours, path)
+    for name in ("conv1_conv", "conv5_block3_3_bn"):
+        for a, b in zip(ours.get_layer(name).weights, theirs.get_layer(name).weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(ours.get_layer("head").weights, head):
+        np.testing.assert_array_equal(a.numpy(), b)
+
+
+def test_mismatched_body_raises(resnet50_file):
+    _, path = resnet50_file
+    ours = create_model("resnet101", input_shape=SIZE, preprocess=False)
+    with pytest.raises(ValueError, match="needs"):
+        load_keras_applications_weights(ours, path)
 
 
 @pytest.mark.parametrize("name", sorted(APPS))

@@ -32,6 +32,7 @@ timm's counts equal torchvision's plus those SE weights, so the same +3·C rule 
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import keras
@@ -166,16 +167,51 @@ def resnet(x, *, depth: int = 50, norm: str | None = "batch", attention: str | N
     return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
 
 
+def _snake(name: str) -> str:
+    """Keras' class name → file key rule: ``BatchNormalization`` → ``batch_normalization``."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _file_keys(model: keras.Model) -> list[tuple[keras.layers.Layer, str]]:
+    """(layer, ``layers/<class>_<n>``) as Keras 3 writes ``.weights.h5``: per class, in order."""
+    seen: dict[str, int] = {}
+    keys = []
+    for layer in model.layers:
+        base = _snake(type(layer).__name__)
+        n = seen.get(base, -1) + 1
+        seen[base] = n
+        keys.append((layer, f"layers/{base}" + (f"_{n}" if n else "")))
+    return keys
+
+
 def load_keras_applications_weights(model: keras.Model, path: str) -> keras.Model:
     """Load a ``.weights.h5`` saved from ``keras.applications.ResNet{50,101,152}``.
 
-    Keras 3 matches weight-file entries by layer class and position, which this family
-    reproduces (our extra ``ImagePreprocessing`` and ``Activation`` layers hold no
-    weights; our ``head`` Dense takes the place of their ``predictions`` Dense). The
-    head must have 1000 units to take ImageNet's classifier; build with
-    ``preprocess=False`` to feed caffe-preprocessed tensors as keras.applications expects.
+    Keras 3 keys weight-file entries by layer class and position (``layers/conv2d_7``), not
+    by name; this family builds its layers in keras.applications' order, so every body
+    layer finds its entry (our ``ImagePreprocessing``/``Activation`` layers hold no
+    weights). Body layers must match exactly (a ResNet50 file in a ResNet101 raises).
+    The ``head`` takes their ``predictions`` Dense when the file has one of the same
+    shape (1000 ImageNet classes) and otherwise keeps its fresh weights, so a K-class
+    fine-tuning model and ``include_top=False`` files load too. Build with
+    ``preprocess=False`` to feed caffe-preprocessed tensors as keras.applications does.
     """
-    model.load_weights(path)
+    import h5py  # a Keras dependency; only this loader needs it
+
+    with h5py.File(path, "r") as f:
+        for layer, key in _file_keys(model):
+            if not layer.weights:
+                continue
+            group = f.get(f"{key}/vars")
+            values = [group[str(i)][()] for i in range(len(group))] if group else []
+            shapes = [tuple(w.shape) for w in layer.weights]
+            if [v.shape for v in values] != shapes:
+                if layer.name == "head":
+                    continue
+                raise ValueError(f"{path}: {key} holds {[v.shape for v in values]}, "
+                                 f"layer {layer.name!r} needs {shapes}")
+            layer.load_own_variables({str(i): v for i, v in enumerate(values)})
     return model
 
 

@@ -27,8 +27,8 @@ round_limit 0, 1×1 convs with biases) after the last norm of every residual bra
 timm's counts equal torchvision's plus those SE weights, so the same +3·C rule holds
 (seresnet18 11,779,624 → 11,794,024; seresnet34 21,960,416 → 21,985,952; seresnet50
 28,088,024 → 28,167,704; seresnet101 49,326,872 → 49,484,888; seresnet152 66,821,848 →
-67,048,984). The timm and torchvision counts were read off ``timm.create_model(name)``
-(timm on the lent GPU machine, 2026-11-25); ours off ``create_model(name)``.
+67,048,984). Read off ``timm.create_model`` (2026-11-25): resnet18/34/50 and every
+seresnet above; resnet101/152's torchvision counts equal keras.applications' − 3·C.
 """
 
 from __future__ import annotations

@@ -410,3 +410,24 @@ def test_pip_installs_export_alone(tmp_path: Path) -> None:
     assert (tmp_path / "site" / "bin" / "kerascls-edge").exists()
     for leftover in ("build", "kerascls_edge.egg-info"):  # in-tree build droppings
         shutil.rmtree(EXPORT / leftover, ignore_errors=True)
+
+
+def test_keep_checkpoint_then_resume_classifies_only_new_files(bundles: Path, tmp_path: Path,
+                                                                capsys) -> None:
+    d = tmp_path / "card"
+    d.mkdir()
+    for i in range(3):
+        solid(d / f"{i}.jpg", COLOURS["red"])
+    out = tmp_path / "r.csv"
+    cmd = ["predict", str(bundles / "u8"), str(d), "-o", str(out), "--threads", "1",
+           "--keep_checkpoint"]
+    assert main(cmd) == 0
+    for i in range(3, 5):
+        solid(d / f"{i}.jpg", COLOURS["blue"])
+    capsys.readouterr()
+    assert main(cmd + ["--resume"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["processed"] == 2 and summary["resumed"] == 3
+    rows = [r.split(",") for r in out.read_text().splitlines()[1:]]
+    assert [(r[0], r[1]) for r in rows] == [("0.jpg", "red"), ("1.jpg", "red"), ("2.jpg", "red"),
+                                            ("3.jpg", "blue"), ("4.jpg", "blue")]

@@ -272,8 +272,9 @@ def _consume(clf: Classifier, items: Iterable[Item], journal: Journal, opts: Opt
     try:
         for item, result in prefetch(todo, job, opts.decode_threads):
             rec = _record_for(clf, item, result, opts, empty)
+            failed = bool(rec.get("failure") or rec.pop("_failed", False))
             journal.add(rec)
-            progress.tick(bool(rec.get("failure") or rec.pop("_failed", False)))
+            progress.tick(failed)
     finally:
         journal.flush()
 
@@ -310,6 +311,8 @@ def predict(clf: Classifier, inputs: Sequence[str], opts: Options,
             stderr: Optional[TextIO] = None) -> dict:
     """Classify `inputs` (files/folders) into `opts.output`; returns a small summary dict."""
     md = _load_md(opts.detections) if opts.detections else None
+    if md is not None and opts.smooth != "none":
+        raise EdgeError("--smooth works on whole-image results only, not with --detections")
     if md is not None and len(inputs) != 1:
         raise EdgeError("with --detections give exactly one image folder (the one the "
                         "MegaDetector file's paths are relative to)")

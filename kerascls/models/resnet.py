@@ -38,7 +38,7 @@ from typing import Callable
 
 import keras
 
-from kerascls.layers import SqueezeExcite, get_norm
+from kerascls.layers import SqueezeExcite, StochasticDepth, get_norm
 from kerascls.models.registry import register_model
 
 BN_EPSILON = 1.001e-5  # keras.applications' value; outputs only match with it
@@ -85,10 +85,7 @@ def _conv_norm(x, filters: int, kernel: int, strides: int, norm: str | None, nam
 
 def _drop_path(x, rate: float, name: str):
     """Stochastic depth on the residual branch; rate 0 adds no layer (keeps weight order)."""
-    if not rate:
-        return x
-    from kerascls.layers import StochasticDepth  # written alongside; only needed when used
-    return StochasticDepth(rate, name=name)(x)
+    return StochasticDepth(rate, name=name)(x) if rate else x
 
 
 def _branch_basic(x, filters: int, strides: int, norm, activation, name: str):

@@ -36,7 +36,8 @@ import json, resource, sys
 sys.path.insert(0, sys.argv[1])
 from kerascls_edge.cli import main
 rc = main(sys.argv[2:])
-print(json.dumps({"rc": rc, "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"rc": rc, "maxrss_mb": peak}))
 """
 
 
@@ -96,7 +97,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(CORAL))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--loops", type=int, default=3, help="passes over the 31 frames (0: memory run only)")
+    ap.add_argument("--loops", type=int, default=3,
+                    help="passes over the 31 frames (0: memory run only)")
     ap.add_argument("--files", type=int, default=10000, help="files in the memory run (0: skip)")
     ap.add_argument("--memory_frames", type=int, default=4,
                     help="distinct full-size frames the memory run cycles over")
@@ -130,7 +132,8 @@ def main() -> None:
         "bench": "edge_predict", "model": Path(args.model).name, "threads": args.threads,
         "frames": len(paths), "images": n, "interpreter_img_s": round(base, 2),
         "end_to_end_img_s": {str(w): round(r, 2) for w, r in e2e.items()},
-        "best_decode_threads": best_w, "ratio": round(ratio, 4) if e2e else None, "target_ratio": 0.7,
+        "best_decode_threads": best_w, "ratio": round(ratio, 4) if e2e else None,
+        "target_ratio": 0.7,
         "peak_rss_mb_1000": round(rss_1k, 1), f"peak_rss_mb_{args.files}": round(rss_n, 1),
         "cpus": os.cpu_count()}))
 

@@ -45,7 +45,7 @@ class ModelSpec:
 
 
 def read_labels(path: Union[str, os.PathLike]) -> list[str]:
-    """Read a labels file: one class per line, line i = output index i (blank tail lines dropped)."""
+    """Read a labels file: line i = output index i (trailing blank lines dropped)."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:

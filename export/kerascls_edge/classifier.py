@@ -79,7 +79,8 @@ class Classifier:
         _, h, w, c = shape
         spec = self.spec
         if spec.from_bundle and (spec.height, spec.width) != (h, w) and spec.height:
-            raise EdgeError(f"model.json says {spec.height}x{spec.width} but the model takes {h}x{w}")
+            raise EdgeError(f"model.json says {spec.height}x{spec.width} "
+                            f"but the model takes {h}x{w}")
         spec.height, spec.width = h, w
         if spec.from_bundle and spec.channels != c:
             raise EdgeError(f"model.json says {spec.channels} channels but the model takes {c}")
@@ -103,7 +104,7 @@ class Classifier:
     # -- inference ----------------------------------------------------------------------------
 
     def _quantize_input(self, x: np.ndarray) -> np.ndarray:
-        """Raw 0–255 pixels to what the input tensor takes (uint8 as is, int8 via quant params)."""
+        """Raw 0–255 pixels to the input tensor's dtype (uint8 as is, int8 via quant params)."""
         dtype = np.dtype(self._inp["dtype"])
         if dtype == np.uint8:
             return x.astype(np.uint8, copy=False)

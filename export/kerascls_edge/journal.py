@@ -68,8 +68,8 @@ class Journal:
             old = None
         if old is not None and old != meta:
             keys = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-            raise EdgeError(f"cannot resume: the checkpoint at {self.dir} was made with a different "
-                            f"{', '.join(keys)}; use --overwrite to start over")
+            raise EdgeError(f"cannot resume: the checkpoint at {self.dir} was made with a "
+                            f"different {', '.join(keys)}; use --overwrite to start over")
         if old is None:
             atomic_write_text(self.dir / "meta.json", json.dumps(meta, indent=1))
 

@@ -89,7 +89,8 @@ def _predict_flags(fv: flags.FlagValues, m: str) -> None:
                         module_name=m)
     flags.DEFINE_string("output", "results.json", "Results file.", flag_values=fv,
                         module_name=m)
-    flags.DEFINE_enum("format", "megadetector", ["megadetector", "csv"], "Output format.",
+    flags.DEFINE_enum("format", None, ["megadetector", "csv"],
+                      "Output format; default from --output's extension (.csv or JSON).",
                       flag_values=fv, module_name=m)
     flags.DEFINE_integer("top_k", 5, "Classes kept per image.", lower_bound=1,
                          flag_values=fv, module_name=m)
@@ -171,8 +172,9 @@ def cmd_predict(fl, args) -> None:
     if not args:
         raise ValueError("predict needs at least one image file or folder")
     from kerascls_edge.cli import main as edge_main
-    argv = ["predict", fl.model, *args, "-o", fl.output, "--format", fl.format,
-            "--top_k", str(fl.top_k), "--threads", str(fl.threads)]
+    argv = ["predict", fl.model, *args, "-o", fl.output, "--top_k", str(fl.top_k),
+            "--threads", str(fl.threads)]
+    argv += ["--format", fl.format] if fl.format else []
     argv += ["--labels", fl.labels] if fl.labels else []
     argv += ["--recursive"] if fl.recursive else []
     code = edge_main(argv)

@@ -212,3 +212,28 @@ def test_layers_run_under_jax():
     done = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+def test_layers_convert_to_int8_tflite_without_float_ops():
+    """One full-integer conversion of every norm/pool layer: no op may stay float."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    x = keras.Input((8, 8, 8), batch_size=1)
+    y = WSConv2D(8, 3, padding="same")(x)
+    y = BatchChannelNormalization(groups=4)(y)
+    y = LocalResponseNormalization(alpha=0.1)(y)
+    y = GroupNorm(4)(y) + LayerNorm()(y)
+    y = AdaptiveAveragePooling2D(3)(y + LayerScale(0.1)(StochasticDepth(0.2)(y)))
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(x, y))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([_x(1, 8, 8, 8)] for _ in range(8))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    interpreter = Interpreter(
+        model_content=converter.convert(),
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    tensors = interpreter.get_tensor_details()
+    float_ops = [op["op_name"] for op in interpreter._get_ops_details()
+                 if any(tensors[i]["dtype"] == np.float32 for i in op["inputs"] if i >= 0)]
+    assert not float_ops

@@ -1,9 +1,19 @@
-"""tf.data pipelines from in-memory arrays: resize, shuffle, batch, prefetch."""
+"""tf.data pipelines: in-memory arrays, and image files (decode, resize, cache, augment).
+
+File records come checked (``records.check_files``) and split (``splits``); here they
+become batches of raw 0–255 pixels, which the model normalizes itself.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import tensorflow as tf
+
+from kerascls.data.decode import load_image, load_image_pil, plan
+from kerascls.data.records import Record
+from kerascls.data.transforms import batch_augmenter, random_resized_crop, resize
 
 
 def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool,
@@ -39,3 +49,150 @@ def _adapt(images: tf.Tensor, image_size, channels):
     elif channels == 1 and images.shape[-1] == 3:
         images = tf.image.rgb_to_grayscale(images)
     return images
+
+
+@dataclass
+class PipelineOptions:
+    """How file records become batches (the same options for train, eval and export).
+
+    Attributes:
+        image_size: (height, width) of the model input.
+        resize: ``stretch``, ``crop`` or ``pad`` (recorded in the bundle's model.json).
+        augment: names from ``transforms.AUGMENTATIONS``; used only when ``training``.
+        cache: ``auto`` (in memory when the resized uint8 images fit in 1 GiB), ``memory``,
+            ``none``, or a file path prefix.
+        deterministic: fixed element order and seeded augmentation, for tests.
+        decoder: ``tf`` (graph decoders) or ``pil`` (Pillow in ``tf.numpy_function``).
+    """
+
+    image_size: tuple[int, int]
+    batch_size: int = 32
+    training: bool = False
+    resize: str = "stretch"
+    augment: tuple[str, ...] = ()
+    cache: str = "auto"
+    deterministic: bool = False
+    seed: int = 0
+    decoder: str = "tf"
+    one_hot: bool = False
+    channels: int = 3
+
+
+CACHE_AUTO_BYTES = 1 << 30
+
+
+def encode_labels(records: list[Record], class_names: list[str], task: str,
+                  one_hot: bool = False) -> np.ndarray:
+    """Targets the model head expects: class index, one 0/1 float, or K-hot floats.
+
+    Binary uses ``class_names[1]`` as the positive class. ``one_hot`` turns multiclass
+    indices into float vectors (MixUp/CutMix mix labels, so they need them).
+    """
+    index = {n: i for i, n in enumerate(class_names)}
+    if task == "multilabel":
+        y = np.zeros((len(records), len(class_names)), np.float32)
+        for i, r in enumerate(records):
+            y[i, [index[lab] for lab in r.labels]] = 1
+        return y
+    many = next((r for r in records if len(r.labels) > 1), None)
+    if many:
+        raise ValueError(f"{many.path} has {len(many.labels)} labels ({'|'.join(many.labels)});"
+                         " train with --model_arg task=multilabel or --crop_boxes")
+    ids = np.array([index[r.labels[0]] for r in records], np.int64)
+    if task == "binary":
+        if len(class_names) != 2:
+            raise ValueError(f"task=binary needs exactly 2 classes, the data has "
+                             f"{len(class_names)}")
+        return ids.astype(np.float32)[:, None]
+    return np.eye(len(class_names), dtype=np.float32)[ids] if one_hot else ids
+
+
+def class_weights(records: list[Record], class_names: list[str]) -> dict[int, float]:
+    """``n / (K · n_c)`` per class (Keras ``class_weight``): rare classes count as much."""
+    counts = np.bincount([class_names.index(r.labels[0]) for r in records],
+                         minlength=len(class_names))
+    return {i: float(len(records) / (len(class_names) * c)) for i, c in enumerate(counts) if c}
+
+
+def oversample(records: list[Record], seed: int = 0) -> list[Record]:
+    """Repeat each class's records (seeded) up to the largest class's count: balanced epochs."""
+    by_class: dict[str, list[Record]] = {}
+    for r in records:
+        by_class.setdefault(r.labels[0], []).append(r)
+    most = max(len(v) for v in by_class.values())
+    rng = np.random.default_rng(seed)
+    out = []
+    for recs in by_class.values():
+        extra = rng.choice(len(recs), most - len(recs), replace=True) if most > len(recs) else []
+        out += recs + [recs[i] for i in extra]
+    return out
+
+
+def file_dataset(records: list[Record], labels: np.ndarray, opts: PipelineOptions
+                 ) -> tf.data.Dataset:
+    """Batches of (float32 0–255 images, labels) decoded from checked file records.
+
+    Order: plan → [shuffle] → decode+resize (parallel) → [cache] → [shuffle] → random
+    resized crop → batch → Keras augmentation → prefetch. Caching keeps resized uint8
+    images, so later epochs skip decoding; augmentation always comes after the cache.
+    """
+    size = tuple(opts.image_size)
+    plans = [plan(r, size, fit_long=opts.resize == "pad") for r in records]
+    branch, orientation, window = (np.array(col, np.int32) for col in zip(*plans))
+    ds = tf.data.Dataset.from_tensor_slices(
+        (np.array([r.path for r in records]), branch, orientation, window, labels))
+    cache = _cache_target(opts, len(records))
+    shuffle = opts.training
+    if shuffle and cache is None:
+        ds = ds.shuffle(len(records), seed=opts.seed, reshuffle_each_iteration=True)
+    load = load_image_pil if opts.decoder == "pil" else load_image
+
+    def decode_resize(path, b, o, w, y):
+        image = resize(load(path, b, o, w), size, opts.resize)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), y
+    ds = ds.map(decode_resize, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True if opts.deterministic else None)
+    if cache is not None:
+        ds = ds.cache(cache)
+        if shuffle:
+            ds = ds.shuffle(len(records), seed=opts.seed, reshuffle_each_iteration=True)
+    return _finish(ds, opts)
+
+
+def _cache_target(opts: PipelineOptions, count: int) -> str | None:
+    """'' (memory), a file prefix, or None (no cache) from ``opts.cache``."""
+    if opts.cache == "none":
+        return None
+    if opts.cache == "memory":
+        return ""
+    if opts.cache == "auto":
+        h, w = opts.image_size
+        return "" if count * h * w * 3 <= CACHE_AUTO_BYTES else None
+    return opts.cache
+
+
+def _finish(ds: tf.data.Dataset, opts: PipelineOptions) -> tf.data.Dataset:
+    """Channels, training-only augmentation, batching and prefetch."""
+    augment = list(opts.augment) if opts.training else []
+    size = tuple(opts.image_size)
+    if "rrc" in augment:
+        seeds = tf.data.Dataset.random(seed=opts.seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: (random_resized_crop(xy[0], size, s), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda x, y: (_channels(tf.cast(x, tf.float32), opts.channels), y),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(opts.batch_size)
+    if set(augment) - {"rrc"}:
+        fn = batch_augmenter(augment, seed=opts.seed if opts.deterministic else None)
+        ds = ds.map(fn, num_parallel_calls=None if opts.deterministic else tf.data.AUTOTUNE)
+    if opts.deterministic:
+        options = tf.data.Options()
+        options.deterministic = True
+        ds = ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _channels(images: tf.Tensor, channels: int) -> tf.Tensor:
+    """RGB → greyscale when the model takes one channel."""
+    return tf.image.rgb_to_grayscale(images) if channels == 1 else images

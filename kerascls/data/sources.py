@@ -1,20 +1,28 @@
 """Data sources behind one ``--data`` spec string.
 
-Only ``fashion_mnist`` (the default) is served from memory here; the file-based sources
-(``folder:``, ``csv:``, ``coco:``, ``tfds:``) plug in behind the same ``load_source``.
+``fashion_mnist`` (the default) and ``tfds:NAME[:SPLIT]`` are served from memory as
+arrays; ``folder:PATH``, ``csv:FILE`` and ``coco:FILE[:IMAGE_ROOT]`` become lists of file
+records (``FileSource``) that ``pipeline.file_dataset`` decodes in tf.data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from kerascls.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
+from kerascls.data.records import BadFile, Record, check_files
+from kerascls.data.splits import split_records
 
 DEFAULT_DATA = "fashion_mnist"
-
-
+DEFAULT_FILE_IMAGE_SIZE = 224
+SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
+log = logging.getLogger("kerascls.data")
 @dataclass
 class ArraySource:
     """A dataset held in memory as uint8 NHWC images and integer labels."""
@@ -39,18 +47,215 @@ class ArraySource:
         raise ValueError(f"data source {self.name!r} has no {name!r} split")
 
 
-def load_source(spec: str = DEFAULT_DATA) -> ArraySource:
-    """Resolve a ``--data`` spec to a source.
+@dataclass
+class FileSource:
+    """Image files with string labels; optionally already split (train/val/test folders)."""
+
+    name: str
+    class_names: list[str]
+    records: list[Record]
+    presplit: dict[str, list[Record]] | None = None
+    bad: list[BadFile] = field(default_factory=list)
+    image_shape: tuple[int, int, int] = (DEFAULT_FILE_IMAGE_SIZE, DEFAULT_FILE_IMAGE_SIZE, 3)
+    x_test = None  # no in-memory test arrays: the test split is a file list
+
+    @property
+    def multilabel(self) -> bool:
+        return any(len(r.labels) > 1 for r in self.records)
+
+    def check(self) -> "FileSource":
+        """Probe every file once; drop and remember the bad ones; fail if a class is left empty."""
+        result = check_files(self.records)
+        good = set(result.records)
+        self.bad, self.records = result.bad, result.records
+        if self.presplit:
+            by_key = {(r.path, r.labels, r.bbox): r for r in good}
+            self.presplit = {s: [by_key[k] for k in ((r.path, r.labels, r.bbox) for r in recs)
+                                 if k in by_key] for s, recs in self.presplit.items()}
+        if not self.records:
+            raise ValueError(f"{self.name}: no readable image ({len(self.bad)} files skipped)")
+        _require_every_class(self.records, self.class_names, self.name, "readable ")
+        return self
+
+    def splits(self, val_fraction: float, test_fraction: float, seed: int
+               ) -> dict[str, list[Record]]:
+        """train/val/test records: the given folders, else a leak-free grouped split."""
+        if not self.presplit:
+            return split_records(self.records, val_fraction, test_fraction, seed)
+        out = {s: list(self.presplit.get(s, [])) for s in SPLIT_DIRS}
+        if not out["val"] and val_fraction:
+            parts = split_records(out["train"], val_fraction, 0.0, seed)
+            out["train"], out["val"] = parts["train"], parts["val"]
+        return out
+
+
+def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
+                classes: list[str] | None = None, check: bool = True):
+    """Resolve a ``--data`` spec to an ``ArraySource`` or a checked ``FileSource``.
+
+    Args:
+        spec: ``fashion_mnist``, ``tfds:NAME[:SPLIT]``, ``folder:PATH``, ``csv:FILE`` or
+            ``coco:FILE[:IMAGE_ROOT]``.
+        crop_boxes: COCO only: one example per annotation box (the animal crop).
+        classes: the class list to hold file labels to (default: the labels found).
+        check: probe the files (drop broken ones). Off only for tests of the parsers.
 
     Raises:
-        ValueError: the spec names a source kind this build does not know.
+        ValueError: unknown kind, missing file, no readable image, a class with no image,
+            or a label outside the class list.
     """
-    kind = spec.split(":", 1)[0]
+    kind, _, rest = spec.partition(":")
     if kind == "fashion_mnist":
         x_train, y_train = load_fashion_mnist("train")
         x_test, y_test = load_fashion_mnist("test")
         return ArraySource("fashion_mnist", list(CLASS_NAMES), x_train, y_train, x_test, y_test)
-    raise ValueError(f"unknown data source {spec!r}; supported: fashion_mnist")
+    if kind == "tfds":
+        return _tfds(rest)
+    readers = {"folder": _folder, "csv": _csv, "coco": _coco}
+    if kind not in readers or not rest:
+        raise ValueError(f"unknown data source {spec!r}; use fashion_mnist, tfds:NAME[:SPLIT], "
+                         "folder:PATH, csv:FILE or coco:FILE[:IMAGE_ROOT]")
+    if crop_boxes and kind != "coco":
+        raise ValueError("crop_boxes needs a coco: source (boxes come from its annotations)")
+    source = readers[kind](rest, crop_boxes) if kind == "coco" else readers[kind](rest)
+    source.class_names = _class_list(source, classes)
+    return source.check() if check else source
+
+
+def _class_list(source: FileSource, classes: list[str] | None) -> list[str]:
+    """The given class list (every label must be in it) or the source's own."""
+    names = list(classes) if classes else source.class_names
+    known = set(names)
+    for r in source.records:
+        for label in r.labels:
+            if label not in known:
+                raise ValueError(f"{source.name}: label {label!r} of {r.path} is not in the "
+                                 f"class list ({', '.join(names)})")
+    _require_every_class(source.records, names, source.name, "")
+    return names
+
+
+def _require_every_class(records: list[Record], names: list[str], where: str, what: str):
+    seen = {label for r in records for label in r.labels}
+    missing = [n for n in names if n not in seen]
+    if missing:
+        raise ValueError(f"{where}: class {missing[0]!r} has no {what}image"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+
+
+def _existing(path: str, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ValueError(f"{what} not found: {p}")
+    return p
+
+
+def _folder(path: str) -> FileSource:
+    """``PATH/CLASS/*`` or ``PATH/{train,val,test}/CLASS/*``."""
+    root = _existing(path, "image folder")
+    split_dirs = {s: d for s, names in SPLIT_DIRS.items() for n in names
+                  if (d := root / n).is_dir()}
+    if "train" in split_dirs:
+        presplit = {s: _class_folders(d) for s, d in split_dirs.items()}
+        names = sorted({lab for recs in presplit.values() for r in recs for lab in r.labels})
+        records = [r for recs in presplit.values() for r in recs]
+        return FileSource(f"folder:{root}", names, records, presplit)
+    records = _class_folders(root)
+    return FileSource(f"folder:{root}", sorted({r.labels[0] for r in records}), records)
+
+
+def _class_folders(root: Path) -> list[Record]:
+    """Every non-hidden file under each class subfolder; an empty class is an error."""
+    records = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(f for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise ValueError(f"folder:{root}: class {d.name!r} has no image")
+        records += [Record(str(f), (d.name,)) for f in files]
+    if not records:
+        raise ValueError(f"folder:{root}: no class subfolders with images")
+    return records
+
+
+def _csv(path: str) -> FileSource:
+    """filepath,label[,location,datetime,seq_id]; paths relative to the CSV; ``a|b`` labels."""
+    file = _existing(path, "CSV file")
+    with open(file, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"filepath", "label"} <= set(rows[0]):
+        raise ValueError(f"{file}: needs a header with filepath and label columns")
+    records = [Record(str(file.parent / row["filepath"]),
+                      tuple(x.strip() for x in row["label"].split("|") if x.strip()),
+                      row.get("location") or "", row.get("seq_id") or "",
+                      row.get("datetime") or "") for row in rows]
+    unlabeled = next((r.path for r in records if not r.labels), None)
+    if unlabeled:
+        raise ValueError(f"{file}: {unlabeled} has no label")
+    names = sorted({lab for r in records for lab in r.labels})
+    return FileSource(f"csv:{file}", names, records)
+
+
+def _coco(rest: str, crop_boxes: bool) -> FileSource:
+    """COCO Camera Traps JSON: labels from annotations, site/burst from the images."""
+    file_part, _, root_part = rest.partition(":")
+    file = _existing(file_part, "COCO file")
+    root = _existing(root_part, "image root") if root_part else file.parent
+    coco = json.loads(file.read_text())
+    cats = {c["id"]: str(c["name"]) for c in coco.get("categories", [])}
+    images = {im["id"]: im for im in coco.get("images", [])}
+    by_image: dict = {}
+    for a in coco.get("annotations", []):
+        if a["category_id"] not in cats:
+            raise ValueError(f"{file}: annotation {a.get('id')} has category_id "
+                             f"{a['category_id']}, not in categories")
+        if a["image_id"] not in images:
+            raise ValueError(f"{file}: annotation {a.get('id')} names unknown image {a['image_id']}")
+        by_image.setdefault(a["image_id"], []).append(a)
+    records = [rec for image_id, anns in by_image.items()
+               for rec in _coco_records(images[image_id], anns, cats, root, crop_boxes)]
+    used = {lab for r in records for lab in r.labels}
+    names = [n for _, n in sorted(cats.items()) if n in used]
+    skipped = len(images) - len(by_image)
+    if skipped:
+        log.warning("%s: %d images have no annotation and are left out", file, skipped)
+    return FileSource(f"coco:{rest}", names, records)
+
+
+def _coco_records(image: dict, anns: list[dict], cats: dict, root: Path,
+                  crop_boxes: bool) -> list[Record]:
+    """One record per image (its distinct labels), or one per box when cropping."""
+    common = dict(path=str(root / image["file_name"]), location=str(image.get("location", "")),
+                  seq_id=str(image.get("seq_id", "")), datetime=str(image.get("datetime", "")))
+    if crop_boxes:
+        boxed = [Record(labels=(cats[a["category_id"]],), bbox=tuple(a["bbox"]), **common)
+                 for a in anns if a.get("bbox")]
+        rest = [a for a in anns if not a.get("bbox")]
+        return boxed + ([Record(labels=_distinct(rest, cats), **common)] if rest else [])
+    return [Record(labels=_distinct(anns, cats), **common)]
+
+
+def _distinct(anns: list[dict], cats: dict) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(cats[a["category_id"]] for a in anns))
+
+
+def _tfds(rest: str) -> ArraySource:
+    """A TensorFlow Datasets dataset in memory (fixed-size images, e.g. MNIST, CIFAR)."""
+    name, _, split = rest.partition(":")
+    try:
+        import tensorflow_datasets as tfds
+        builder = tfds.builder(name)
+        builder.download_and_prepare()
+        splits = list(builder.info.splits)
+        test = "test" if "test" in splits and (split or "train") != "test" else None
+        arrays = [tfds.as_numpy(builder.as_dataset(split=s, batch_size=-1, as_supervised=True))
+                  for s in [split or "train"] + ([test] if test else [])]
+        names = list(builder.info.features["label"].names)
+    except Exception as e:  # tfds raises many kinds: unknown name, no network, ragged shapes
+        raise ValueError(f"tfds:{rest}: cannot load ({str(e).splitlines()[0]})") from e
+    (x, y), (xt, yt) = arrays[0], (arrays[1] if test else (None, None))
+    return ArraySource(f"tfds:{name}", names, x.astype(np.uint8), y.astype(np.int64),
+                       None if xt is None else xt.astype(np.uint8),
+                       None if yt is None else yt.astype(np.int64))
 
 
 def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):

@@ -1,0 +1,137 @@
+"""Image records and the one-time file check that indexes them.
+
+Every file is opened once, with Pillow, before training: that is where broken files are
+found (so the tf.data graph never meets one) and where what the graph cannot read
+cheaply is learnt — the format, the size (to pick a JPEG DCT scale) and the EXIF
+orientation (TF's decoders ignore it).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger("kerascls.data")
+
+FORMATS = {"JPEG": 0, "PNG": 1, "BMP": 1}  # 0: decode_jpeg (DCT scaling), 1: decode_image
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+SPLIT_COLUMNS = ("filepath", "label", "location", "seq_id", "datetime", "bbox")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One training example: a file, its labels, its grouping keys and an optional box.
+
+    ``bbox`` is ``(x, y, w, h)`` in pixels of the upright image (COCO convention).
+    ``width``/``height`` (stored, before orientation), ``orientation`` and ``fmt`` are
+    filled by :func:`check_files`.
+    """
+
+    path: str
+    labels: tuple[str, ...]
+    location: str = ""
+    seq_id: str = ""
+    datetime: str = ""
+    bbox: tuple[float, float, float, float] | None = None
+    width: int = 0
+    height: int = 0
+    orientation: int = 1
+    fmt: int = 0
+
+
+@dataclass
+class BadFile:
+    """A file that cannot be trained on, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class CheckResult:
+    """Readable records and the files that were skipped."""
+
+    records: list[Record]
+    bad: list[BadFile] = field(default_factory=list)
+
+
+def probe(path: str) -> tuple[dict, str]:
+    """Header facts of one image, or an empty dict and the reason it is unusable.
+
+    The pixels are decoded at 1/8 scale (Pillow draft mode) so that truncated and corrupt
+    JPEGs are caught at a fraction of a full decode's cost.
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return {}, "zero-byte file"
+        with Image.open(path) as im:
+            if im.format not in FORMATS:
+                return {}, f"unsupported format {im.format} (JPEG, PNG or BMP)"
+            w, h = im.size
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+            im.draft("RGB", (max(w // 8, 1), max(h // 8, 1)))
+            im.load()
+            if im.format == "JPEG" and _jpeg_end_missing(path):
+                return {}, "truncated JPEG (no end marker)"
+        return {"width": w, "height": h, "orientation": orientation if 1 <= orientation <= 8
+                else 1, "fmt": FORMATS[im.format]}, ""
+    except FileNotFoundError:
+        return {}, "file not found"
+    except UnidentifiedImageError:
+        return {}, "not an image"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        return {}, f"unreadable: {e}"
+
+
+def _jpeg_end_missing(path: str) -> bool:
+    """No EOI marker (FF D9) near the end: cut short, even if Pillow was told to tolerate it."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 4096))
+        return b"\xff\xd9" not in f.read()
+
+
+def check_files(records: list[Record], threads: int = 8) -> CheckResult:
+    """Probe every distinct file once (in threads: Pillow decodes without the GIL)."""
+    paths = sorted({r.path for r in records})
+    with ThreadPoolExecutor(threads) as pool:
+        facts = dict(zip(paths, pool.map(probe, paths)))
+    good = [replace(r, **facts[r.path][0]) for r in records if facts[r.path][0]]
+    bad = [BadFile(p, reason) for p, (info, reason) in facts.items() if not info]
+    for b in bad:
+        log.warning("skipping %s: %s", b.path, b.reason)
+    return CheckResult(good, bad)
+
+
+def write_bad_files(bad: list[BadFile], run_dir: Path) -> Path:
+    """``RUN/bad_files.json``: every skipped file with its reason (an empty list if none)."""
+    out = Path(run_dir) / "bad_files.json"
+    out.write_text(json.dumps([b.__dict__ for b in bad], indent=2))
+    return out
+
+
+def write_split_csv(records: list[Record], path: Path) -> None:
+    """A split's file list, readable back with :func:`read_split_csv` (or a csv: source)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(SPLIT_COLUMNS)
+        for r in records:
+            w.writerow([r.path, "|".join(r.labels), r.location, r.seq_id, r.datetime,
+                        " ".join(map(str, r.bbox)) if r.bbox else ""])
+
+
+def read_split_csv(path: Path) -> list[Record]:
+    """Records of a split file written by :func:`write_split_csv` (paths as written)."""
+    with open(path, newline="") as f:
+        return [Record(row["filepath"], tuple(row["label"].split("|")), row["location"],
+                       row["seq_id"], row["datetime"],
+                       tuple(float(v) for v in row["bbox"].split()) if row["bbox"] else None)
+                for row in csv.DictReader(f)]

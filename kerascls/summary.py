@@ -23,7 +23,6 @@ import math
 import keras
 
 STATISTICS = ("moving_mean", "moving_variance")
-COLUMNS = ("layer", "type", "channels", "size", "memory_kb", "params_k", "macs_m")
 
 
 def layer_params(layer: keras.layers.Layer) -> int:
@@ -36,7 +35,7 @@ def count_params(model: keras.Model) -> int:
     return layer_params(model)
 
 
-def _positions(output_shape, conv_like: bool) -> int:
+def _positions(output_shape) -> int:
     """Positions a weight is applied at: all but batch and channel axes (static dims)."""
     dims = [d for d in output_shape[1:-1] if d is not None]
     return math.prod(dims) if dims else 1
@@ -50,7 +49,8 @@ def _is_conv(layer) -> bool:
 
 def _own_params(layer) -> int:
     """Parameters of the layer itself, not of its tracked sub-layers."""
-    own = getattr(layer, "_trainable_variables", []) + getattr(layer, "_non_trainable_variables", [])
+    own = (getattr(layer, "_trainable_variables", [])
+           + getattr(layer, "_non_trainable_variables", []))
     return sum(math.prod(w.shape) for w in own if w.name not in STATISTICS)
 
 
@@ -72,8 +72,9 @@ def _sub_output_shape(sub, fallback):
 def layer_macs(layer: keras.layers.Layer, output_shape) -> int:
     """Mult-adds of one layer (and its sub-layers) for one image, torchinfo's convention."""
     own = _own_params(layer)
-    if own and (_is_conv(layer) or isinstance(layer, keras.layers.Dense | keras.layers.EinsumDense)):
-        macs = own * _positions(output_shape, True)
+    if own and (_is_conv(layer) or isinstance(layer, keras.layers.Dense
+                                              | keras.layers.EinsumDense)):
+        macs = own * _positions(output_shape)
     else:
         macs = own
     for sub in _sublayers(layer):
@@ -106,7 +107,7 @@ def layer_table(model: keras.Model) -> list[dict]:
     rows = []
     for name, layer in _leaf_layers(model):
         shape = _output_shape(layer)
-        spatial = [d for d in shape[1:-1]]
+        spatial = list(shape[1:-1])
         size = "" if not spatial else (
             str(spatial[0]) if len(set(spatial)) == 1 else "×".join(map(str, spatial)))
         elements = math.prod(d for d in shape[1:] if d is not None)

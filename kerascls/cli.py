@@ -45,6 +45,19 @@ def _train_flags(fv: flags.FlagValues, m: str) -> None:
     flags.DEFINE_integer("max_train_images", 0, "Use a seeded subset of this many training "
                          "images (0 = all); for smoke runs.", lower_bound=0, flag_values=fv,
                          module_name=m)
+    flags.DEFINE_float("test_fraction", 0.1, "Image files without a test folder: share held "
+                       "out for test (whole camera sites when known).", lower_bound=0,
+                       upper_bound=0.9, flag_values=fv, module_name=m)
+    flags.DEFINE_enum("resize", "stretch", ["stretch", "crop", "pad"], "Image files: resize "
+                      "mode (recorded in the bundle).", flag_values=fv, module_name=m)
+    flags.DEFINE_string("augment", "", "Image files: comma list of flip,rrc,randaugment,"
+                        "erasing,mixup,cutmix.", flag_values=fv, module_name=m)
+    flags.DEFINE_bool("crop_boxes", False, "coco: train on annotation-box crops.",
+                      flag_values=fv, module_name=m)
+    flags.DEFINE_enum("balance", "none", ["none", "weights", "sample"], "Imbalanced classes: "
+                      "class weights or oversampling.", flag_values=fv, module_name=m)
+    flags.DEFINE_string("cache", "auto", "Image files: auto|memory|none|FILE_PREFIX.",
+                        flag_values=fv, module_name=m)
     flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv, module_name=m)
     flags.DEFINE_string("output_dir", "", "Run directory; default runs/ARCH-TIMESTAMP.",
                         flag_values=fv, module_name=m)
@@ -125,8 +138,9 @@ def cmd_train(fl, args) -> None:
                       image_size=fl.image_size, channels=fl.channels, optimizer=fl.optimizer,
                       learning_rate=fl.learning_rate, weight_decay=fl.weight_decay,
                       label_smoothing=fl.label_smoothing, val_fraction=fl.val_fraction,
-                      max_train_images=fl.max_train_images,
-                      seed=fl.seed, output_dir=fl.output_dir,
+                      max_train_images=fl.max_train_images, test_fraction=fl.test_fraction,
+                      resize=fl.resize, augment=fl.augment, crop_boxes=fl.crop_boxes,
+                      balance=fl.balance, cache=fl.cache, seed=fl.seed, output_dir=fl.output_dir,
                       model_args=parse_model_args(fl.model_arg))
     from kerascls.models import model_info
     model_info(cfg.arch)  # fail on a bad name before loading data

@@ -89,6 +89,14 @@ class FileSource:
         return out
 
 
+FILE_KINDS = ("folder", "csv", "coco")
+
+
+def is_file_spec(spec: str) -> bool:
+    """Whether a ``--data`` spec names image files (decoded in tf.data) rather than arrays."""
+    return spec.partition(":")[0] in FILE_KINDS
+
+
 def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
                 classes: list[str] | None = None, check: bool = True):
     """Resolve a ``--data`` spec to an ``ArraySource`` or a checked ``FileSource``.

@@ -31,7 +31,7 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
     if not data:
         raise ValueError("no data to evaluate on: pass --data")
     shape = tuple(int(d) for d in run.model.input_shape[1:])
-    x, y = sample_images(data, split, 10**9, shape)
+    x, y = sample_images(data, split, 10**9, shape, run_dir=run.path.parent)
     probs = run.model.predict(x, batch_size=batch_size, verbose=0)
     return {"model": str(path), "data": data, "split": split,
             **classification_metrics(probs, y)}
@@ -48,7 +48,7 @@ def _evaluate_tflite(path: Path, data: str | None, split: str) -> dict:
         raise ValueError("no data to evaluate on: pass --data")
     it = A.interpreter(str(file))
     shape = tuple(int(d) for d in it.get_input_details()[0]["shape"][1:])
-    x, y = sample_images(data, split, 10**9, shape)
+    x, y = sample_images(data, split, 10**9, shape, run_dir=file.parent.parent)
     probs = A.run_batch(it, x)
     return {"model": str(file), "data": data, "split": split,
             **classification_metrics(np.asarray(probs), y)}

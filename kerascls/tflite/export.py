@@ -52,10 +52,18 @@ def load_run(model_path: str | Path):
     return LoadedRun(model, cfg, file)
 
 
-def sample_images(data_spec: str, split: str, count: int, shape, seed: int = 0) -> tuple:
-    """``count`` seeded images (resized to ``shape``, float 0–255) and labels of a split."""
+def sample_images(data_spec: str, split: str, count: int, shape, seed: int = 0,
+                  run_dir: Path | None = None) -> tuple:
+    """``count`` seeded images (resized to ``shape``, float 0–255) and labels of a split.
+
+    For image-file sources the split is the run's own list (``RUN/splits/SPLIT.csv``),
+    decoded and resized exactly as in training.
+    """
     from kerascls.data.pipeline import array_dataset
-    from kerascls.data.sources import load_source
+    from kerascls.data.runs import sample_file_images
+    from kerascls.data.sources import is_file_spec, load_source
+    if is_file_spec(data_spec):
+        return sample_file_images(data_spec, split, count, shape, seed, run_dir)
     x, y = load_source(data_spec).split(split)
     idx = np.random.default_rng(seed).permutation(len(y))[:count]
     ds = array_dataset(x[idx], y[idx], 256, training=False, image_size=tuple(shape[:2]),
@@ -90,7 +98,8 @@ def contract(run: LoadedRun, quantize: str) -> dict:
             "class_names": names,
             "input": {"height": h, "width": w, "channels": c, "channel_order": "RGB",
                       "dtype": "uint8" if quantize == "int8" else "float32",
-                      "value_range": [0, 255], "resize": "stretch",
+                      "value_range": [0, 255],
+                      "resize": getattr(cfg, "resize", "stretch") if cfg else "stretch",
                       "interpolation": "bilinear"},
             "output": {"activation": activation}, "quantization": quantize,
             "thresholds": {"default": 0.5},
@@ -117,21 +126,29 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
     shape = tuple(int(d) for d in run.model.input_shape[1:])
     if quantize == "int8" and not data:
         raise ValueError("int8 export needs calibration data: pass --data")
-    calib = sample_images(data, "train", calibration_samples, shape, seed)[0] if data else None
+    run_dir = run.path.parent if run.config else None
+    calib = (sample_images(data, "train", calibration_samples, shape, seed, run_dir)[0]
+             if data else None)
     tflite = convert(run.model, quantize, calib)
     report = {"quantize": quantize, "op_audit": _audit_or_fail(tflite, quantize, allow_float_ops)}
     report["non_integer_ops"] = len(A.non_integer_ops(report["op_audit"]))
     report.update(_size_and_latency(run.model, tflite, quantize, shape))
     if data:
-        images, labels = sample_images(data, _heldout_split(data), parity_samples, shape, seed)
+        images, labels = sample_images(data, _heldout_split(data, run_dir), parity_samples,
+                                       shape, seed, run_dir)
         report["parity"] = parity(run.model, tflite, images, labels)
     out = Path(output_dir) if output_dir else run.path.parent / "bundle"
     _write_bundle(out, tflite, contract(run, quantize), report)
     return report
 
 
-def _heldout_split(data: str) -> str:
-    from kerascls.data.sources import load_source
+def _heldout_split(data: str, run_dir: Path | None = None) -> str:
+    """``test`` where the data has one (a file run's test list may be empty: then val)."""
+    from kerascls.data.sources import is_file_spec, load_source
+    if is_file_spec(data):
+        test = Path(run_dir or ".") / "splits" / "test.csv"
+        empty = test.exists() and len(test.read_text().splitlines()) < 2
+        return "val" if empty else "test"
     return "test" if load_source(data).x_test is not None else "train"
 
 

@@ -25,6 +25,12 @@ class TrainConfig:
     label_smoothing: float = 0.0
     val_fraction: float = 0.1
     max_train_images: int = 0      # 0: all
+    test_fraction: float = 0.1     # file sources without a test folder: share held out for test
+    resize: str = "stretch"        # stretch | crop | pad (file sources; written to model.json)
+    augment: str = ""              # comma list: flip,rrc,randaugment,erasing,mixup,cutmix
+    crop_boxes: bool = False       # coco: train on annotation-box crops
+    balance: str = "none"          # none | weights (class_weight) | sample (oversampling)
+    cache: str = "auto"            # auto | memory | none | file path prefix
     seed: int = 0
     output_dir: str = ""
     model_args: dict = field(default_factory=dict)

@@ -1,0 +1,122 @@
+"""File sources inside a run directory: the split lists, bad files and pipeline options.
+
+``train`` writes ``RUN/splits/{train,val,test}.csv`` and ``RUN/bad_files.json``; ``export``
+and ``evaluate`` read the lists back, so calibration and held-out images are exactly the
+ones training set aside — never re-split, never leaked.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from kerascls.data.pipeline import (PipelineOptions, class_weights, encode_labels,
+                                    file_dataset, oversample)
+from kerascls.data.records import Record, check_files, read_split_csv, write_bad_files
+from kerascls.data.splits import write_splits
+from kerascls.data.transforms import LABEL_MIXING, parse_augment
+
+log = logging.getLogger("kerascls.data")
+BALANCE = ("none", "weights", "sample")
+
+
+def task_of(cfg) -> str:
+    """The head's task (model_args ``task``), which decides the label encoding."""
+    return (cfg.model_args or {}).get("task", "multiclass")
+
+
+def options(cfg, *, training: bool, batch_size: int | None = None) -> PipelineOptions:
+    """Pipeline options of a run's config (the same resize for train, eval and export)."""
+    augment = tuple(parse_augment(getattr(cfg, "augment", "")))
+    return PipelineOptions(tuple(cfg.input_shape[:2]), batch_size or cfg.batch_size,
+                           training=training, resize=getattr(cfg, "resize", "stretch"),
+                           augment=augment, cache=getattr(cfg, "cache", "auto"),
+                           seed=cfg.seed, one_hot=bool(set(augment) & set(LABEL_MIXING)),
+                           channels=cfg.input_shape[2])
+
+
+def prepare_splits(source, cfg, run_dir: Path) -> dict[str, list[Record]]:
+    """Split a checked file source, write the lists and bad files; log the counts."""
+    write_bad_files(source.bad, run_dir)
+    splits = source.splits(cfg.val_fraction, getattr(cfg, "test_fraction", 0.1), cfg.seed)
+    if not splits["train"]:
+        raise ValueError(f"{source.name}: no training images after the split")
+    if cfg.max_train_images and cfg.max_train_images < len(splits["train"]):
+        keep = np.random.default_rng(cfg.seed).permutation(len(splits["train"]))
+        splits["train"] = [splits["train"][i] for i in sorted(keep[:cfg.max_train_images])]
+    write_splits(splits, run_dir)
+    log.warning("%s: %s images (%d bad files skipped, listed in %s)", source.name,
+                " / ".join(f"{k} {len(v)}" for k, v in splits.items()), len(source.bad),
+                Path(run_dir) / "bad_files.json")
+    return splits
+
+
+def dataset(records: list[Record], cfg, *, training: bool, batch_size: int | None = None
+            ) -> tuple[tf.data.Dataset, np.ndarray]:
+    """Batches for a split of a run, and the encoded labels in file order."""
+    opts = options(cfg, training=training, batch_size=batch_size)
+    if not training:
+        opts.augment = ()  # labels stay one-hot where the loss needs it (validation)
+    if training and getattr(cfg, "balance", "none") == "sample":
+        records = oversample(records, cfg.seed)
+    labels = encode_labels(records, cfg.class_names, task_of(cfg), opts.one_hot)
+    return file_dataset(records, labels, opts), labels
+
+
+def fit_class_weight(records: list[Record], cfg) -> dict[int, float] | None:
+    """Keras ``class_weight`` when ``balance=weights`` (multiclass or binary only)."""
+    if getattr(cfg, "balance", "none") != "weights":
+        return None
+    if task_of(cfg) == "multilabel":
+        raise ValueError("balance=weights needs a multiclass or binary task; use balance=sample")
+    return class_weights(records, cfg.class_names)
+
+
+def split_records(run_dir: Path | None, split: str) -> list[Record] | None:
+    """A run's saved split list (re-checked: files may have changed since), or None."""
+    if run_dir is None:
+        return None
+    name = {"validation": "val"}.get(split, split)
+    path = Path(run_dir) / "splits" / f"{name}.csv"
+    if not path.exists():
+        return None
+    result = check_files(read_split_csv(path))
+    if not result.records:
+        raise ValueError(f"{path}: no readable image")
+    return result.records
+
+
+def sample_records(spec: str, split: str, count: int, seed: int, run_dir: Path | None,
+                   crop_boxes: bool = False) -> list[Record]:
+    """``count`` seeded records of a split: the run's saved list, else a fresh split."""
+    from kerascls.data.sources import load_source
+    records = split_records(run_dir, split)
+    if records is None:
+        parts = load_source(spec, crop_boxes=crop_boxes).splits(0.1, 0.1, seed)
+        records = parts.get({"validation": "val"}.get(split, split)) or []
+    if not records:
+        raise ValueError(f"{spec}: the {split!r} split has no images")
+    idx = np.random.default_rng(seed).permutation(len(records))[:count]
+    return [records[i] for i in sorted(idx)]
+
+
+def sample_file_images(spec: str, split: str, count: int, shape, seed: int = 0,
+                       run_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Images (resized as the run trained) and class indices of a file source's split.
+
+    Class indices follow the run's class list (config.json), so they match the model's
+    outputs; a record's first label is its class.
+    """
+    from kerascls.training.config import TrainConfig
+    cfg_file = Path(run_dir) / "config.json" if run_dir else None
+    cfg = TrainConfig.load(run_dir) if cfg_file and cfg_file.exists() else TrainConfig(data=spec)
+    records = sample_records(spec, split, count, seed, run_dir, cfg.crop_boxes)
+    names = cfg.class_names or sorted({r.labels[0] for r in records})
+    opts = PipelineOptions(tuple(shape[:2]), 64, resize=cfg.resize, channels=int(shape[2]),
+                           cache="none")
+    y = np.array([names.index(r.labels[0]) if r.labels[0] in names else -1 for r in records])
+    xs = [np.asarray(x, np.float32) for x, _ in file_dataset(records, y, opts)]
+    return np.concatenate(xs), y

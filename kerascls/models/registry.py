@@ -94,7 +94,8 @@ def create_model(name: str, num_classes: int = 1000,
                  input_shape: tuple[int, int, int] = (224, 224, 3), *,
                  task: str = "multiclass", logits: bool = False,
                  preprocess: bool = True, mean: tuple[float, ...] | None = None,
-                 std: tuple[float, ...] | None = None, **overrides: Any) -> keras.Model:
+                 std: tuple[float, ...] | None = None, weights: str | None = None,
+                 **overrides: Any) -> keras.Model:
     """Build a registered architecture as a Keras functional model.
 
     Args:
@@ -105,14 +106,24 @@ def create_model(name: str, num_classes: int = 1000,
         logits: output pre-activation scores instead of probabilities.
         preprocess: put 0–255 → mean/std scaling inside the model, so an exported
             model takes raw pixels.
-        mean, std: per-channel statistics on the 0–1 scale (ImageNet by default).
+        mean, std: per-channel statistics on the 0–1 scale (ImageNet by default; with
+            ``weights="imagenet"``, the statistics those weights expect).
+        weights: ``"imagenet"`` (keras.applications' files, cached in ~/.keras/models)
+            or a .keras / .weights.h5 / .h5 path; see ``kerascls.models.weights``.
         **overrides: family options (``norm=``, ``attention=``, ``drop_path=`` …).
     """
     info = model_info(name)
+    if weights == "imagenet" and mean is None and std is None:
+        from kerascls.models.weights import imagenet_stats
+        mean, std = imagenet_stats(name)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = ImagePreprocessing(mean=mean, std=std, name="preprocess")(inputs) if preprocess else inputs
     kwargs = {**info.defaults, **overrides}
     features = info.builder(x, **kwargs)
     outputs = _head(features, num_classes, task, logits)
-    return keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)
+    if weights is not None:
+        from kerascls.models.weights import load_weights
+        load_weights(model, name, weights)
+    return model
 

@@ -1,0 +1,257 @@
+"""Pretrained weights: Keras' official ImageNet files and any .keras / .weights.h5 file.
+
+``create_model(name, ..., weights="imagenet")`` fetches the file keras.applications itself
+uses — same file name, hash and cache (``$KERAS_HOME/models``, ``~/.keras/models`` by
+default) — so a file already cached or placed there works offline. Those files are
+legacy HDF5 (``layer_names`` + per-layer groups, loaded by topology), and some twins nest
+``Sequential`` blocks or keep Keras' ``LayerNormalization``; instead of a second parser,
+the keras.applications twin is built with ``weights=None`` at a tiny size, loads the file
+with Keras' own loader, and its variables are copied into ours in model order
+(``transfer``). Our families build their layers in the twin's order, so the copy is
+one-to-one; 1×1 Conv2D ↔ Dense weights (SE, MobileNetV3's head) are reshaped.
+A different head (K ≠ 1000 classes) or a ``notop`` file loads the backbone only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import keras
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CAFFE = ((123.68 / 255, 116.779 / 255, 103.939 / 255), (1 / 255,) * 3)  # BGR, no std
+INCEPTION = ((0.5,) * 3, (0.5,) * 3)  # [-1, 1]
+PREPROCESSING = (keras.layers.Normalization, keras.layers.Rescaling)
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """An ImageNet weights file is neither cached nor downloadable (offline)."""
+
+
+@dataclass(frozen=True)
+class Twin:
+    """A keras.applications architecture ours is layer-compatible with, and its files."""
+
+    app: str                    # keras.applications constructor
+    module: str                 # keras.src.applications module with WEIGHTS_HASHES
+    key: str                    # its WEIGHTS_HASHES key
+    files: tuple[str, str]      # (with top, notop) file names
+    stats: tuple = IMAGENET     # (mean, std) on the 0–1 scale the weights expect
+    bgr: bool = False           # weights expect BGR input (caffe): flip the stem conv
+    top: tuple[str, ...] = ()   # our layers, besides ``head``, that only top files hold
+
+    def origin(self, fname: str) -> str:
+        mod = importlib.import_module(f"keras.src.applications.{self.module}")
+        base = getattr(mod, "BASE_WEIGHTS_PATH", None) or mod.BASE_WEIGHT_PATH
+        return base + fname
+
+    def file_hash(self, include_top: bool) -> str:
+        mod = importlib.import_module(f"keras.src.applications.{self.module}")
+        return mod.WEIGHTS_HASHES[self.key][0 if include_top else 1]
+
+
+def _resnet(depth: int) -> Twin:
+    stem = f"resnet{depth}_weights_tf_dim_ordering_tf_kernels"
+    return Twin(f"ResNet{depth}", "resnet", f"resnet{depth}", (f"{stem}.h5", f"{stem}_notop.h5"),
+                CAFFE, bgr=True)
+
+
+def _convnext(size: str) -> Twin:
+    return Twin(f"ConvNeXt{size.capitalize().replace('xl', 'XL')}", "convnext",
+                f"convnext_{size}", (f"convnext_{size}.h5", f"convnext_{size}_notop.h5"))
+
+
+def _efficientnet(b: int) -> Twin:
+    return Twin(f"EfficientNetB{b}", "efficientnet", f"b{b}",
+                (f"efficientnetb{b}.h5", f"efficientnetb{b}_notop.h5"))
+
+
+def _mobilenetv3(size: str) -> Twin:
+    key = f"{size}_224_1.0_float"
+    return Twin(f"MobileNetV3{size.capitalize()}", "mobilenet_v3", key,
+                (f"weights_mobilenet_v3_{key}.h5", f"weights_mobilenet_v3_{key}_no_top_v2.h5"),
+                INCEPTION, top=("conv_2",))
+
+
+TWINS: dict[str, Twin] = {
+    **{f"resnet{d}": _resnet(d) for d in (50, 101, 152)},
+    **{f"convnext_{s}": _convnext(s) for s in ("tiny", "small", "base", "large", "xlarge")},
+    **{f"efficientnet_b{b}": _efficientnet(b) for b in range(8)},
+    **{f"mobilenetv3_{s}": _mobilenetv3(s) for s in ("small", "large")},
+}
+
+
+def imagenet_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) our ``ImagePreprocessing`` needs for ``name``'s ImageNet weights."""
+    return _twin(name).stats
+
+
+def _twin(name: str) -> Twin:
+    if name not in TWINS:
+        raise ValueError(f"no ImageNet weights for {name!r}; keras.applications ships them "
+                         f"for {', '.join(sorted(TWINS))} (or pass weights=PATH)")
+    return TWINS[name]
+
+
+def keras_home() -> str:
+    """The cache root keras.applications uses (``$KERAS_HOME`` or ``~/.keras``)."""
+    from keras.src.backend.config import keras_home as home
+    root = os.path.expanduser(home())
+    return root if os.access(root, os.W_OK) else os.path.join("/tmp", ".keras")
+
+
+def fetch(name: str, include_top: bool) -> tuple[str, bool]:
+    """(path, include_top) of a cached or downloaded ImageNet file for ``name``.
+
+    Prefers the file matching the head asked for, but takes the other one if only that
+    is cached. A cached file whose hash differs from Keras' warns and is used (it was
+    placed there on purpose); never deleted, unlike ``get_file`` on a failed re-download.
+    """
+    from keras.src.utils.file_utils import validate_file
+    twin = _twin(name)
+    cache = os.path.join(keras_home(), "models")
+    for top in (include_top, not include_top):
+        path = os.path.join(cache, twin.files[0 if top else 1])
+        if os.path.exists(path):
+            if not validate_file(path, twin.file_hash(top)):
+                warnings.warn(f"{path} does not match Keras' published hash; using it as is")
+            return path, top
+    fname = twin.files[0 if include_top else 1]
+    try:
+        return keras.utils.get_file(fname, twin.origin(fname), cache_subdir="models",
+                                    file_hash=twin.file_hash(include_top)), include_top
+    except Exception as exc:  # offline: urllib errors arrive wrapped in a bare Exception
+        raise WeightsNotFoundError(
+            f"ImageNet weights for {name!r} are not cached and could not be downloaded "
+            f"({exc}). Place {fname} (from {twin.origin(fname)}) in {cache}/ "
+            f"(or set KERAS_HOME) and retry.") from exc
+
+
+def build_twin(name: str, include_top: bool, channels: int = 3) -> keras.Model:
+    """The keras.applications twin with ``weights=None`` at a tiny size (weights are size-free)."""
+    app = getattr(keras.applications, _twin(name).app)
+    return app(weights=None, include_top=include_top, input_shape=(32, 32, channels))
+
+
+def _leaves(layer) -> list:
+    """Layers holding weights, nested models expanded, preprocessing layers skipped."""
+    if isinstance(layer, keras.Model):
+        return [leaf for sub in layer.layers for leaf in _leaves(sub)]
+    if isinstance(layer, PREPROCESSING) or not layer.weights:
+        return []
+    return [layer]
+
+
+def _fits(src, dst) -> bool:
+    """Same values up to size-1 axes (a 1×1 Conv2D kernel is a Dense kernel)."""
+    return [d for d in src.shape if d != 1] == [d for d in dst.shape if d != 1] and \
+        math.prod(src.shape) == math.prod(dst.shape)
+
+
+def transfer(source: keras.Model, target: keras.Model, top: tuple[str, ...] = ()) -> None:
+    """Copy ``source``'s variables into ``target`` in model order.
+
+    Every body variable must fit its partner; ``head`` and the ``top`` layers take the
+    source's trailing (classifier) variables where they fit and keep fresh ones otherwise
+    (K-class heads, notop files). Raises ValueError naming the first misfit.
+    """
+    top = {"head", *top}
+    src = [w for layer in _leaves(source) for w in layer.weights]
+    body = [w for layer in _leaves(target) if layer.name not in top for w in layer.weights]
+    tail = [w for layer in _leaves(target) if layer.name in top for w in layer.weights]
+    if not len(body) <= len(src) <= len(body) + len(tail):
+        raise ValueError(f"{source.name} has {len(src)} weights, {target.name} needs "
+                         f"{len(body)} (+{len(tail)} in its head)")
+    for s, d in zip(src, body):
+        if not _fits(s, d):
+            raise ValueError(f"{source.name}: {s.path} {tuple(s.shape)} does not fit "
+                             f"{d.path} {tuple(d.shape)}")
+        d.assign(keras.ops.reshape(s.value, d.shape))
+    rest = src[len(body):]
+    if all(_fits(s, d) for s, d in zip(rest, tail)):
+        for s, d in zip(rest, tail):
+            d.assign(keras.ops.reshape(s.value, d.shape))
+
+
+def _flip_stem(model: keras.Model) -> None:
+    """Reverse the first conv's input channels: BGR-trained weights then take RGB."""
+    conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    conv.kernel.assign(keras.ops.flip(conv.kernel.value, axis=2))
+
+
+def _wants_top(model: keras.Model) -> bool:
+    head = model.get_layer("head")
+    return head.units == 1000
+
+
+def load_imagenet(model: keras.Model, name: str) -> keras.Model:
+    """Load keras.applications' ImageNet weights for ``name`` into ``model``."""
+    twin = _twin(name)
+    path, include_top = fetch(name, _wants_top(model))
+    source = build_twin(name, include_top, model.input_shape[-1])
+    source.load_weights(path)
+    transfer(source, model, twin.top)
+    if twin.bgr:
+        _flip_stem(model)
+    return model
+
+
+def _is_legacy_h5(path: str) -> bool:
+    import h5py
+    with h5py.File(path, "r") as f:
+        return "layer_names" in f.attrs or "model_weights" in f
+
+
+def _own_format(model: keras.Model, path: str) -> bool:
+    """A Keras 3 weights file of our own layout (every weighted layer's key is there)."""
+    import h5py
+
+    from kerascls.models.resnet import _file_keys
+    with h5py.File(path, "r") as f:
+        return all(key in f for layer, key in _file_keys(model)
+                   if layer.weights and layer.name != "head")
+
+
+def _from_twin_file(model: keras.Model, name: str, path: str) -> None:
+    """A file saved from the keras.applications twin (with or without its top)."""
+    errors = []
+    for include_top in (True, False):
+        source = build_twin(name, include_top, model.input_shape[-1])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # Keras warns (not raises) on some misfits
+                source.load_weights(path)
+        except Exception as exc:  # noqa: BLE001 — try the other layout, report both
+            errors.append(f"include_top={include_top}: {exc}")
+            continue
+        transfer(source, model, _twin(name).top)
+        return
+    raise ValueError(f"{path} fits neither {name} nor keras.applications."
+                     f"{_twin(name).app}:\n" + "\n".join(errors))
+
+
+def load_path(model: keras.Model, name: str, path: str) -> keras.Model:
+    """Load a .keras, .weights.h5 (ours or the twin's) or legacy .h5 file into ``model``."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"weights file {path} does not exist")
+    if path.endswith(".keras"):
+        source = keras.saving.load_model(path, compile=False, safe_mode=True)
+        transfer(source, model, TWINS[name].top if name in TWINS else ())
+    elif not _is_legacy_h5(path) and _own_format(model, path):
+        from kerascls.models.resnet import load_keras_applications_weights
+        load_keras_applications_weights(model, path)  # class/position keys, head may differ
+    else:
+        _from_twin_file(model, name, path)
+    return model
+
+
+def load_weights(model: keras.Model, name: str, weights: str | os.PathLike) -> keras.Model:
+    """``weights="imagenet"`` or a path, for ``create_model``."""
+    if weights == "imagenet":
+        return load_imagenet(model, name)
+    return load_path(model, name, weights)

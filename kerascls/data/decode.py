@@ -87,6 +87,7 @@ def load_image(path: tf.Tensor, branch: tf.Tensor, orientation: tf.Tensor,
 
 def pil_decode(path: bytes, branch: int, orientation: int, window: np.ndarray) -> np.ndarray:
     """The same plan with Pillow (draft mode, exif_transpose); for tf.numpy_function."""
+    path = path.item() if isinstance(path, np.ndarray) else path
     with Image.open(path.decode() if isinstance(path, bytes) else path) as im:
         if branch < PNG_BRANCH and RATIOS[branch] > 1:
             r = RATIOS[branch]

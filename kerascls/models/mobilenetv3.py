@@ -12,7 +12,7 @@ Hard-swish is Keras' ``hard_swish`` activation: the TFLite converter fuses it (a
 
 Parameter counts: keras.applications' ``count_params()`` (Small 2,554,968, Large
 5,507,432) includes BatchNorm moving statistics; ``params=`` is the PyTorch convention the
-registry checks (statistics excluded): Small 2,534,368 (−20,600), Large 5,483,032
+registry checks (statistics excluded): Small 2,542,856 (−12,112), Large 5,483,032
 (−24,400), which is also timm's ``mobilenetv3_large_100`` count.
 """
 
@@ -80,7 +80,7 @@ def mobilenetv3(x, *, size: str = "large", norm: str | None = "batch",
 
 _PAPER = "Howard et al. 2019, Searching for MobileNetV3 (arXiv:1905.02244)"
 
-for _size, _params, _keras in (("small", 2_534_368, 2_554_968), ("large", 5_483_032, 5_507_432)):
+for _size, _params, _keras in (("small", 2_542_856, 2_554_968), ("large", 5_483_032, 5_507_432)):
     register_model(f"mobilenetv3_{_size}", family="mobilenetv3", paper=_PAPER, params=_params,
                    matches=f"keras.applications.MobileNetV3{_size.capitalize()} "
                            f"(count_params {_keras:,} with BN statistics)",

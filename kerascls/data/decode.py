@@ -76,11 +76,25 @@ def decode(data: tf.Tensor, branch: tf.Tensor) -> tf.Tensor:
     return tf.switch_case(tf.cast(branch, tf.int32), [jpeg(r) for r in RATIOS] + [other])
 
 
-def load_image(path: tf.Tensor, branch: tf.Tensor, orientation: tf.Tensor,
-               window: tf.Tensor) -> tf.Tensor:
-    """Read, decode, turn upright and crop one planned record: HxWx3 uint8."""
-    image = orient(decode(tf.io.read_file(path), branch), orientation)
-    image = tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
+def load_image(path: tf.Tensor, branch, orientation, window, *, uniform_branch=None,
+               upright: bool = False, whole: bool = False) -> tf.Tensor:
+    """Read, decode, turn upright and crop one planned record: HxWx3 uint8.
+
+    When every record of a dataset shares a decoder (``uniform_branch``), is upright or
+    is uncropped (``whole``), the branch is left out of the graph: per-image overhead
+    matters for small images.
+    """
+    data = tf.io.read_file(path)
+    if uniform_branch is None:
+        image = decode(data, branch)
+    elif uniform_branch < PNG_BRANCH:
+        image = tf.io.decode_jpeg(data, channels=3, ratio=RATIOS[uniform_branch],
+                                  dct_method="INTEGER_FAST")
+    else:
+        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
+    image = image if upright else orient(image, orientation)
+    if not whole:
+        image = tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
     image.set_shape([None, None, 3])
     return image
 

@@ -6,12 +6,13 @@ become batches of raw 0–255 pixels, which the model normalizes itself.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from kerascls.data.decode import load_image, load_image_pil, plan
+from kerascls.data.decode import PNG_BRANCH, load_image, load_image_pil, plan
 from kerascls.data.records import Record
 from kerascls.data.transforms import batch_augmenter, random_resized_crop, resize
 
@@ -62,7 +63,10 @@ class PipelineOptions:
         cache: ``auto`` (in memory when the resized uint8 images fit in 1 GiB), ``memory``,
             ``none``, or a file path prefix.
         deterministic: fixed element order and seeded augmentation, for tests.
-        decoder: ``tf`` (graph decoders) or ``pil`` (Pillow in ``tf.numpy_function``).
+        decoder: ``tf`` (graph decoders), ``pil`` (Pillow draft mode in
+            ``tf.numpy_function``) or ``auto``: ``pil`` when some JPEG is decoded at reduced
+            scale (measured 1.2× Keras's loader on large frames, the graph path 0.8–1.0×),
+            else ``tf`` (fewer per-image costs on small images).
     """
 
     image_size: tuple[int, int]
@@ -73,7 +77,7 @@ class PipelineOptions:
     cache: str = "auto"
     deterministic: bool = False
     seed: int = 0
-    decoder: str = "tf"
+    decoder: str = "auto"
     one_hot: bool = False
     channels: int = 3
 
@@ -145,10 +149,17 @@ def file_dataset(records: list[Record], labels: np.ndarray, opts: PipelineOption
     shuffle = opts.training
     if shuffle and cache is None:
         ds = ds.shuffle(len(records), seed=opts.seed, reshuffle_each_iteration=True)
-    load = load_image_pil if opts.decoder == "pil" else load_image
+    decoder = opts.decoder
+    if decoder == "auto":
+        decoder = "pil" if any(b not in (0, PNG_BRANCH) for b in branch) else "tf"
+    load = load_image_pil if decoder == "pil" else functools.partial(
+        load_image, uniform_branch=int(branch[0]) if len(set(branch)) == 1 else None,
+        upright=bool(np.all(orientation == 1)), whole=all(r.bbox is None for r in records))
 
     def decode_resize(path, b, o, w, y):
         image = resize(load(path, b, o, w), size, opts.resize)
+        if cache is None:  # no cache: keep float, skip a round trip through uint8
+            return _channels(image, opts.channels), y
         return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), y
     ds = ds.map(decode_resize, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True if opts.deterministic else None)
@@ -156,7 +167,7 @@ def file_dataset(records: list[Record], labels: np.ndarray, opts: PipelineOption
         ds = ds.cache(cache)
         if shuffle:
             ds = ds.shuffle(len(records), seed=opts.seed, reshuffle_each_iteration=True)
-    return _finish(ds, opts)
+    return _finish(ds, opts, cast=cache is not None)
 
 
 def _cache_target(opts: PipelineOptions, count: int) -> str | None:
@@ -171,7 +182,7 @@ def _cache_target(opts: PipelineOptions, count: int) -> str | None:
     return opts.cache
 
 
-def _finish(ds: tf.data.Dataset, opts: PipelineOptions) -> tf.data.Dataset:
+def _finish(ds: tf.data.Dataset, opts: PipelineOptions, cast: bool = True) -> tf.data.Dataset:
     """Channels, training-only augmentation, batching and prefetch."""
     augment = list(opts.augment) if opts.training else []
     size = tuple(opts.image_size)
@@ -180,8 +191,9 @@ def _finish(ds: tf.data.Dataset, opts: PipelineOptions) -> tf.data.Dataset:
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda xy, s: (random_resized_crop(xy[0], size, s), xy[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda x, y: (_channels(tf.cast(x, tf.float32), opts.channels), y),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    if cast:
+        ds = ds.map(lambda x, y: (_channels(tf.cast(x, tf.float32), opts.channels), y),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(opts.batch_size)
     if set(augment) - {"rrc"}:
         fn = batch_augmenter(augment, seed=opts.seed if opts.deterministic else None)

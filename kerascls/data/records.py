@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 log = logging.getLogger("kerascls.data")
 
@@ -78,7 +78,8 @@ def probe(path: str) -> tuple[dict, str]:
             orientation = int(im.getexif().get(0x0112, 1) or 1)
             im.draft("RGB", (max(w // 8, 1), max(h // 8, 1)))
             im.load()
-            if im.format == "JPEG" and _jpeg_end_missing(path):
+            lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+            if lenient and im.format == "JPEG" and _jpeg_end_missing(path):
                 return {}, "truncated JPEG (no end marker)"
         return {"width": w, "height": h, "orientation": orientation if 1 <= orientation <= 8
                 else 1, "fmt": FORMATS[im.format]}, ""
@@ -91,7 +92,11 @@ def probe(path: str) -> tuple[dict, str]:
 
 
 def _jpeg_end_missing(path: str) -> bool:
-    """No EOI marker (FF D9) near the end: cut short, even if Pillow was told to tolerate it."""
+    """No EOI marker (FF D9) near the end: cut short.
+
+    Only asked when someone set Pillow's process-wide LOAD_TRUNCATED_IMAGES (which hides
+    truncation): some cameras append more than 4 KiB after the marker (Snapshot Safari).
+    """
     with open(path, "rb") as f:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - 4096))

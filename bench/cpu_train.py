@@ -13,6 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -29,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="224 keeps VGG's classifier input equal (7×7×512) in both models")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--num_classes", type=int, default=1000)
+    p.add_argument("--ours_kwargs", type=json.loads, default={},
+                   help='JSON options for our create_model, e.g. \'{"dropout": 0}\'')
     p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first")
     p.add_argument("--steps", type=int, default=2, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
@@ -45,7 +48,7 @@ def stepper(model: keras.Model, x: np.ndarray, y: np.ndarray, jit_compile):
 
 def bench_arch(arch: str, args: argparse.Namespace) -> dict | None:
     """Build the pair, warm both up, time them interleaved."""
-    pair = common.build_pair(arch, args.image_size, args.num_classes)
+    pair = common.build_pair(arch, args.image_size, args.num_classes, **args.ours_kwargs)
     if pair is None:
         return None
     rng = np.random.default_rng(0)

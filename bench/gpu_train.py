@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from functools import partial
@@ -40,6 +41,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=0, help="0: per-arch default (BATCH)")
     p.add_argument("--image_size", type=int, default=224)
     p.add_argument("--num_classes", type=int, default=1000)
+    p.add_argument("--ours_kwargs", type=json.loads, default={},
+                   help='JSON options for our create_model, e.g. \'{"dropout": 0}\'')
     p.add_argument("--mode", default="jit,keras", help="jit, keras or both")
     p.add_argument("--warmup", type=int, default=5, help="steps after compilation, untimed")
     p.add_argument("--steps", type=int, default=20, help="timed steps per round")
@@ -115,7 +118,7 @@ STEPPERS = {"jit": jit_stepper, "keras": keras_stepper}
 
 def bench_arch(arch: str, mode: str, args: argparse.Namespace) -> dict | None:
     """Build ours and theirs fresh, warm both up, time them interleaved."""
-    pair = common.build_pair(arch, args.image_size, args.num_classes)
+    pair = common.build_pair(arch, args.image_size, args.num_classes, **args.ours_kwargs)
     if pair is None:
         return None
     batch = args.batch_size or BATCH.get(arch, 64)

@@ -128,3 +128,12 @@ def test_drop_path_inserts_stochastic_depth():
     assert len(drops) == 7  # the first of 8 blocks gets rate 0 and no layer
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     assert np.isfinite(keras.ops.convert_to_numpy(model(x, training=True))).all()
+
+
+KERAS_COUNTS = {"resnet50": 25_636_712, "resnet101": 44_707_176, "resnet152": 60_419_944}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_COUNTS))
+def test_keras_count_equals_keras_applications(name):
+    """Keras' count_params (BN statistics included) is keras.applications' own number."""
+    assert create_model(name).count_params() == KERAS_COUNTS[name]

@@ -7,27 +7,28 @@ Keras 3 ``.weights.h5`` files key each layer by class and position (``layers/con
 not by name, so identical order is what lets a keras.applications weights file load
 with a plain ``model.load_weights`` (see ``load_keras_applications_weights``).
 
-Parameter counts (Keras counts BatchNorm moving mean/variance; torchvision and timm count
-neither those buffers nor conv biases, which they leave out). With C = the sum of conv
-output channels, our count = torchvision/timm count + 3·C (one bias per conv channel,
-two moving statistics per BN channel):
+Parameter counts. ``params=`` is the registry's one convention, PyTorch's
+(``kerascls.summary.count_params``: BatchNorm moving statistics are buffers, not
+parameters). With C = the sum of conv output channels, ours = torchvision/timm + C (the
+conv biases keras.applications keeps); Keras' ``count_params()`` adds 2·C more (moving
+mean/variance), which for resnet50/101/152 gives keras.applications' own numbers:
 
-==========  =======  ======================  ===========
-model       C        reference (tv / timm)   ours
-==========  =======  ======================  ===========
-resnet18     4,800   11,689,512 (tv)         11,703,912
-resnet34     8,512   21,797,672 (tv)         21,823,208
-resnet50    26,560   25,557,032 (tv)         25,636,712 = keras.applications
-resnet101   52,672   44,549,160 (tv)         44,707,176 = keras.applications
-resnet152   75,712   60,192,808 (tv)         60,419,944 = keras.applications
-==========  =======  ======================  ===========
+==========  =======  ======================  ============  ====================
+model       C        reference (tv / timm)   ours (torch)  Keras count_params
+==========  =======  ======================  ============  ====================
+resnet18     4,800   11,689,512 (tv)         11,694,312    11,703,912
+resnet34     8,512   21,797,672 (tv)         21,806,184    21,823,208
+resnet50    26,560   25,557,032 (tv)         25,583,592    25,636,712 = k.a.
+resnet101   52,672   44,549,160 (tv)         44,601,832    44,707,176 = k.a.
+resnet152   75,712   60,192,808 (tv)         60,268,520    60,419,944 = k.a.
+==========  =======  ======================  ============  ====================
 
 SE-ResNets add timm's ``SEModule`` (rd_ratio 1/16, rounded to a multiple of 8 with
 round_limit 0, 1×1 convs with biases) after the last norm of every residual branch;
-timm's counts equal torchvision's plus those SE weights, so the same +3·C rule holds
-(seresnet18 11,779,624 → 11,794,024; seresnet34 21,960,416 → 21,985,952; seresnet50
-28,088,024 → 28,167,704; seresnet101 49,326,872 → 49,484,888; seresnet152 66,821,848 →
-67,048,984). Read off ``timm.create_model`` (2026-11-25): resnet18/34/50 and every
+timm's counts equal torchvision's plus those SE weights, so the same +C rule holds
+(seresnet18 11,779,624 → 11,784,424; seresnet34 21,960,416 → 21,968,928; seresnet50
+28,088,024 → 28,114,584; seresnet101 49,326,872 → 49,379,544; seresnet152 66,821,848 →
+66,897,560). Read off ``timm.create_model`` (2026-11-25): resnet18/34/50 and every
 seresnet above; resnet101/152's torchvision counts equal keras.applications' − 3·C.
 """
 
@@ -216,18 +217,18 @@ def load_keras_applications_weights(model: keras.Model, path: str) -> keras.Mode
 _PAPERS = {"resnet": "He et al. 2015, Deep Residual Learning (arXiv:1512.03385)",
            "seresnet": "Hu et al. 2018, Squeeze-and-Excitation Networks (arXiv:1709.01507)"}
 
-# name, depth, attention, params (ours, see module docstring), what it matches
+# name, depth, attention, params (PyTorch convention, see module docstring), what it matches
 _VARIANTS = (
-    ("resnet18", 18, None, 11_703_912, "torchvision resnet18 11,689,512 + conv biases/BN stats"),
-    ("resnet34", 34, None, 21_823_208, "torchvision resnet34 21,797,672 + conv biases/BN stats"),
-    ("resnet50", 50, None, 25_636_712, "keras.applications.ResNet50 (layer-compatible)"),
-    ("resnet101", 101, None, 44_707_176, "keras.applications.ResNet101 (layer-compatible)"),
-    ("resnet152", 152, None, 60_419_944, "keras.applications.ResNet152 (layer-compatible)"),
-    ("seresnet18", 18, "se", 11_794_024, "timm seresnet18 11,779,624 + conv biases/BN stats"),
-    ("seresnet34", 34, "se", 21_985_952, "timm seresnet34 21,960,416 + conv biases/BN stats"),
-    ("seresnet50", 50, "se", 28_167_704, "timm seresnet50 28,088,024 + conv biases/BN stats"),
-    ("seresnet101", 101, "se", 49_484_888, "timm seresnet101 49,326,872 + conv biases/BN stats"),
-    ("seresnet152", 152, "se", 67_048_984, "timm seresnet152 66,821,848 + conv biases/BN stats"),
+    ("resnet18", 18, None, 11_694_312, "torchvision resnet18 11,689,512 + one conv bias per channel"),
+    ("resnet34", 34, None, 21_806_184, "torchvision resnet34 21,797,672 + one conv bias per channel"),
+    ("resnet50", 50, None, 25_583_592, "keras.applications.ResNet50 (layer-compatible)"),
+    ("resnet101", 101, None, 44_601_832, "keras.applications.ResNet101 (layer-compatible)"),
+    ("resnet152", 152, None, 60_268_520, "keras.applications.ResNet152 (layer-compatible)"),
+    ("seresnet18", 18, "se", 11_784_424, "timm seresnet18 11,779,624 + one conv bias per channel"),
+    ("seresnet34", 34, "se", 21_968_928, "timm seresnet34 21,960,416 + one conv bias per channel"),
+    ("seresnet50", 50, "se", 28_114_584, "timm seresnet50 28,088,024 + one conv bias per channel"),
+    ("seresnet101", 101, "se", 49_379_544, "timm seresnet101 49,326,872 + one conv bias per channel"),
+    ("seresnet152", 152, "se", 66_897_560, "timm seresnet152 66,821,848 + one conv bias per channel"),
 )
 
 for _name, _depth, _attention, _params, _matches in _VARIANTS:

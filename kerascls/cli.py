@@ -210,9 +210,9 @@ def cmd_models(fl, args) -> None:
 def _count(name: str, info) -> tuple[int, int | None]:
     import keras
     from kerascls.models import create_model
-    from kerascls.summary import count_macs
+    from kerascls.summary import count_macs, count_params
     model = create_model(name, 1000, (info.input_size, info.input_size, 3))
-    counts = model.count_params(), count_macs(model)
+    counts = count_params(model), count_macs(model)
     keras.backend.clear_session()
     return counts
 

@@ -6,6 +6,7 @@ never imports it (one test proves that with TensorFlow blocked).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -433,3 +434,18 @@ def test_keep_checkpoint_then_resume_classifies_only_new_files(bundles: Path, tm
     rows = [r.split(",") for r in out.read_text().splitlines()[1:]]
     assert [(r[0], r[1]) for r in rows] == [("0.jpg", "red"), ("1.jpg", "red"), ("2.jpg", "red"),
                                             ("3.jpg", "blue"), ("4.jpg", "blue")]
+
+
+def test_trailing_bytes_after_jpeg_end_are_not_truncation(tmp_path):
+    """Some cameras append data after the end marker; only a missing marker is a cut file."""
+    from kerascls_edge.decode import _jpeg_end_missing
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), np.uint8)).save(
+        buf, "JPEG", quality=95)
+    data = buf.getvalue()
+    (tmp_path / "trailing.jpg").write_bytes(data + bytes(20_000))
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "whole.jpg").write_bytes(data)
+    assert not _jpeg_end_missing(tmp_path / "trailing.jpg")
+    assert not _jpeg_end_missing(tmp_path / "whole.jpg")
+    assert _jpeg_end_missing(tmp_path / "cut.jpg")

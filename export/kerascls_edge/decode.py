@@ -106,17 +106,41 @@ def _is_truncation(err: Exception) -> bool:
     return "truncated" in msg or "broken data stream" in msg
 
 
-def _jpeg_end_missing(path: Union[str, os.PathLike]) -> bool:
-    """True when no EOI marker (FF D9) ends the file: it was cut short.
+def _jpeg_scan_start(f) -> int:
+    """Offset of the main image's first SOS marker, walking the top-level segments.
 
-    Entropy-coded data never contains FF D9, so its absence from the tail is reliable; only
-    used when Pillow was told process-wide to hide truncation.
+    Walking by segment lengths skips APP1, whose EXIF thumbnail holds a complete JPEG of
+    its own (with its own end marker) that must not count for the main image.
+    """
+    f.seek(2)
+    while True:
+        head = f.read(4)
+        if len(head) < 4 or head[0] != 0xFF:
+            return f.tell()
+        if head[1] == 0xDA:
+            return f.tell()
+        f.seek(int.from_bytes(head[2:4], "big") - 2, os.SEEK_CUR)
+
+
+def _jpeg_end_missing(path: Union[str, os.PathLike], chunk: int = 1 << 16) -> bool:
+    """True when no EOI marker (FF D9) follows the main image's scan data: it was cut short.
+
+    Entropy-coded data never contains FF D9. The file is searched backwards from its end,
+    so a normal file answers from its last block, and trailing bytes after the marker
+    (some cameras append data) do not read as truncation. Only used when Pillow was told
+    process-wide to hide truncation.
     """
     try:
         with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            return b"\xff\xd9" not in f.read()
+            start = _jpeg_scan_start(f)
+            end = f.seek(0, os.SEEK_END)
+            while end > start:
+                pos = max(start, end - chunk)
+                f.seek(pos)
+                if b"\xff\xd9" in f.read(end - pos + 1):
+                    return False
+                end = pos
+            return True
     except OSError:
         return False
 

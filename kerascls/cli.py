@@ -72,6 +72,9 @@ def _evaluate_flags(fv: flags.FlagValues, m: str) -> None:
                         flag_values=fv, module_name=m)
     flags.DEFINE_enum("split", "test", ["train", "test"], "Split to evaluate.",
                       flag_values=fv, module_name=m)
+    flags.DEFINE_string("output_dir", None, "Report folder; default RUN/eval (metrics.json, "
+                        "per_class.csv, confusion and reliability PNGs).", flag_values=fv,
+                        module_name=m)
     flags.mark_flag_as_required("model", flag_values=fv)
 
 
@@ -158,11 +161,9 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(fl, args) -> None:
-    from kerascls.evaluation.evaluate import evaluate
-    metrics = evaluate(fl.model, fl.data, fl.split)
-    print(f"model: {metrics['model']}  data: {metrics['data']}:{metrics['split']}")
-    print(f"test accuracy: {metrics['accuracy']:.4f}  loss: {metrics['loss']:.4f}  "
-          f"images: {metrics['count']}")
+    from kerascls.evaluation.evaluate import evaluate, summary_lines
+    report = evaluate(fl.model, fl.data, fl.split, output_dir=fl.output_dir)
+    print("\n".join(summary_lines(report)))
 
 
 def cmd_export(fl, args) -> None:

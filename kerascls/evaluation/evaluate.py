@@ -1,4 +1,9 @@
-"""``kerascls evaluate``: accuracy and loss of a Keras run or an exported TFLite model."""
+"""``kerascls evaluate``: a full report of a Keras run or an exported TFLite model.
+
+Writes ``metrics.json``, ``per_class.csv``, ``confusion_matrix.png``, ``reliability.png``
+and, when a class is named empty/blank, ``empty_filter.csv`` to ``RUN/eval`` (or
+``output_dir``), so a run directory keeps its own evaluation beside the model.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascls.training.train import classification_metrics
+from kerascls.evaluation import metrics as M
+from kerascls.evaluation import plots
 
 
 def _is_tflite(path: Path) -> bool:
@@ -16,16 +22,59 @@ def _is_tflite(path: Path) -> bool:
 
 
 def evaluate(model_path: str | Path, data: str | None = None, split: str = "test",
-             batch_size: int = 512) -> dict:
+             batch_size: int = 512, output_dir: str | Path | None = None) -> dict:
     """Evaluate a run directory, .keras file, bundle directory or .tflite file.
 
     The data spec defaults to the one the run trained on (config.json), or for a bundle,
-    the training run beside it.
+    the training run beside it. Returns the metrics (also written to the output folder).
     """
-    from kerascls.tflite.export import load_run, sample_images
     path = Path(model_path)
-    if _is_tflite(path):
-        return _evaluate_tflite(path, data, split)
+    pred = _predict_tflite(path, data, split) if _is_tflite(path) else \
+        _predict_keras(path, data, split, batch_size)
+    probs, y, names = pred["probs"], pred["y"], pred["class_names"]
+    names = names if len(names) == probs.shape[-1] else [str(i) for i in range(probs.shape[-1])]
+    report = {"model": pred["model"], "data": pred["data"], "split": split,
+              **M.classification_report(probs, y, names)}
+    out = Path(output_dir) if output_dir else pred["run_dir"] / "eval"
+    write_report(report, out)
+    report["output_dir"] = str(out)
+    return report
+
+
+def write_report(report: dict, out: Path) -> None:
+    """Metrics JSON, per-class CSV, empty-filter CSV and the two figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    M.write_csv(report["per_class"], out / "per_class.csv")
+    if "empty_filter" in report:
+        M.write_csv(report["empty_filter"], out / "empty_filter.csv")
+    plots.confusion_png(np.asarray(report["confusion_matrix"]), report["class_names"],
+                        out / "confusion_matrix.png")
+    plots.reliability_png(report["reliability"], report["ece"], out / "reliability.png")
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The short summary ``kerascls evaluate`` prints."""
+    lines = [f"model: {report['model']}  data: {report['data']}:{report['split']}",
+             f"test accuracy: {report['accuracy']:.4f}  top-5: {report['top5_accuracy']:.4f}  "
+             f"loss: {report['loss']:.4f}  images: {report['count']}",
+             f"NLL: {report['nll']:.4f}  log-likelihood: {report['log_likelihood']:.1f}  "
+             f"ECE: {report['ece']:.4f}"]
+    worst = min(report["per_class"], key=lambda r: r["f1"])
+    lines.append(f"lowest F1: {worst['class']} {worst['f1']:.3f}")
+    if "empty_filter" in report:
+        best = max((r for r in report["empty_filter"] if r["precision"] >= 0.99),
+                   key=lambda r: r["recall"], default=None)
+        if best:
+            lines.append(f"empty filter: p(empty) >= {best['threshold']:.2f} discards "
+                         f"{best['recall']:.1%} of empty frames at {best['precision']:.1%} "
+                         f"precision")
+    lines.append(f"report: {report.get('output_dir', '')}")
+    return lines
+
+
+def _predict_keras(path: Path, data: str | None, split: str, batch_size: int) -> dict:
+    from kerascls.tflite.export import load_run, sample_images
     run = load_run(path)
     data = data or (run.config.data if run.config else None)
     if not data:
@@ -33,22 +82,30 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
     shape = tuple(int(d) for d in run.model.input_shape[1:])
     x, y = sample_images(data, split, 10**9, shape, run_dir=run.path.parent)
     probs = run.model.predict(x, batch_size=batch_size, verbose=0)
-    return {"model": str(path), "data": data, "split": split,
-            **classification_metrics(probs, y)}
+    names = list(run.config.class_names) if run.config else _source_names(data)
+    return {"probs": np.asarray(probs), "y": y, "class_names": names, "model": str(path),
+            "data": data, "run_dir": run.path.parent}
 
 
-def _evaluate_tflite(path: Path, data: str | None, split: str) -> dict:
+def _source_names(data: str) -> list[str]:
+    """Class names of a data spec, for a bare .keras file without a run's config.json."""
+    from kerascls.data.sources import load_source
+    return list(load_source(data).class_names)
+
+
+def _predict_tflite(path: Path, data: str | None, split: str) -> dict:
     from kerascls.tflite import audit as A
     from kerascls.tflite.export import sample_images
     file = path / "model.tflite" if path.is_dir() else path
-    meta_file = file.parent / "model.json"
-    if not data and meta_file.exists() and (file.parent.parent / "config.json").exists():
-        data = json.loads((file.parent.parent / "config.json").read_text())["data"]
+    run_cfg = file.parent.parent / "config.json"
+    if not data and (file.parent / "model.json").exists() and run_cfg.exists():
+        data = json.loads(run_cfg.read_text())["data"]
     if not data:
         raise ValueError("no data to evaluate on: pass --data")
     it = A.interpreter(str(file))
     shape = tuple(int(d) for d in it.get_input_details()[0]["shape"][1:])
     x, y = sample_images(data, split, 10**9, shape, run_dir=file.parent.parent)
-    probs = A.run_batch(it, x)
-    return {"model": str(file), "data": data, "split": split,
-            **classification_metrics(np.asarray(probs), y)}
+    labels = file.parent / "labels.txt"
+    names = labels.read_text().splitlines() if labels.exists() else []
+    return {"probs": np.asarray(A.run_batch(it, x)), "y": y, "class_names": names,
+            "model": str(file), "data": data, "run_dir": file.parent}

@@ -1,0 +1,155 @@
+"""Evaluation metrics from predicted class probabilities (NumPy only, no backend).
+
+Everything here takes ``probs`` (N, C) and integer labels ``y`` (N,), so the same code scores
+a Keras model, a TFLite bundle or saved predictions. Products of probabilities are computed
+as sums of logs: a product over 10,000 images underflows float64 long before it is useful.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+EPS = 1e-12
+EMPTY_NAMES = ("empty", "blank", "none", "nothing")
+
+
+def _labels(y) -> np.ndarray:
+    return np.asarray(y).reshape(-1).astype(int)
+
+
+def topk_accuracy(probs: np.ndarray, y, k: int = 1) -> float:
+    """Share of images whose label is among the ``k`` most probable classes."""
+    y = _labels(y)
+    k = min(k, probs.shape[1])
+    top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+    return float(np.mean(np.any(top == y[:, None], axis=1)))
+
+
+def log_likelihood(p_observed) -> float:
+    """Sum of the logs of the probabilities the model gave the observed labels."""
+    return float(np.sum(np.log(np.clip(np.asarray(p_observed, np.float64), EPS, 1.0))))
+
+
+def likelihood_report(p_observed) -> dict:
+    """Likelihood (product of the observed labels' probabilities), its log and the NLL.
+
+    ``nll`` is the mean negative log-likelihood per image (the cross-entropy loss); the
+    likelihood itself is ``exp(log_likelihood)`` and underflows to 0.0 for large sets, which
+    is why the log is reported beside it.
+    """
+    ll = log_likelihood(p_observed)
+    n = max(len(np.asarray(p_observed).reshape(-1)), 1)
+    return {"likelihood": float(np.exp(ll)), "log_likelihood": ll, "nll": -ll / n}
+
+
+def binary_likelihood(y, p1) -> dict:
+    """Likelihood of binary labels ``y`` under predicted ``p(y=1)``."""
+    y, p1 = _labels(y), np.asarray(p1, np.float64).reshape(-1)
+    return likelihood_report(np.where(y == 1, p1, 1.0 - p1))
+
+
+def observed_probs(probs: np.ndarray, y) -> np.ndarray:
+    """The probability each image's own label received."""
+    y = _labels(y)
+    return np.asarray(probs, np.float64)[np.arange(len(y)), y]
+
+
+def confusion_matrix(y, pred, num_classes: int) -> np.ndarray:
+    """Counts (true class rows, predicted class columns)."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (_labels(y), _labels(pred)), 1)
+    return cm
+
+
+def per_class(cm: np.ndarray, class_names: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support of every class, from a confusion matrix."""
+    tp = np.diag(cm).astype(np.float64)
+    predicted, support = cm.sum(0), cm.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f),
+             "support": int(s)}
+            for name, p, r, f, s in zip(class_names, precision, recall, f1, support)]
+
+
+def calibration(probs: np.ndarray, y, bins: int = 15) -> dict:
+    """Expected calibration error of the top-1 confidence, and the reliability-diagram bins.
+
+    ECE = Σ_b (n_b / N) · |accuracy_b − confidence_b| over equal-width confidence bins.
+    """
+    y = _labels(y)
+    conf, correct = probs.max(1), probs.argmax(1) == y
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        n = int(mask.sum())
+        acc = float(correct[mask].mean()) if n else 0.0
+        mean_conf = float(conf[mask].mean()) if n else 0.0
+        ece += n / max(len(y), 1) * abs(acc - mean_conf)
+        rows.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "count": n,
+                     "accuracy": acc, "confidence": mean_conf})
+    return {"ece": float(ece), "bins": rows}
+
+
+def find_empty_class(class_names: list[str]) -> int | None:
+    """Index of the class that means "no animal" (named empty, blank, …), if any."""
+    for i, name in enumerate(class_names):
+        if str(name).strip().lower() in EMPTY_NAMES:
+            return i
+    return None
+
+
+def empty_filter_table(probs: np.ndarray, y, empty: int,
+                       thresholds=tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))) -> list[dict]:
+    """Precision/recall of discarding frames whose p(empty) ≥ threshold.
+
+    Precision: share of discarded frames that really are empty. Recall: share of the empty
+    frames discarded. ``animals_lost``: non-empty frames discarded (what filtering costs).
+    """
+    y = _labels(y)
+    is_empty, p_empty = y == empty, probs[:, empty]
+    rows = []
+    for t in thresholds:
+        drop = p_empty >= t
+        tp, dropped = int(np.sum(drop & is_empty)), int(drop.sum())
+        rows.append({"threshold": float(t), "discarded": dropped,
+                     "precision": tp / dropped if dropped else 1.0,
+                     "recall": tp / int(is_empty.sum()) if is_empty.any() else 0.0,
+                     "animals_lost": dropped - tp})
+    return rows
+
+
+def classification_report(probs: np.ndarray, y, class_names: list[str]) -> dict:
+    """Every metric of a multiclass evaluation; images labelled -1 (unknown class) are skipped."""
+    y = _labels(y)
+    probs = np.asarray(probs, np.float64).reshape(len(y), -1)
+    known = y >= 0
+    probs, y = probs[known], y[known]
+    cm = confusion_matrix(y, probs.argmax(1), probs.shape[1])
+    lik = likelihood_report(observed_probs(probs, y))
+    report = {"accuracy": topk_accuracy(probs, y, 1), "top5_accuracy": topk_accuracy(probs, y, 5),
+              "loss": lik["nll"], **lik, "count": int(len(y)),
+              "skipped_unknown_labels": int((~known).sum())}
+    cal = calibration(probs, y)
+    report.update(ece=cal["ece"], reliability=cal["bins"], confusion_matrix=cm.tolist(),
+                  per_class=per_class(cm, class_names), class_names=list(class_names))
+    empty = find_empty_class(class_names)
+    if empty is not None:
+        report["empty_class"] = class_names[empty]
+        report["empty_filter"] = empty_filter_table(probs, y, empty)
+    return report
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Rows of dicts to a CSV file (header from the first row)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -216,3 +216,22 @@ def test_family_options(name, opts, kind):
     if opts.get("attention") is None:
         assert "SqueezeExcite" not in kinds
     assert np.isfinite(np.asarray(model(_images(), training=True))).all()
+
+
+@pytest.mark.parametrize("include_top", [True, False])
+def test_mobilenetv3_k_class_keeps_conv_2_from_top_files_only(include_top, tmp_path):
+    theirs = _twin("mobilenetv3_large", include_top=include_top)
+    theirs.save_weights(tmp_path / "m.weights.h5")
+    ours = _ours("mobilenetv3_large", 5)
+    fresh = ours.get_layer("conv_2").kernel.numpy()
+    W.load_path(ours, "mobilenetv3_large", str(tmp_path / "m.weights.h5"))
+    kernel = ours.get_layer("conv_2").kernel.numpy()
+    if include_top:
+        np.testing.assert_array_equal(kernel, theirs.get_layer("conv_2").kernel.numpy()[0, 0])
+    else:
+        np.testing.assert_array_equal(kernel, fresh)
+    if not include_top:  # the notop twin ends at conv_1's activation: pool it and compare
+        features = keras.Model(ours.inputs, ours.get_layer("avg_pool").output)
+        a = np.asarray(theirs(_images(), training=False)).mean(axis=(1, 2))
+        b = np.asarray(features(_images(), training=False))
+        np.testing.assert_allclose(b, a, atol=1e-5)

@@ -156,8 +156,8 @@ def transfer(source: keras.Model, target: keras.Model, top: tuple[str, ...] = ()
     """Copy ``source``'s variables into ``target`` in model order.
 
     Every body variable must fit its partner; ``head`` and the ``top`` layers take the
-    source's trailing (classifier) variables where they fit and keep fresh ones otherwise
-    (K-class heads, notop files). Raises ValueError naming the first misfit.
+    source's trailing (classifier) variables one by one where they fit and keep fresh ones
+    otherwise (K-class heads, notop files). Raises ValueError naming the first misfit.
     """
     top = {"head", *top}
     src = [w for layer in _leaves(source) for w in layer.weights]
@@ -171,9 +171,8 @@ def transfer(source: keras.Model, target: keras.Model, top: tuple[str, ...] = ()
             raise ValueError(f"{source.name}: {s.path} {tuple(s.shape)} does not fit "
                              f"{d.path} {tuple(d.shape)}")
         d.assign(keras.ops.reshape(s.value, d.shape))
-    rest = src[len(body):]
-    if all(_fits(s, d) for s, d in zip(rest, tail)):
-        for s, d in zip(rest, tail):
+    for s, d in zip(src[len(body):], tail):
+        if _fits(s, d):  # a K-class head keeps its fresh kernel and bias
             d.assign(keras.ops.reshape(s.value, d.shape))
 
 

@@ -95,6 +95,16 @@ def _export_flags(fv: flags.FlagValues, m: str) -> None:
                          lower_bound=1, flag_values=fv, module_name=m)
     flags.DEFINE_bool("allow_float_ops", False, "Write an int8 bundle even if float ops remain.",
                       flag_values=fv, module_name=m)
+    flags.DEFINE_integer("qat_epochs", 0, "Quantization-aware training epochs before the int8 "
+                         "conversion (tfmot; 0 = post-training quantization only).",
+                         lower_bound=0, flag_values=fv, module_name=m)
+    flags.DEFINE_float("prune_sparsity", 0.0, "Magnitude-prune Conv2D/Dense kernels to this "
+                       "share of zeros before the int8 conversion (tfmot; 0 = off).",
+                       lower_bound=0, upper_bound=0.99, flag_values=fv, module_name=m)
+    flags.DEFINE_integer("prune_epochs", 2, "Fine-tuning epochs while pruning.", lower_bound=1,
+                         flag_values=fv, module_name=m)
+    flags.DEFINE_integer("finetune_samples", 5000, "Training images for QAT/pruning.",
+                         lower_bound=1, flag_values=fv, module_name=m)
     flags.mark_flag_as_required("model", flag_values=fv)
 
 
@@ -172,7 +182,13 @@ def cmd_export(fl, args) -> None:
     from kerascls.tflite.export import export_bundle
     rep = export_bundle(fl.model, fl.output_dir, quantize=fl.quantize, data=fl.data,
                         calibration_samples=fl.calibration_samples,
-                        parity_samples=fl.parity_samples, allow_float_ops=fl.allow_float_ops)
+                        parity_samples=fl.parity_samples, allow_float_ops=fl.allow_float_ops,
+                        qat_epochs=fl.qat_epochs, prune_sparsity=fl.prune_sparsity,
+                        prune_epochs=fl.prune_epochs, finetune_samples=fl.finetune_samples)
+    if "finetune" in rep:
+        f = rep["finetune"]
+        extra = (f"  kernel sparsity {f['kernel_sparsity']:.3f}" if f["mode"] == "prune" else "")
+        print(f"{f['mode']}: {f['epochs']} epochs on {f['finetune_images']} images{extra}")
     print(f"quantize: {rep['quantize']}  non-integer ops: {rep['non_integer_ops']}  "
           f"size: {rep['size_bytes'] / 1024:.1f} KiB ({rep['size_ratio']:.2f}x float)  "
           f"latency: {rep['latency_ms']:.3f} ms (float {rep['float_latency_ms']:.3f} ms)")

@@ -39,9 +39,20 @@ def convert(model, quantize: str = "int8",
         calibration: single images (H, W, C), 0–255, required for int8.
     """
     import tensorflow as tf
+    conv = tf.lite.TFLiteConverter.from_keras_model(_batch_one(model))
+    return run_converter(conv, quantize, (1, *model.input_shape[1:]), calibration)
+
+
+def run_converter(conv, quantize: str, shape: tuple[int, ...],
+                  calibration: Iterable[np.ndarray] | None = None) -> bytes:
+    """Apply one quantization mode's settings to a TFLiteConverter and convert.
+
+    Shared by :func:`convert` and the tfmot bridge, so QAT and pruned models get exactly
+    the settings of a PTQ export (builtin ops only, uint8 input and output for int8).
+    """
+    import tensorflow as tf
     if quantize not in QUANTIZE_MODES:
         raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
-    conv = tf.lite.TFLiteConverter.from_keras_model(_batch_one(model))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize != "none":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -50,7 +61,6 @@ def convert(model, quantize: str = "int8",
     if quantize == "int8":
         if calibration is None:
             raise ValueError("int8 quantization needs calibration images")
-        shape = (1, *model.input_shape[1:])
         images = list(calibration)
 
         def representative():

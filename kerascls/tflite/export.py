@@ -106,12 +106,29 @@ def contract(run: LoadedRun, quantize: str) -> dict:
             "empty_classes": [n for n in names if n.lower() in EMPTY_NAMES]}
 
 
-def _audit_or_fail(tflite: bytes, quantize: str, allow_float_ops: bool) -> list[dict]:
+def owning_layer(tensor: str, layer_names: list[str]) -> str:
+    """The Keras layer a TFLite tensor comes from: the longest layer name in its path.
+
+    Converted tensor names look like ``model/block1_ln/sub;model/...``; the longest
+    match wins so ``block1_ln`` is preferred over ``block1``.
+    """
+    parts = {p for chunk in tensor.split(";") for p in chunk.split("/")}
+    hits = [n for n in layer_names if n in parts]
+    return max(hits, key=len) if hits else ""
+
+
+def _audit_or_fail(tflite: bytes, quantize: str, allow_float_ops: bool,
+                   layer_names: list[str]) -> list[dict]:
     ops = A.op_audit(tflite)
+    for row in ops:
+        row["layer"] = owning_layer(row["where"], layer_names)
     bad = A.non_integer_ops(ops)
     if quantize == "int8" and bad and not allow_float_ops:
-        listing = "; ".join(f"{r['op']} at {r['where']}" for r in bad[:20])
-        raise ExportError(f"int8 export keeps {len(bad)} float/Flex ops: {listing} "
+        layers = sorted({r["layer"] for r in bad if r["layer"]})
+        listing = "; ".join(f"{r['op']} in layer {r['layer'] or '?'} (tensor {r['where']})"
+                            for r in bad[:20])
+        raise ExportError(f"int8 export keeps {len(bad)} float/Flex ops in layers "
+                          f"{', '.join(layers) or '?'}: {listing} "
                           "(pass --allow_float_ops to export anyway)")
     return ops
 
@@ -119,8 +136,16 @@ def _audit_or_fail(tflite: bytes, quantize: str, allow_float_ops: bool) -> list[
 def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, *,
                   quantize: str = "int8", data: str | None = None,
                   calibration_samples: int = 500, parity_samples: int = 1000,
-                  allow_float_ops: bool = False, seed: int = 0) -> dict:
-    """Convert, check and write a bundle; returns the report (also in report.json)."""
+                  allow_float_ops: bool = False, seed: int = 0, qat_epochs: int = 0,
+                  prune_sparsity: float = 0.0, prune_epochs: int = 2,
+                  finetune_samples: int = 5000) -> dict:
+    """Convert, check and write a bundle; returns the report (also in report.json).
+
+    ``qat_epochs`` > 0 (quantization-aware training) or ``prune_sparsity`` > 0 (magnitude
+    pruning for ``prune_epochs``) fine-tune on ``finetune_samples`` training images in the
+    tfmot bridge subprocess before the int8 conversion; audit, parity and bundle apply
+    to its result as to any export.
+    """
     run = load_run(model_path)
     data = data or (run.config.data if run.config else None)
     shape = tuple(int(d) for d in run.model.input_shape[1:])
@@ -129,8 +154,17 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
     run_dir = run.path.parent if run.config else None
     calib = (sample_images(data, "train", calibration_samples, shape, seed, run_dir)[0]
              if data else None)
-    tflite = convert(run.model, quantize, calib)
-    report = {"quantize": quantize, "op_audit": _audit_or_fail(tflite, quantize, allow_float_ops)}
+    finetune = _finetune_plan(quantize, data, qat_epochs, prune_sparsity, prune_epochs)
+    report: dict = {"quantize": quantize}
+    if finetune:
+        from kerascls.tflite.tfmot_bridge import finetune_tflite
+        tflite, report["finetune"] = finetune_tflite(
+            run.path, data=data, samples=finetune_samples,
+            calibration_samples=calibration_samples, seed=seed, **finetune)
+    else:
+        tflite = convert(run.model, quantize, calib)
+    names = [layer.name for layer in run.model.layers]
+    report["op_audit"] = _audit_or_fail(tflite, quantize, allow_float_ops, names)
     report["non_integer_ops"] = len(A.non_integer_ops(report["op_audit"]))
     report.update(_size_and_latency(run.model, tflite, quantize, shape))
     if data:
@@ -140,6 +174,24 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
     out = Path(output_dir) if output_dir else run.path.parent / "bundle"
     _write_bundle(out, tflite, contract(run, quantize), report)
     return report
+
+
+def _finetune_plan(quantize: str, data: str | None, qat_epochs: int, prune_sparsity: float,
+                   prune_epochs: int) -> dict | None:
+    """The bridge arguments for QAT or pruning, or None for a plain conversion."""
+    if not qat_epochs and not prune_sparsity:
+        return None
+    if qat_epochs and prune_sparsity:
+        raise ValueError("pass either --qat_epochs or --prune_sparsity, not both")
+    if quantize != "int8":
+        raise ValueError("QAT and pruning export int8 only: use --quantize int8")
+    if not data:
+        raise ValueError("QAT and pruning fine-tune on training data: pass --data")
+    if prune_sparsity and not 0.0 < prune_sparsity < 1.0:
+        raise ValueError(f"--prune_sparsity must be in (0, 1), got {prune_sparsity}")
+    if qat_epochs:
+        return {"mode": "qat", "epochs": qat_epochs}
+    return {"mode": "prune", "epochs": prune_epochs, "sparsity": prune_sparsity}
 
 
 def _heldout_split(data: str, run_dir: Path | None = None) -> str:

@@ -63,6 +63,35 @@ def _train_flags(fv: flags.FlagValues, m: str) -> None:
                         flag_values=fv, module_name=m)
     flags.DEFINE_multi_string("model_arg", [], "Architecture option KEY=VALUE, repeatable "
                               "(e.g. norm=group, attention=se).", flag_values=fv, module_name=m)
+    _train_flags_more(fv, m)
+
+
+def _train_flags_more(fv: flags.FlagValues, m: str) -> None:
+    """Config file, schedule, precision, checkpoints and transfer learning."""
+    flags.DEFINE_string("config", None, "JSON file of train settings (e.g. an earlier "
+                        "RUN/config.json); flags given explicitly override it.",
+                        flag_values=fv, module_name=m)
+    flags.DEFINE_enum("lr_schedule", "cosine", ["cosine", "step"], "Learning-rate schedule: "
+                      "warm-up + cosine, or ÷10 at 50% and 75% of the steps.", flag_values=fv,
+                      module_name=m)
+    flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
+                      "Compute dtype policy (float32 variables).", flag_values=fv,
+                      module_name=m)
+    flags.DEFINE_bool("xla", False, "XLA-compile the training step.", flag_values=fv,
+                      module_name=m)
+    flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save resume state every N steps "
+                         "(0 = at epoch ends only).", lower_bound=0, flag_values=fv,
+                         module_name=m)
+    flags.DEFINE_string("weights", "", "Initial weights: imagenet, a .keras/.weights.h5 file "
+                        "or a run directory (a new head when the class count differs).",
+                        flag_values=fv, module_name=m)
+    flags.DEFINE_bool("freeze_backbone", False, "Train only the classifier head (BatchNorm "
+                      "in inference mode).", flag_values=fv, module_name=m)
+    flags.DEFINE_integer("finetune_epochs", 0, "After --epochs of head-only training, this "
+                         "many epochs with every layer trainable.", lower_bound=0,
+                         flag_values=fv, module_name=m)
+    flags.DEFINE_float("finetune_lr_factor", 0.1, "Fine-tuning learning rate as a multiple "
+                       "of --learning_rate.", lower_bound=0, flag_values=fv, module_name=m)
 
 
 def _evaluate_flags(fv: flags.FlagValues, m: str) -> None:
@@ -145,16 +174,19 @@ def _summary_flags(fv: flags.FlagValues, m: str) -> None:
 
 
 def cmd_train(fl, args) -> None:
-    from kerascls.training.config import TrainConfig, parse_model_args
+    import dataclasses
+
+    from kerascls.training.config import TrainConfig, merge_config, parse_model_args
     from kerascls.training.train import train
-    cfg = TrainConfig(arch=fl.arch, data=fl.data, epochs=fl.epochs, batch_size=fl.batch_size,
-                      image_size=fl.image_size, channels=fl.channels, optimizer=fl.optimizer,
-                      learning_rate=fl.learning_rate, weight_decay=fl.weight_decay,
-                      label_smoothing=fl.label_smoothing, val_fraction=fl.val_fraction,
-                      max_train_images=fl.max_train_images, test_fraction=fl.test_fraction,
-                      resize=fl.resize, augment=fl.augment, crop_boxes=fl.crop_boxes,
-                      balance=fl.balance, cache=fl.cache, seed=fl.seed, output_dir=fl.output_dir,
-                      model_args=parse_model_args(fl.model_arg))
+    names = [f.name for f in dataclasses.fields(TrainConfig)
+             if f.name in fl and f.name != "model_args"]
+    explicit = {n: fl[n].value for n in names if fl[n].present}
+    if fl["model_arg"].present:
+        explicit["model_args"] = parse_model_args(fl.model_arg)
+    values = merge_config(fl.config, explicit,
+                          {**{n: fl[n].value for n in names},
+                           "model_args": parse_model_args(fl.model_arg)})
+    cfg = TrainConfig(**values)
     from kerascls.models import model_info
     model_info(cfg.arch)  # fail on a bad name before loading data
     run = train(cfg)

@@ -75,6 +75,7 @@ def training_curves_png(history_csv: Path, path: Path) -> None:
     if not hist:
         return
     plt = _pyplot()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     metrics = [m for m in ("loss", "accuracy") if m in hist]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
     epochs = [e + 1 for e in hist.get("epoch", range(len(hist[metrics[0]])))]

@@ -22,6 +22,14 @@ class TrainConfig:
     learning_rate: float = 3e-3
     weight_decay: float = 5e-4
     warmup_steps: int = 200
+    lr_schedule: str = "cosine"    # cosine (warm-up then cosine) | step (÷10 at 50% and 75%)
+    mixed_precision: str = "none"  # none | mixed_float16 | mixed_bfloat16
+    xla: bool = False              # jit_compile the train step
+    checkpoint_every_steps: int = 0  # 0: resume state saved at epoch ends only
+    weights: str = ""              # imagenet | .keras/.weights.h5 file | run directory
+    freeze_backbone: bool = False  # train the head only (BatchNorm then in inference mode)
+    finetune_epochs: int = 0       # then this many epochs with every layer trainable
+    finetune_lr_factor: float = 0.1  # learning rate of the fine-tuning phase, × learning_rate
     label_smoothing: float = 0.0
     val_fraction: float = 0.1
     max_train_images: int = 0      # 0: all
@@ -45,6 +53,27 @@ class TrainConfig:
         data = json.loads((Path(run_dir) / "config.json").read_text())
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def merge_config(file: str | None, explicit: dict, defaults: dict) -> dict:
+    """Settings from a JSON config file, overridden by the flags given explicitly.
+
+    Args:
+        file: a JSON object of ``TrainConfig`` fields (e.g. an earlier ``RUN/config.json``).
+        explicit: the flags set on the command line (they win).
+        defaults: every flag's value (used where neither the file nor the user sets one).
+    """
+    values = dict(defaults)
+    if file:
+        loaded = json.loads(Path(file).read_text())
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(loaded) - known)
+        if unknown:
+            raise ValueError(f"{file}: unknown config keys {unknown}")
+        values.update({k: v for k, v in loaded.items()
+                       if k not in ("class_names", "input_shape")})  # re-derived from data
+    values.update(explicit)
+    return values
 
 
 def parse_model_args(items: list[str]) -> dict:

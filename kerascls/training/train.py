@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -12,22 +15,38 @@ import numpy as np
 from kerascls.data import runs as data_runs
 from kerascls.data.pipeline import array_dataset
 from kerascls.data.sources import FileSource, holdout, load_source
+from kerascls.evaluation import plots
 from kerascls.models import create_model
+from kerascls.training.callbacks import Backup, EpochHistory, StopOnNaN, check_finite
 from kerascls.training.config import TrainConfig
 from kerascls.utils import atomic_path
 
 
-def _optimizer(cfg: TrainConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """AdamW or SGD-momentum with linear warm-up then cosine decay."""
+def _schedule(cfg: TrainConfig, total_steps: int, lr: float):
+    """``cosine``: linear warm-up then cosine decay; ``step``: ÷10 at 50% and 75% of steps."""
+    if cfg.lr_schedule == "step":
+        return keras.optimizers.schedules.PiecewiseConstantDecay(
+            [max(total_steps // 2, 1), max(3 * total_steps // 4, 2)], [lr, lr / 10, lr / 100])
+    if cfg.lr_schedule != "cosine":
+        raise ValueError(f"lr_schedule must be 'cosine' or 'step', got {cfg.lr_schedule!r}")
     warmup = min(cfg.warmup_steps, max(total_steps // 5, 1))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, max(total_steps - warmup, 1), warmup_target=cfg.learning_rate, warmup_steps=warmup)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, max(total_steps - warmup, 1), warmup_target=lr, warmup_steps=warmup)
+
+
+def _optimizer(cfg: TrainConfig, total_steps: int, lr_factor: float = 1.0
+               ) -> keras.optimizers.Optimizer:
+    """AdamW or SGD-momentum on the configured learning-rate schedule."""
+    schedule = _schedule(cfg, total_steps, cfg.learning_rate * lr_factor)
     if cfg.optimizer == "adamw":
         return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
                                     weight_decay=cfg.weight_decay)
     raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
+
+
+HEAD_LAYERS = ("head", "predictions")
 
 
 def _loss(cfg: TrainConfig, num_classes: int) -> keras.losses.Loss:
@@ -65,13 +84,35 @@ def resolve(cfg: TrainConfig, source) -> TrainConfig:
     return cfg
 
 
+@dataclass
+class Phase:
+    """One ``fit`` of a run: epochs [first, last), frozen backbone or not, lr multiplier."""
+
+    name: str
+    first: int
+    last: int
+    frozen: bool
+    lr_factor: float = 1.0
+
+
+def phases(cfg: TrainConfig) -> list[Phase]:
+    """The plain run, or head-only epochs followed by fine-tuning of every layer."""
+    frozen = cfg.freeze_backbone or cfg.finetune_epochs > 0
+    out = [Phase("train", 0, cfg.epochs, frozen)]
+    if cfg.finetune_epochs:
+        out.append(Phase("finetune", cfg.epochs, cfg.epochs + cfg.finetune_epochs, False,
+                         cfg.finetune_lr_factor))
+    return out
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train as ``cfg`` says; returns the run directory.
 
     The run directory gets ``config.json`` (before training, so a crash keeps it),
-    ``history.csv``, ``backup/`` (resume state, removed when the run ends), ``model.keras``
-    and ``metrics.json`` (test accuracy and loss when the data has a test split).
-    A rerun of the same command after a crash resumes from the last finished epoch.
+    ``history.csv`` (one row per epoch), ``logs/`` (TensorBoard), ``backup/`` (resume state,
+    removed when the run ends), ``model.keras``, ``metrics.json`` (test metrics when the data
+    has a test split) and ``report/training_curves.png``. A rerun of the same command after a
+    crash resumes from the last checkpoint.
     """
     keras.utils.set_random_seed(cfg.seed)
     source = load_source(cfg.data, crop_boxes=cfg.crop_boxes)
@@ -81,25 +122,95 @@ def train(cfg: TrainConfig) -> Path:
     cfg.save(run)
     data = (_file_data(cfg, source, run) if isinstance(source, FileSource)
             else _array_data(cfg, source))
-    train_ds, val_ds, train_count = data["train"], data["val"], data["count"]
-    model = create_model(cfg.arch, len(cfg.class_names), tuple(cfg.input_shape), **cfg.model_args)
-    steps = int(np.ceil(train_count / cfg.batch_size)) * cfg.epochs
-    model.compile(optimizer=_optimizer(cfg, steps), loss=_loss(cfg, len(cfg.class_names)),
-                  metrics=["accuracy"])
-    callbacks = [keras.callbacks.BackupAndRestore(str(run / "backup")),
-                 keras.callbacks.CSVLogger(str(run / "history.csv"), append=True),
-                 keras.callbacks.TerminateOnNaN()]
     started = time.time()
-    model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
-              verbose=2, class_weight=data.get("class_weight"))
-    _check_finite(model)
+    with _precision(cfg.mixed_precision):
+        model = _build_model(cfg)
+        for phase in phases(cfg):
+            _fit_phase(model, cfg, phase, data, run)
+    check_finite(model)
     with atomic_path(run / "model.keras") as tmp:
         model.save(tmp)
     metrics = {"train_seconds": round(time.time() - started, 1)}
     if data.get("test") is not None:
         metrics.update(data["test"](model))
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plots.training_curves_png(run / "history.csv", run / "report" / "training_curves.png")
     return run
+
+
+@contextlib.contextmanager
+def _precision(policy: str):
+    """Keras's global dtype policy for the block (restored after, for in-process callers)."""
+    if policy not in ("none", "mixed_float16", "mixed_bfloat16"):
+        raise ValueError(f"mixed_precision must be none, mixed_float16 or mixed_bfloat16, "
+                         f"got {policy!r}")
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32" if policy == "none" else policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
+
+
+def _weights_file(weights: str) -> str | None:
+    """``--weights`` as create_model takes it: a run directory means its model.keras."""
+    if not weights:
+        return None
+    path = Path(weights)
+    return str(path / "model.keras") if path.is_dir() else weights
+
+
+def _build_model(cfg: TrainConfig) -> keras.Model:
+    """The architecture, with pretrained weights when asked (a new head when K differs)."""
+    return create_model(cfg.arch, len(cfg.class_names), tuple(cfg.input_shape),
+                        weights=_weights_file(cfg.weights), **cfg.model_args)
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
+    """Freeze or thaw every layer but the classifier head.
+
+    A frozen Keras 3 BatchNormalization runs in inference mode (its moving statistics are
+    neither used from the batch nor updated), which is what fine-tuning needs.
+    """
+    for layer in model.layers:
+        layer.trainable = trainable or layer.name in HEAD_LAYERS
+
+
+def _tensorboard(run: Path) -> list[keras.callbacks.Callback]:
+    """TensorBoard logs (losses, metrics, learning rate) in ``RUN/logs`` when installed."""
+    try:
+        import tensorboard  # noqa: F401  (tf.summary needs it; TF 2.21 does not require it)
+    except ImportError:
+        logging.getLogger("kerascls").warning("tensorboard not installed: no RUN/logs")
+        return []
+    return [keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False)]
+
+
+def _fit_phase(model: keras.Model, cfg: TrainConfig, phase: Phase, data: dict,
+               run: Path) -> None:
+    """Compile and fit one phase; a finished earlier phase (``RUN/PHASE.weights.h5``) of a
+    resumed multi-phase run is loaded instead of trained again."""
+    done = run / f"{phase.name}.weights.h5"
+    multi = cfg.finetune_epochs > 0
+    if multi and done.exists():
+        model.load_weights(done)
+        return
+    set_backbone_trainable(model, not phase.frozen)
+    steps = int(np.ceil(data["count"] / cfg.batch_size)) * (phase.last - phase.first)
+    model.compile(optimizer=_optimizer(cfg, steps, phase.lr_factor),
+                  loss=_loss(cfg, len(cfg.class_names)), metrics=["accuracy"],
+                  jit_compile=True if cfg.xla else "auto")
+    nan = StopOnNaN()
+    backup = "backup" if phase.name == "train" else f"backup_{phase.name}"
+    callbacks = [EpochHistory(run / "history.csv"),
+                 Backup(str(run / backup), save_freq=cfg.checkpoint_every_steps or "epoch"),
+                 *_tensorboard(run), nan]
+    model.fit(data["train"], validation_data=data["val"], initial_epoch=phase.first,
+              epochs=phase.last, callbacks=callbacks, verbose=2,
+              class_weight=data.get("class_weight"))
+    nan.raise_if_stopped()
+    if multi:
+        model.save_weights(done)
 
 
 def _array_data(cfg: TrainConfig, source) -> dict:
@@ -142,14 +253,6 @@ def task_metrics(probs: np.ndarray, y: np.ndarray, task: str) -> dict:
     return {"accuracy": float(np.mean((p > 0.5) == (y > 0.5))),
             "loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
             "count": int(len(y))}
-
-
-def _check_finite(model: keras.Model) -> None:
-    """A NaN in the weights means the run diverged: say so rather than save it."""
-    for w in model.weights:
-        if not np.all(np.isfinite(keras.ops.convert_to_numpy(w))):
-            raise FloatingPointError(
-                f"training diverged: weight {w.path} holds NaN/inf; lower --learning_rate")
 
 
 def evaluate_arrays(model: keras.Model, x: np.ndarray, y: np.ndarray,

@@ -116,7 +116,8 @@ def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
     if kind == "fashion_mnist":
         x_train, y_train = load_fashion_mnist("train")
         x_test, y_test = load_fashion_mnist("test")
-        return ArraySource("fashion_mnist", list(CLASS_NAMES), x_train, y_train, x_test, y_test)
+        source = ArraySource("fashion_mnist", list(CLASS_NAMES), x_train, y_train, x_test, y_test)
+        return select_classes(source, rest) if rest else source
     if kind == "tfds":
         return _tfds(rest)
     readers = {"folder": _folder, "csv": _csv, "coco": _coco}
@@ -128,6 +129,30 @@ def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
     source = readers[kind](rest, crop_boxes) if kind == "coco" else readers[kind](rest)
     source.class_names = _class_list(source, classes)
     return source.check() if check else source
+
+
+def select_classes(source: ArraySource, option: str) -> ArraySource:
+    """``classes=0-4`` or ``classes=1,3,7``: keep those classes, relabelled 0..K-1 in order
+    (transfer-learning experiments train on one subset and transfer to another)."""
+    key, _, value = option.partition("=")
+    if key != "classes" or not value:
+        raise ValueError(f"unknown option {option!r} for {source.name}; use classes=0-4 or "
+                         "classes=1,3,7")
+    keep = []
+    for part in value.split(","):
+        lo, _, hi = part.partition("-")
+        keep += range(int(lo), int(hi or lo) + 1)
+    if not keep or max(keep) >= len(source.class_names) or min(keep) < 0:
+        raise ValueError(f"classes={value}: indices must lie in 0..{len(source.class_names) - 1}")
+    remap = np.full(len(source.class_names), -1)
+    remap[keep] = np.arange(len(keep))
+
+    def pick(x, y):
+        mask = remap[y] >= 0
+        return x[mask], remap[y[mask]]
+    train, test = pick(source.x_train, source.y_train), pick(source.x_test, source.y_test)
+    return ArraySource(f"{source.name}:{option}", [source.class_names[i] for i in keep],
+                       *train, *test)
 
 
 def _class_list(source: FileSource, classes: list[str] | None) -> list[str]:

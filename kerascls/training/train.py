@@ -161,9 +161,26 @@ def _weights_file(weights: str) -> str | None:
 
 
 def _build_model(cfg: TrainConfig) -> keras.Model:
-    """The architecture, with pretrained weights when asked (a new head when K differs)."""
-    return create_model(cfg.arch, len(cfg.class_names), tuple(cfg.input_shape),
-                        weights=_weights_file(cfg.weights), **cfg.model_args)
+    """The architecture, with pretrained weights when asked.
+
+    Weights from a run trained on other classes get a fresh head even when the class count
+    matches: the old head's outputs mean other classes.
+    """
+    weights = _weights_file(cfg.weights)
+    model = create_model(cfg.arch, len(cfg.class_names), tuple(cfg.input_shape),
+                         weights=weights, **cfg.model_args)
+    if weights and _classes_beside(weights) not in (None, list(cfg.class_names)):
+        fresh = create_model(cfg.arch, len(cfg.class_names), tuple(cfg.input_shape),
+                             **cfg.model_args)
+        for name in HEAD_LAYERS:
+            model.get_layer(name).set_weights(fresh.get_layer(name).get_weights())
+    return model
+
+
+def _classes_beside(weights: str) -> list[str] | None:
+    """Class names of the run a weights file was saved in (its config.json), if any."""
+    cfg_file = Path(weights).parent / "config.json"
+    return json.loads(cfg_file.read_text()).get("class_names") if cfg_file.exists() else None
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:

@@ -1,0 +1,98 @@
+"""Training pieces: config merging, schedules, history without duplicates, NaN stop,
+transfer learning (frozen backbone, new head, two phases)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from kerascls.training import train as T
+from kerascls.training.callbacks import EpochHistory, StopOnNaN
+from kerascls.training.config import TrainConfig, merge_config
+from tests.test_fashion_mnist import needs_debian
+
+
+def test_config_file_values_yield_to_explicit_flags(tmp_path):
+    file = tmp_path / "c.json"
+    file.write_text(json.dumps({"epochs": 3, "learning_rate": 0.1, "arch": "resnet18",
+                                "class_names": ["stale"]}))
+    values = merge_config(str(file), {"epochs": 5}, {"epochs": 8, "learning_rate": 3e-3,
+                                                      "arch": "small_cnn"})
+    assert values == {"epochs": 5, "learning_rate": 0.1, "arch": "resnet18"}
+    file.write_text(json.dumps({"epoch": 3}))
+    with pytest.raises(ValueError, match="unknown config keys"):
+        merge_config(str(file), {}, {})
+
+
+@pytest.mark.parametrize("name", ["cosine", "step"])
+def test_lr_schedules(name):
+    cfg = TrainConfig(lr_schedule=name, learning_rate=1.0, warmup_steps=10)
+    sched = T._schedule(cfg, 100, 1.0)
+    lr = [float(sched(s)) for s in (0, 10, 60, 80, 99)]
+    if name == "step":
+        assert lr == pytest.approx([1.0, 1.0, 0.1, 0.01, 0.01])
+    else:
+        assert lr[0] == 0 and lr[1] == pytest.approx(1.0) and lr[1] > lr[2] > lr[3] > lr[4]
+
+
+class _FakeOptimizer:
+    learning_rate = 0.5
+
+
+def test_history_keeps_one_row_per_epoch_across_a_resume(tmp_path):
+    cb = EpochHistory(tmp_path / "history.csv")
+    cb.set_model(type("M", (), {"optimizer": _FakeOptimizer()})())
+    for epoch in (0, 1, 2, 1, 2, 3):  # crash after epoch 2's row, resume from epoch 1
+        cb.on_epoch_end(epoch, {"loss": 1.0 / (epoch + 1)})
+    rows = list(csv.DictReader(open(tmp_path / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[0]["learning_rate"]) == 0.5
+
+
+def test_nan_loss_stops_with_one_clear_line():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = np.ones((64, 4), np.float32)
+    x[40] = np.nan  # batch 3 of 8-image batches
+    nan = StopOnNaN()
+    model.fit(x, np.zeros(64), batch_size=8, epochs=3, callbacks=[nan], verbose=0,
+              shuffle=False)
+    assert nan.where[:2] == (1, 6)
+    with pytest.raises(FloatingPointError) as err:
+        nan.raise_if_stopped()
+    assert "\n" not in str(err.value) and "epoch 1, batch 6" in str(err.value)
+
+
+def _backbone(model: keras.Model) -> list[np.ndarray]:
+    return [np.asarray(w) for layer in model.layers if layer.name not in T.HEAD_LAYERS
+            for w in layer.weights]
+
+
+@needs_debian
+def test_transfer_from_classes_0_4_to_5_9(tmp_path):
+    """Frozen phase leaves every backbone weight (BatchNorm statistics too) unchanged and
+    trains a fresh head; the fine-tuning phase then changes the backbone."""
+    common = dict(epochs=1, max_train_images=2000, batch_size=64, val_fraction=0.1)
+    src = T.train(TrainConfig(data="fashion_mnist:classes=0-4", output_dir=str(tmp_path / "a"),
+                              **common))
+    dst = T.train(TrainConfig(data="fashion_mnist:classes=5-9", output_dir=str(tmp_path / "b"),
+                              weights=str(src), finetune_epochs=1, **common))
+    source = keras.saving.load_model(src / "model.keras")
+    phase1 = T.create_model("small_cnn", 5, (28, 28, 1))
+    phase1.load_weights(dst / "train.weights.h5")
+    final = keras.saving.load_model(dst / "model.keras")
+    assert any(layer.__class__.__name__ == "BatchNormalization" for layer in source.layers)
+    for a, b in zip(_backbone(source), _backbone(phase1)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(source.get_layer("head").kernel, phase1.get_layer("head").kernel)
+    assert any(not np.allclose(a, b) for a, b in zip(_backbone(phase1), _backbone(final)))
+    rows = list(csv.DictReader(open(dst / "history.csv")))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert float(rows[1]["learning_rate"]) <= 0.1 * 3e-3 + 1e-12
+    metrics = json.loads((dst / "metrics.json").read_text())
+    assert metrics["count"] == 5000 and metrics["accuracy"] > 0.6  # 5 classes: chance 0.2

@@ -82,6 +82,9 @@ def _train_flags_more(fv: flags.FlagValues, m: str) -> None:
     flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save resume state every N steps "
                          "(0 = at epoch ends only).", lower_bound=0, flag_values=fv,
                          module_name=m)
+    flags.DEFINE_string("devices", "", "Devices: empty = every visible GPU (MirroredStrategy "
+                        "when 2+), gpu:0,1, or cpu:N logical CPUs; --batch_size is global.",
+                        flag_values=fv, module_name=m)
     flags.DEFINE_string("weights", "", "Initial weights: imagenet, a .keras/.weights.h5 file "
                         "or a run directory (a new head when the class count differs).",
                         flag_values=fv, module_name=m)

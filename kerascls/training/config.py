@@ -26,6 +26,7 @@ class TrainConfig:
     mixed_precision: str = "none"  # none | mixed_float16 | mixed_bfloat16
     xla: bool = False              # jit_compile the train step
     checkpoint_every_steps: int = 0  # 0: resume state saved at epoch ends only
+    devices: str = ""              # "": every GPU (Mirrored when 2+) | gpu:0,1 | cpu:N
     weights: str = ""              # imagenet | .keras/.weights.h5 file | run directory
     freeze_backbone: bool = False  # train the head only (BatchNorm then in inference mode)
     finetune_epochs: int = 0       # then this many epochs with every layer trainable

@@ -19,6 +19,7 @@ from kerascls.evaluation import plots
 from kerascls.models import create_model
 from kerascls.training.callbacks import Backup, EpochHistory, StopOnNaN, check_finite
 from kerascls.training.config import TrainConfig
+from kerascls.training.distribute import make_strategy
 from kerascls.utils import atomic_path
 
 
@@ -114,6 +115,7 @@ def train(cfg: TrainConfig) -> Path:
     has a test split) and ``report/training_curves.png``. A rerun of the same command after a
     crash resumes from the last checkpoint.
     """
+    strategy = make_strategy(cfg.devices)  # before any op: logical CPUs are set up here
     keras.utils.set_random_seed(cfg.seed)
     source = load_source(cfg.data, crop_boxes=cfg.crop_boxes)
     cfg = resolve(cfg, source)
@@ -123,14 +125,15 @@ def train(cfg: TrainConfig) -> Path:
     data = (_file_data(cfg, source, run) if isinstance(source, FileSource)
             else _array_data(cfg, source))
     started = time.time()
-    with _precision(cfg.mixed_precision):
+    with _precision(cfg.mixed_precision), strategy.scope():
         model = _build_model(cfg)
         for phase in phases(cfg):
             _fit_phase(model, cfg, phase, data, run)
     check_finite(model)
     with atomic_path(run / "model.keras") as tmp:
         model.save(tmp)
-    metrics = {"train_seconds": round(time.time() - started, 1)}
+    metrics = {"train_seconds": round(time.time() - started, 1),
+               "replicas": int(strategy.num_replicas_in_sync)}
     if data.get("test") is not None:
         metrics.update(data["test"](model))
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -1,0 +1,69 @@
+"""Which devices a run trains on: one tf.distribute strategy per run.
+
+``--devices`` is empty (every visible GPU with MirroredStrategy when there are two or more,
+else the default single-device strategy, so a CPU run costs nothing extra), ``gpu`` or
+``gpu:0,2`` (those GPUs), or ``cpu:N`` (N logical CPU devices, how tests exercise
+multi-replica training without GPUs). ``--batch_size`` stays the global batch: Keras splits
+each batch over the replicas and scales the loss by the global size, so N replicas follow
+the same trajectory as one device on the same batches (BatchNorm aside: its statistics are
+per replica).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+
+def parse_devices(spec: str) -> tuple[str, list[int] | int | None]:
+    """``""`` → ("auto", None); ``gpu`` → ("gpu", None); ``gpu:0,1`` → ("gpu", [0, 1]);
+    ``cpu:2`` → ("cpu", 2)."""
+    kind, _, rest = (spec or "auto").partition(":")
+    if kind == "cpu":
+        count = int(rest or 1)
+        if count < 1:
+            raise ValueError(f"--devices={spec}: cpu:N needs N >= 1")
+        return kind, count
+    if kind == "gpu":
+        return kind, [int(i) for i in rest.split(",")] if rest else None
+    if kind == "auto" and not rest:
+        return kind, None
+    raise ValueError(f"--devices={spec!r}: use gpu, gpu:0,1 or cpu:N (empty: every GPU)")
+
+
+def make_strategy(spec: str = "") -> tf.distribute.Strategy:
+    """The strategy for ``--devices``; call before TensorFlow runs any op (logical CPU
+    devices can only be configured while the runtime is not yet initialized)."""
+    kind, arg = parse_devices(spec)
+    gpus = tf.config.list_physical_devices("GPU")
+    if kind == "cpu":
+        return _cpu_strategy(arg)
+    if kind == "gpu":
+        if not gpus:
+            raise ValueError(f"--devices={spec}: no GPU visible")
+        ids = arg if arg is not None else range(len(gpus))
+        bad = [i for i in ids if i >= len(gpus)]
+        if bad:
+            raise ValueError(f"--devices={spec}: GPU {bad[0]} not visible ({len(gpus)} GPUs)")
+        return _mirrored([f"/gpu:{i}" for i in ids])
+    return _mirrored([f"/gpu:{i}" for i in range(len(gpus))]) if len(gpus) > 1 \
+        else tf.distribute.get_strategy()
+
+
+def _mirrored(devices: list[str]) -> tf.distribute.Strategy:
+    if len(devices) == 1:
+        return tf.distribute.OneDeviceStrategy(devices[0])
+    return tf.distribute.MirroredStrategy(devices)
+
+
+def _cpu_strategy(count: int) -> tf.distribute.Strategy:
+    """``count`` logical CPU devices (split from the first physical CPU) mirrored."""
+    if count == 1:
+        return tf.distribute.OneDeviceStrategy("/cpu:0")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    config = [tf.config.LogicalDeviceConfiguration()] * count
+    try:
+        tf.config.set_logical_device_configuration(cpu, config)
+    except RuntimeError as e:  # runtime already initialized: fine if it already matches
+        if len(tf.config.list_logical_devices("CPU")) < count:
+            raise RuntimeError(f"cannot make {count} logical CPUs now: {e}") from e
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(count)])

@@ -61,7 +61,8 @@ def _resnet(depth: int) -> Twin:
 
 
 def _convnext(size: str) -> Twin:
-    return Twin(f"ConvNeXt{size.capitalize().replace('xl', 'XL')}", "convnext",
+    title = "XLarge" if size == "xlarge" else size.capitalize()
+    return Twin(f"ConvNeXt{title}", "convnext",
                 f"convnext_{size}", (f"convnext_{size}.h5", f"convnext_{size}_notop.h5"))
 
 

@@ -193,9 +193,10 @@ def cmd_train(fl, args) -> None:
     from kerascls.models import model_info
     model_info(cfg.arch)  # fail on a bad name before loading data
     run = train(cfg)
-    metrics = json.loads((run / "metrics.json").read_text())
     print(f"run directory: {run}")
-    _print_metrics(metrics)
+    from kerascls.training.distribute import worker_index
+    if worker_index() == 0:  # other workers of a multi-worker run write no metrics
+        _print_metrics(json.loads((run / "metrics.json").read_text()))
 
 
 def _print_metrics(metrics: dict) -> None:

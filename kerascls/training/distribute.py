@@ -11,6 +11,9 @@ per replica).
 
 from __future__ import annotations
 
+import json
+import os
+
 import tensorflow as tf
 
 
@@ -33,6 +36,8 @@ def parse_devices(spec: str) -> tuple[str, list[int] | int | None]:
 def make_strategy(spec: str = "") -> tf.distribute.Strategy:
     """The strategy for ``--devices``; call before TensorFlow runs any op (logical CPU
     devices can only be configured while the runtime is not yet initialized)."""
+    if worker_count() > 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
     kind, arg = parse_devices(spec)
     gpus = tf.config.list_physical_devices("GPU")
     if kind == "cpu":
@@ -67,3 +72,14 @@ def _cpu_strategy(count: int) -> tf.distribute.Strategy:
         if len(tf.config.list_logical_devices("CPU")) < count:
             raise RuntimeError(f"cannot make {count} logical CPUs now: {e}") from e
     return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(count)])
+
+
+def worker_count() -> int:
+    """Workers named in ``TF_CONFIG`` (0 without it)."""
+    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def worker_index() -> int:
+    """This process's task index in ``TF_CONFIG`` (0: the chief, which writes the run)."""
+    return int(json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {}).get("index", 0))

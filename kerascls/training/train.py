@@ -16,10 +16,12 @@ from kerascls.data import runs as data_runs
 from kerascls.data.pipeline import array_dataset
 from kerascls.data.sources import FileSource, holdout, load_source
 from kerascls.evaluation import plots
+from kerascls.evaluation.metrics import write_csv
 from kerascls.models import create_model
 from kerascls.training.callbacks import Backup, EpochHistory, StopOnNaN, check_finite
 from kerascls.training.config import TrainConfig
-from kerascls.training.distribute import make_strategy
+from kerascls.training.distribute import make_strategy, worker_count, worker_index
+from kerascls.training.multiworker import fit_multiworker, per_example_loss
 from kerascls.utils import atomic_path
 
 
@@ -67,6 +69,10 @@ class _SmoothedSparseCE(keras.losses.Loss):
     def __init__(self, num_classes: int, smoothing: float, **kwargs):
         super().__init__(**kwargs)
         self.num_classes, self.smoothing = num_classes, smoothing
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "smoothing": self.smoothing}
 
     def call(self, y_true, y_pred):
         onehot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
@@ -127,8 +133,15 @@ def train(cfg: TrainConfig) -> Path:
     started = time.time()
     with _precision(cfg.mixed_precision), strategy.scope():
         model = _build_model(cfg)
-        for phase in phases(cfg):
-            _fit_phase(model, cfg, phase, data, run)
+        if worker_count() > 1:
+            _fit_workers(model, cfg, data, run, strategy)
+        else:
+            for phase in phases(cfg):
+                _fit_phase(model, cfg, phase, data, run)
+    if worker_count() > 1:
+        if worker_index() != 0:
+            return run  # the chief writes the model, metrics and report
+        model = _single_device_copy(cfg, run / "workers" / "0.weights.h5")
     check_finite(model)
     with atomic_path(run / "model.keras") as tmp:
         model.save(tmp)
@@ -180,6 +193,15 @@ def _build_model(cfg: TrainConfig) -> keras.Model:
     return model
 
 
+def _single_device_copy(cfg: TrainConfig, weights: Path) -> keras.Model:
+    """The chief's trained weights in a plain model: saving and testing it then need no
+    collective with workers that have already left."""
+    model = create_model(cfg.arch, len(cfg.class_names), tuple(cfg.input_shape),
+                         **cfg.model_args)
+    model.load_weights(weights)
+    return model
+
+
 def _classes_beside(weights: str) -> list[str] | None:
     """Class names of the run a weights file was saved in (its config.json), if any."""
     cfg_file = Path(weights).parent / "config.json"
@@ -194,6 +216,20 @@ def set_backbone_trainable(model: keras.Model, trainable: bool) -> None:
     """
     for layer in model.layers:
         layer.trainable = trainable or layer.name in HEAD_LAYERS
+
+
+def _fit_workers(model: keras.Model, cfg: TrainConfig, data: dict, run: Path,
+                 strategy) -> None:
+    """Multi-worker training (custom step, see ``multiworker``); the chief writes history."""
+    if cfg.finetune_epochs:
+        raise ValueError("--finetune_epochs is not supported with several workers yet")
+    set_backbone_trainable(model, not cfg.freeze_backbone)
+    steps = max(data["count"] // cfg.batch_size, 1)
+    rows = fit_multiworker(model, _optimizer(cfg, steps * cfg.epochs),
+                           per_example_loss(_loss(cfg, len(cfg.class_names))), data["train"],
+                           steps, cfg.epochs, cfg.batch_size, strategy, run)
+    if worker_index() == 0:
+        write_csv(rows, run / "history.csv")
 
 
 def _tensorboard(run: Path) -> list[keras.callbacks.Callback]:

@@ -9,6 +9,7 @@ directory appears only when all of that succeeded.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,10 +110,15 @@ def contract(run: LoadedRun, quantize: str) -> dict:
 def owning_layer(tensor: str, layer_names: list[str]) -> str:
     """The Keras layer a TFLite tensor comes from: the longest layer name in its path.
 
-    Converted tensor names look like ``model/block1_ln/sub;model/...``; the longest
-    match wins so ``block1_ln`` is preferred over ``block1``.
+    Converted tensor names look like ``lenet_1/conv1_conv_1/BiasAdd;…``: Keras adds a
+    ``_N`` suffix to traced names and tfmot a ``quant_`` prefix, so each path part is
+    tried with those removed; the longest match wins (``block1_ln`` over ``block1``).
     """
-    parts = {p for chunk in tensor.split(";") for p in chunk.split("/")}
+    parts = set()
+    for chunk in tensor.split(";"):
+        for part in chunk.split("/"):
+            part = part.removeprefix("quant_")
+            parts |= {part, re.sub(r"_\d+$", "", part)}
     hits = [n for n in layer_names if n in parts]
     return max(hits, key=len) if hits else ""
 

@@ -96,3 +96,21 @@ def test_transfer_from_classes_0_4_to_5_9(tmp_path):
     assert float(rows[1]["learning_rate"]) <= 0.1 * 3e-3 + 1e-12
     metrics = json.loads((dst / "metrics.json").read_text())
     assert metrics["count"] == 5000 and metrics["accuracy"] > 0.6  # 5 classes: chance 0.2
+
+
+@needs_debian
+def test_cli_config_file_precision_xla_and_step_schedule(cli, tmp_path):
+    """A config file supplies settings, explicit flags override it; bfloat16 compute + XLA
+    + step schedule train; the resolved config and the report land in the run."""
+    file = tmp_path / "base.json"
+    file.write_text(json.dumps({"epochs": 5, "batch_size": 32, "lr_schedule": "step",
+                                "max_train_images": 640, "val_fraction": 0.1}))
+    run = tmp_path / "run"
+    cli("train", f"--config={file}", "--epochs=1", "--batch_size=64",
+        "--mixed_precision=mixed_bfloat16", "--xla", f"--output_dir={run}")
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["epochs"], cfg["batch_size"], cfg["lr_schedule"]) == (1, 64, "step")
+    assert cfg["mixed_precision"] == "mixed_bfloat16" and cfg["xla"] is True
+    assert (run / "report" / "training_curves.png").exists()
+    assert any((run / "logs" / "train").iterdir())  # TensorBoard events
+    assert keras.config.dtype_policy().name == "float32"  # (in this process: untouched)

@@ -114,3 +114,14 @@ def test_cli_config_file_precision_xla_and_step_schedule(cli, tmp_path):
     assert (run / "report" / "training_curves.png").exists()
     assert any((run / "logs" / "train").iterdir())  # TensorBoard events
     assert keras.config.dtype_policy().name == "float32"  # (in this process: untouched)
+
+
+@needs_debian
+def test_cli_nan_loss_stops_the_run_with_one_line(cli, tmp_path):
+    run = tmp_path / "run"
+    proc = cli("train", "--optimizer=sgd", "--learning_rate=1e12", "--max_train_images=640",
+               "--epochs=2", "--batch_size=64", f"--output_dir={run}", check=False)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("kerascls: error: train: training diverged: loss became nan")
+    assert "Traceback" not in proc.stderr and not (run / "model.keras").exists()

@@ -251,13 +251,13 @@ def cmd_predict(fl, args) -> None:
 
 def cmd_models(fl, args) -> None:
     from kerascls.models import list_models, model_info
-    print(f"{'name':<22}{'family':<14}{'input':>6}{'params':>15}{'GMACs':>10}")
+    print(f"{'name':<22}{'family':<18}{'input':>6}{'params':>15}{'GMACs':>10}")
     for name in list_models(fl.family):
         info = model_info(name)
         params, macs = _count(name, info) if fl.macs else (info.ref_params, None)
-        print(f"{name:<22}{info.family:<14}{info.input_size:>6}"
-              f"{params if params is not None else '-':>15,}"
-              f"{'' if macs is None else f'{macs / 1e9:.3f}':>10}")
+        params_text = "-" if params is None else f"{params:,}"
+        macs_text = "" if macs is None else f"{macs / 1e9:.3f}"
+        print(f"{name:<22}{info.family:<18}{info.input_size:>6}{params_text:>15}{macs_text:>10}")
 
 
 def _count(name: str, info) -> tuple[int, int | None]:

@@ -52,3 +52,17 @@ def test_mistakes_give_one_line_and_nonzero_exit(cli, args, words):
     assert lines[0].startswith("kerascls: error:")
     for word in words:
         assert word in lines[0]
+
+
+def test_models_lists_every_registered_name(cli):
+    import kerascls
+    out = cli("models", "--nomacs").stdout
+    listed = [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
+    assert listed == kerascls.list_models()
+    assert "61,100,840" in next(line for line in out.splitlines() if line.startswith("alexnet"))
+
+
+def test_summary_prints_totals(cli):
+    out = cli("summary", "--arch=lenet", "--image_size=32", "--num_classes=10").stdout
+    assert "total parameters: 62,006" in out
+    assert "conv1" in out and "total MACs" in out

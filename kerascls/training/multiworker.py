@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from kerascls.training.distribute import worker_index

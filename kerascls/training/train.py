@@ -183,11 +183,9 @@ def _build_model(cfg: TrainConfig) -> keras.Model:
     matches: the old head's outputs mean other classes.
     """
     weights = _weights_file(cfg.weights)
-    model = create_model(cfg.arch, len(cfg.class_names), tuple(cfg.input_shape),
-                         weights=weights, **cfg.model_args)
+    model = _create(cfg, weights)
     if weights and _classes_beside(weights) not in (None, list(cfg.class_names)):
-        fresh = create_model(cfg.arch, len(cfg.class_names), tuple(cfg.input_shape),
-                             **cfg.model_args)
+        fresh = _create(cfg)
         for name in HEAD_LAYERS:
             model.get_layer(name).set_weights(fresh.get_layer(name).get_weights())
     return model
@@ -196,10 +194,14 @@ def _build_model(cfg: TrainConfig) -> keras.Model:
 def _single_device_copy(cfg: TrainConfig, weights: Path) -> keras.Model:
     """The chief's trained weights in a plain model: saving and testing it then need no
     collective with workers that have already left."""
-    model = create_model(cfg.arch, len(cfg.class_names), tuple(cfg.input_shape),
-                         **cfg.model_args)
+    model = _create(cfg)
     model.load_weights(weights)
     return model
+
+
+def _create(cfg: TrainConfig, weights: str | None = None) -> keras.Model:
+    return create_model(cfg.arch, len(cfg.class_names), tuple(cfg.input_shape),
+                        weights=weights, **cfg.model_args)
 
 
 def _classes_beside(weights: str) -> list[str] | None:

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 # arch: (image size, extra train flags, extra export steps)
@@ -54,13 +55,16 @@ def train(arch: str, work: Path, a: argparse.Namespace) -> Path:
 
 
 def export(run: Path, name: str, flags: list[str]) -> dict:
-    """Bundle RUN/NAME (reused if present) and its report."""
+    """Bundle RUN/NAME (reused if present) and its report, with the deflated model size
+    (pruning's zeros shrink a compressed download, not the flatbuffer)."""
     out = run / name
     if not (out / "report.json").exists():
         t = sh(["export", "--model", str(run), "--output_dir", str(out),
                 "--parity_samples", str(TEST_IMAGES), *flags])
         print(f"exported {run.name}/{name} in {t:.0f} s", flush=True)
-    return json.loads((out / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
+    report["deflated_bytes"] = len(zlib.compress((out / "model.tflite").read_bytes(), 9))
+    return report
 
 
 def row(arch: str, method: str, rep: dict) -> dict:
@@ -68,7 +72,8 @@ def row(arch: str, method: str, rep: dict) -> dict:
     r = {"arch": arch, "method": method, "test_images": p["images"],
          "float_accuracy": 100 * p["keras_accuracy"], "int8_accuracy": 100 * p["tflite_accuracy"],
          "top1_agreement": p["top1_agreement"], "non_integer_ops": rep["non_integer_ops"],
-         "size_ratio": rep["size_ratio"]}
+         "size_ratio": rep["size_ratio"], "int8_bytes": rep["size_bytes"],
+         "int8_deflated_bytes": rep["deflated_bytes"]}
     r["drop_points"] = r["float_accuracy"] - r["int8_accuracy"]
     r["within_1_point"] = r["drop_points"] <= MAX_DROP
     if "finetune" in rep:
@@ -96,14 +101,15 @@ def bench_arch(arch: str, work: Path, a: argparse.Namespace) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     lines = [f"{'arch':<20}{'method':<11}{'float %':>9}{'int8 %':>9}{'drop':>7}{'≤1pt':>6}"
-             f"{'agree':>8}{'size':>7}  sparsity"]
+             f"{'agree':>8}{'size':>7}{'KiB':>8}{'zip KiB':>9}  sparsity"]
     for r in rows:
         sp = (f"{r['kernel_sparsity']:.3f} (target {r['target_sparsity']})"
               if "kernel_sparsity" in r else "")
         lines.append(f"{r['arch']:<20}{r['method']:<11}{r['float_accuracy']:>9.2f}"
                      f"{r['int8_accuracy']:>9.2f}{r['drop_points']:>7.2f}"
                      f"{'yes' if r['within_1_point'] else 'NO':>6}{r['top1_agreement']:>8.4f}"
-                     f"{r['size_ratio']:>7.3f}  {sp}")
+                     f"{r['size_ratio']:>7.3f}{r['int8_bytes'] / 1024:>8.1f}"
+                     f"{r['int8_deflated_bytes'] / 1024:>9.1f}  {sp}")
     return "\n".join(lines)
 
 

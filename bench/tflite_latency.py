@@ -2,10 +2,11 @@
 
 Each model is built with ``kerascls.create_model`` (random weights), converted twice in a
 subprocess (the converter leaks memory), calibrated on random images, and timed through
-the LiteRT interpreter with the default XNNPACK delegate. Ops that the delegate leaves to
-the builtin kernels are listed: that is where int8 falls off the fast path.
+the LiteRT interpreter with the default XNNPACK delegate, the two alternating. The int8
+op list of each model is printed; ``--ablate`` adds MobileNetV3-Large variants without SE
+and/or with ReLU for hard-swish, to find which blocks make its int8 slow.
 
-    python bench/tflite_latency.py [--archs resnet50,mobilenetv3_large] [--threads 2]
+    python bench/tflite_latency.py [--archs resnet50,mobilenetv3_large] [--ablate]
 """
 
 from __future__ import annotations
@@ -26,11 +27,43 @@ ARCHS = ("resnet50", "mobilenetv3_large", "efficientnet_lite0")
 TARGETS = {"latency_ratio": 0.5, "size_ratio": 0.27}
 
 
+ABLATIONS = ("mobilenetv3_large:no_se,mobilenetv3_large:relu,mobilenetv3_large:relu_no_se,"
+             "mobilenetv3_large:hs_clip")
+
+
+def hard_swish_clip(x):
+    """``x · clip(x/6 + 1/2, 0, 1)``: hard-swish in a spelling the converter does not fuse
+    into HARD_SWISH, so int8 runs it as MUL/ADD/clamp."""
+    from keras import ops
+    return x * ops.clip(x * (1.0 / 6.0) + 0.5, 0.0, 1.0)
+
+
+def _swap_hard_swish(replacement) -> None:
+    import kerascls.models.mobilenetv3 as mnv3
+    for key, (rows, last) in mnv3.CONFIGS.items():
+        mnv3.CONFIGS[key] = (tuple(tuple(replacement if v == mnv3.HS else v for v in row)
+                                   for row in rows), last)
+    mnv3.HS = replacement
+
+
+def build(spec: str, size: int):
+    """``arch`` or ``mobilenetv3_*:VARIANT`` — variants without SE (``no_se``), with ReLU
+    for hard-swish (``relu``) or hard-swish spelled unfused (``hs_clip``) locate what makes
+    int8 MobileNetV3 slow, block type by block type."""
+    from kerascls.models import create_model
+    arch, _, variant = spec.partition(":")
+    if "relu" in variant:
+        _swap_hard_swish("relu")
+    if "hs_clip" in variant:
+        _swap_hard_swish(hard_swish_clip)
+    kwargs = {"attention": None} if "no_se" in variant else {}
+    return create_model(arch, 1000, (size, size, 3), **kwargs)
+
+
 def convert_child(arch: str, size: int, quantize: str, out: str, calib: int) -> None:
     """Subprocess body: build, convert, write the .tflite."""
-    from kerascls.models import create_model
     from kerascls.tflite.convert import convert
-    model = create_model(arch, 1000, (size, size, 3))
+    model = build(arch, size)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (size, size, 3)).astype(np.float32) for _ in range(calib)]
     Path(out).write_bytes(convert(model, quantize, images if quantize == "int8" else None))
@@ -43,13 +76,6 @@ def converted(arch: str, size: int, quantize: str, folder: Path, calib: int) -> 
                     "--quantize", quantize, "--out", str(out), "--calib", str(calib)],
                    check=True)
     return out.read_bytes()
-
-
-def undelegated_ops(tflite: bytes, threads: int) -> dict[str, int]:
-    """Op types XNNPACK did not take: they run on the (slower) builtin kernels."""
-    from kerascls.tflite.audit import interpreter
-    ops = interpreter(tflite, threads)._get_ops_details()
-    return dict(collections.Counter(o["op_name"] for o in ops if o["op_name"] != "DELEGATE"))
 
 
 def op_counts(tflite: bytes) -> dict[str, int]:
@@ -73,9 +99,7 @@ def measure(arch: str, size: int, threads: int, runs: int, folder: Path, calib: 
             "latency_ratio": lat["int8"] / lat["none"],
             "float_bytes": len(blobs["none"]), "int8_bytes": len(blobs["int8"]),
             "size_ratio": len(blobs["int8"]) / len(blobs["none"]),
-            "int8_ops": op_counts(blobs["int8"]), "float_ops": op_counts(blobs["none"]),
-            "int8_undelegated": undelegated_ops(blobs["int8"], threads),
-            "float_undelegated": undelegated_ops(blobs["none"], threads)}
+            "int8_ops": op_counts(blobs["int8"]), "float_ops": op_counts(blobs["none"])}
 
 
 def table(rows: list[dict]) -> str:
@@ -99,6 +123,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--calib", type=int, default=8)
+    p.add_argument("--ablate", action="store_true", help="add MobileNetV3 variants")
     p.add_argument("--json", default="", help="also write the JSON here")
     p.add_argument("--child", default="")
     p.add_argument("--quantize", default="int8")
@@ -108,11 +133,10 @@ def main() -> None:
         return convert_child(a.child, a.size, a.quantize, a.out, a.calib)
     with tempfile.TemporaryDirectory() as tmp:
         rows = [measure(arch, a.size, a.threads, a.runs, Path(tmp), a.calib)
-                for arch in a.archs.split(",")]
+                for arch in a.archs.split(",") + (ABLATIONS.split(",") if a.ablate else [])]
     print(table(rows))
     for r in rows:
-        print(f"{r['arch']}: int8 ops left to builtin kernels {r['int8_undelegated']}; "
-              f"float {r['float_undelegated']}")
+        print(f"{r['arch']}: int8 ops {r['int8_ops']}")
     text = json.dumps(rows, indent=1)
     print(text)
     if a.json:

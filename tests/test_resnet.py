@@ -137,3 +137,12 @@ KERAS_COUNTS = {"resnet50": 25_636_712, "resnet101": 44_707_176, "resnet152": 60
 def test_keras_count_equals_keras_applications(name):
     """Keras' count_params (BN statistics included) is keras.applications' own number."""
     assert create_model(name).count_params() == KERAS_COUNTS[name]
+
+
+def test_small_stem_keeps_resolution_for_tiny_images():
+    """The CIFAR-style stem: 32×32 reaches the first stage at 32×32, not 8×8."""
+    model = create_model("resnet18", num_classes=10, input_shape=(32, 32, 3), stem_kind="small")
+    assert model.get_layer("conv2_block1_out").output.shape[1:3] == (32, 32)
+    assert model.predict(np.zeros((1, 32, 32, 3)), verbose=0).shape == (1, 10)
+    with pytest.raises(ValueError, match="stem must be"):
+        create_model("resnet18", input_shape=(32, 32, 3), stem_kind="cifar10")

@@ -126,8 +126,18 @@ def residual_block(x, block: str, filters: int, strides: int, *, norm: str | Non
     return keras.layers.Activation(activation, name=f"{name}_out")(x)
 
 
-def stem(x, norm: str | None, activation: str):
-    """7×7/2 conv and 3×3/2 max-pool with keras.applications' explicit padding."""
+def stem(x, norm: str | None, activation: str, kind: str = "imagenet"):
+    """7×7/2 conv and 3×3/2 max-pool with keras.applications' explicit padding.
+
+    ``kind="small"`` is the CIFAR-style stem (one 3×3/1 conv, no pooling) for 28–64 px
+    images, where the ImageNet stem would shrink a 32×32 input to 8×8 before any block.
+    """
+    if kind == "small":
+        x = keras.layers.Conv2D(64, 3, padding="same", name="conv1_conv")(x)
+        x = _norm(x, norm, "conv1_bn")
+        return keras.layers.Activation(activation, name="conv1_relu")(x)
+    if kind != "imagenet":
+        raise ValueError(f"stem must be 'imagenet' or 'small', got {kind!r}")
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = keras.layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
     x = _norm(x, norm, "conv1_bn")
@@ -142,7 +152,7 @@ def drop_path_rates(rate: float, n: int) -> list[float]:
 
 
 def resnet(x, *, depth: int = 50, norm: str | None = "batch", attention: str | None = None,
-           drop_path: float = 0.0, activation: str = "relu"):
+           drop_path: float = 0.0, activation: str = "relu", stem_kind: str = "imagenet"):
     """ResNet backbone of ``depth`` ∈ DEPTHS → globally pooled features.
 
     Args:
@@ -151,12 +161,13 @@ def resnet(x, *, depth: int = 50, norm: str | None = "batch", attention: str | N
         attention: ``se`` for SE-ResNet (timm's SEModule placement), None for plain.
         drop_path: stochastic-depth rate of the last block; earlier blocks ramp up to it.
         activation: activation after the stem, inside branches and after each add.
+        stem_kind: ``imagenet`` (7×7/2 + max-pool) or ``small`` (3×3/1, for tiny images).
     """
     if depth not in DEPTHS:
         raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
     block, counts = DEPTHS[depth]
     rates = iter(drop_path_rates(drop_path, sum(counts)))
-    x = stem(x, norm, activation)
+    x = stem(x, norm, activation, stem_kind)
     for stage, (filters, n) in enumerate(zip(STAGE_WIDTHS, counts)):
         for i in range(n):
             strides = 2 if (i == 0 and stage > 0) else 1

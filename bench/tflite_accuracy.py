@@ -24,7 +24,7 @@ from pathlib import Path
 # arch: (image size, extra train flags, extra export steps)
 RUNS = {
     "lenet": (28, [], ["prune"]),
-    "vgg11_bn": (32, ["--model_arg", "fc_widths=[256,256]"], []),
+    "vgg11_bn": (32, ["--model_arg", "fc_widths=[256,256]", "--model_arg", "dropout=0"], []),
     "resnet18": (32, [], []),
     "mobilenetv3_small": (32, [], ["qat"]),
     "efficientnet_lite0": (32, [], ["qat"]),

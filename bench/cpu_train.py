@@ -65,7 +65,11 @@ def bench_arch(arch: str, args: argparse.Namespace) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    run(parse_args(argv), "cpu_train")
+
+
+def run(args, name: str) -> None:
+    """Bench every ``--arch`` in turn and print the table and JSON line as ``name``."""
     results = {}
     for arch in args.arch.split(","):
         row = bench_arch(arch, args)
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             results[arch] = row
             print(f"{arch}: {row}", flush=True)
         keras.backend.clear_session()
-    common.report("cpu_train", results, backend=keras.backend.backend(),
+    common.report(name, results, backend=keras.backend.backend(),
                   image_size=args.image_size, batch_size=args.batch_size,
                   rounds=args.rounds, steps=args.steps, cpus=os.cpu_count())
 

@@ -19,7 +19,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import common  # noqa: E402  (bench/common.py; puts the checkout on sys.path)
 import cpu_train  # noqa: E402
-import keras  # noqa: E402
 
 MODERN = {"convnext_tiny": "ConvNeXtTiny", "efficientnet_b0": "EfficientNetB0"}
 
@@ -30,16 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         argv = ["--arch", ",".join(MODERN), *argv]
     args = cpu_train.parse_args(argv)
     common.TWINS.update(MODERN)
-    results = {}
-    for arch in args.arch.split(","):
-        row = cpu_train.bench_arch(arch, args)
-        if row is not None:
-            results[arch] = row
-            print(f"{arch}: {row}", flush=True)
-        keras.backend.clear_session()
-    common.report("cpu_train_modern", results, backend=keras.backend.backend(),
-                  image_size=args.image_size, batch_size=args.batch_size,
-                  rounds=args.rounds, steps=args.steps, cpus=os.cpu_count())
+    cpu_train.run(args, "cpu_train_modern")
 
 
 if __name__ == "__main__":

@@ -104,8 +104,9 @@ def _evaluate_flags(fv: flags.FlagValues, m: str) -> None:
                         flag_values=fv, module_name=m)
     flags.DEFINE_enum("split", "test", ["train", "test"], "Split to evaluate.",
                       flag_values=fv, module_name=m)
-    flags.DEFINE_string("output_dir", None, "Report folder; default RUN/eval (metrics.json, "
-                        "per_class.csv, confusion and reliability PNGs).", flag_values=fv,
+    flags.DEFINE_string("output_dir", None, "Report folder (metrics.json, per_class.csv, "
+                        "confusion and reliability PNGs); default RUN/eval, or BUNDLE_eval "
+                        "beside a bundle.", flag_values=fv,
                         module_name=m)
     flags.mark_flag_as_required("model", flag_values=fv)
 

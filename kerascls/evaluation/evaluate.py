@@ -35,10 +35,21 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
     names = names if len(names) == probs.shape[-1] else [str(i) for i in range(probs.shape[-1])]
     report = {"model": pred["model"], "data": pred["data"], "split": split,
               **M.classification_report(probs, y, names)}
-    out = Path(output_dir) if output_dir else pred["run_dir"] / "eval"
+    out = Path(output_dir) if output_dir else _default_report_dir(path, pred["run_dir"])
     write_report(report, out)
     report["output_dir"] = str(out)
     return report
+
+
+def _default_report_dir(path: Path, run_dir: Path) -> Path:
+    """RUN/eval for a Keras run; a ``_eval`` sibling for a bundle or .tflite.
+
+    A bundle is what gets copied to a device, so its report stays beside it, not inside.
+    """
+    if not _is_tflite(path):
+        return run_dir / "eval"
+    base = path if path.is_dir() else path.with_suffix("")
+    return base.with_name(f"{base.name}_eval")
 
 
 def write_report(report: dict, out: Path) -> None:

@@ -7,6 +7,7 @@ writers strip the private keys.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -130,11 +131,23 @@ def _publish(tmp: Path, f, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _atomic_stream(path: Path):
+    """A text file that appears at ``path`` only if the block completes (else is removed)."""
+    tmp, f = _atomic_open(path)
+    try:
+        yield f
+    except BaseException:
+        f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    _publish(tmp, f, path)
+
+
 def write_json(path: Path, header: dict, records: Iterable[dict]) -> int:
     """Stream a MegaDetector file (header keys, then `images` last) atomically; returns count."""
-    tmp, f = _atomic_open(path)
     n = 0
-    try:
+    with _atomic_stream(path) as f:
         f.write("{\n")
         for key, value in header.items():
             f.write(f"{json.dumps(key)}: {json.dumps(value, indent=1)},\n")
@@ -144,11 +157,6 @@ def write_json(path: Path, header: dict, records: Iterable[dict]) -> int:
             f.write(json.dumps(public(rec)))
             n += 1
         f.write("\n]\n}\n")
-    except BaseException:
-        f.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    _publish(tmp, f, path)
     return n
 
 
@@ -186,17 +194,11 @@ def csv_rows(rec: dict, labels: Sequence[str]) -> Iterator[dict]:
 
 def write_csv(path: Path, records: Iterable[dict], labels: Sequence[str]) -> int:
     """Stream the CSV atomically; returns the number of images."""
-    tmp, f = _atomic_open(path)
     n = 0
-    try:
+    with _atomic_stream(path) as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for rec in records:
             writer.writerows(csv_rows(rec, labels))
             n += 1
-    except BaseException:
-        f.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    _publish(tmp, f, path)
     return n

@@ -19,7 +19,9 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(final.suffixes)
-    tmp = final.with_name(f".{final.name.removesuffix(suffix)}.tmp-{os.getpid()}{suffix}")
+    stem = f".{final.name.removesuffix(suffix)}.tmp-"
+    _remove_orphans(final.parent, stem, suffix)
+    tmp = final.with_name(f"{stem}{os.getpid()}{suffix}")
     try:
         yield tmp
         if final.is_dir() and tmp.is_dir():
@@ -34,6 +36,28 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_orphans(folder: Path, stem: str, suffix: str) -> None:
+    """Delete temporaries that a killed writer (``kill -9``) left: their PID is gone."""
+    for path in folder.glob(f"{stem}*{suffix}"):
+        pid = path.name[len(stem):len(path.name) - len(suffix)]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

@@ -1,10 +1,19 @@
 """int8 full-integer vs float32 TFLite: latency and size at 224×224 on this CPU.
 
-Each model is built with ``kerascls.create_model`` (random weights), converted twice in a
-subprocess (the converter leaks memory), calibrated on random images, and timed through
-the LiteRT interpreter with the default XNNPACK delegate, the two alternating. The int8
-op list of each model is printed; ``--ablate`` adds MobileNetV3-Large variants without SE
-and/or with ReLU for hard-swish, to find which blocks make its int8 slow.
+Each model is built with ``kerascls.create_model``; with no trained weights at hand, its
+BatchNorm statistics are set by training-mode passes over real camera-trap frames
+(``../shared/data/camtrap``, else rendered images), so activations have the ranges of a
+working network: random statistics blow activations up into scales that XNNPACK's int8
+kernels refuse, and identical all-zero biases get deduplicated, flattering the size.
+The model is converted twice in a subprocess (the converter leaks memory), int8
+calibrated on those frames, and both are timed through the LiteRT interpreter with its
+default XNNPACK delegate, alternating. Printed per model: the ops XNNPACK leaves to
+reference kernels, and where the int8 bytes go (weights, int32 biases, the per-channel
+scales and int64 zero points TFLite stores for every weight and bias channel).
+
+``--ablate`` adds MobileNetV3-Large variants: ``fused_hs`` (Keras' hard-swish left to the
+converter's int8 HARD_SWISH op, as before the int8 rewrite), ``relu`` (ReLU for
+hard-swish: the floor for this block structure) and ``no_se``.
 
     python bench/tflite_latency.py [--archs resnet50,mobilenetv3_large] [--ablate]
 """
@@ -13,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import subprocess
 import sys
@@ -21,61 +31,94 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout
 
 ARCHS = ("resnet50", "mobilenetv3_large", "efficientnet_lite0")
 TARGETS = {"latency_ratio": 0.5, "size_ratio": 0.27}
+ABLATIONS = "mobilenetv3_large:fused_hs,mobilenetv3_large:relu,mobilenetv3_large:no_se"
+FRAMES = ROOT.parent / "shared" / "data" / "camtrap"
 
 
-ABLATIONS = ("mobilenetv3_large:no_se,mobilenetv3_large:relu,mobilenetv3_large:relu_no_se,"
-             "mobilenetv3_large:hs_clip")
+def frames(n: int, size: int) -> tuple[np.ndarray, str]:
+    """Up to ``n`` real camera-trap frames resized to ``size``, or rendered images."""
+    from PIL import Image
+    out = []
+    for path in sorted(FRAMES.glob("*/*.jpg"))[: n * 2]:
+        try:
+            with Image.open(path) as im:
+                im.draft("RGB", (size * 2, size * 2))
+                out.append(np.asarray(im.convert("RGB").resize((size, size)), np.float32))
+        except OSError:
+            continue  # the shared set has deliberately broken files
+        if len(out) == n:
+            return np.stack(out), "camera-trap frames"
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    rng = np.random.default_rng(0)
+    rendered = [np.stack([np.sin(8 * (a * xx + b * yy) + c) for a, b, c in
+                          rng.uniform(-1, 1, (3, 3))], -1) for _ in range(n)]
+    return ((np.stack(rendered) + 1) * 127.5).astype(np.float32), "rendered images"
 
 
-def hard_swish_clip(x):
-    """``x · clip(x/6 + 1/2, 0, 1)``: hard-swish in a spelling the converter does not fuse
-    into HARD_SWISH, so int8 runs it as MUL/ADD/clamp."""
-    from keras import ops
-    return x * ops.clip(x * (1.0 / 6.0) + 0.5, 0.0, 1.0)
+def build(spec: str, size: int, images: np.ndarray, bn_passes: int):
+    """``arch`` or ``mobilenetv3_large:VARIANT``, BatchNorm statistics set on ``images``."""
+    import keras
 
-
-def _swap_hard_swish(replacement) -> None:
-    import kerascls.models.mobilenetv3 as mnv3
-    for key, (rows, last) in mnv3.CONFIGS.items():
-        mnv3.CONFIGS[key] = (tuple(tuple(replacement if v == mnv3.HS else v for v in row)
-                                   for row in rows), last)
-    mnv3.HS = replacement
-
-
-def build(spec: str, size: int):
-    """``arch`` or ``mobilenetv3_*:VARIANT`` — variants without SE (``no_se``), with ReLU
-    for hard-swish (``relu``) or hard-swish spelled unfused (``hs_clip``) locate what makes
-    int8 MobileNetV3 slow, block type by block type."""
     from kerascls.models import create_model
     arch, _, variant = spec.partition(":")
-    if "relu" in variant:
-        _swap_hard_swish("relu")
-    if "hs_clip" in variant:
-        _swap_hard_swish(hard_swish_clip)
-    kwargs = {"attention": None} if "no_se" in variant else {}
-    return create_model(arch, 1000, (size, size, 3), **kwargs)
+    kwargs = {"attention": None} if variant == "no_se" else {}
+    if variant == "relu":
+        import kerascls.models.mobilenetv3 as mnv3
+        for key, (rows, last) in mnv3.CONFIGS.items():
+            mnv3.CONFIGS[key] = (tuple(tuple("relu" if v == mnv3.HS else v for v in row)
+                                       for row in rows), last)
+        mnv3.HS = "relu"
+    keras.utils.set_random_seed(0)
+    model = create_model(arch, 1000, (size, size, 3), **kwargs)
+    for _ in range(bn_passes):
+        for i in range(0, len(images), 8):
+            model(images[i:i + 8], training=True)
+    return model
 
 
-def convert_child(arch: str, size: int, quantize: str, out: str, calib: int) -> None:
+def convert_child(spec: str, size: int, quantize: str, out: str, calib: int,
+                  bn_passes: int) -> None:
     """Subprocess body: build, convert, write the .tflite."""
-    from kerascls.tflite.convert import convert
-    model = build(arch, size)
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (size, size, 3)).astype(np.float32) for _ in range(calib)]
-    Path(out).write_bytes(convert(model, quantize, images if quantize == "int8" else None))
+    import kerascls.tflite.convert as C
+    images, _ = frames(max(calib, 16), size)
+    model = build(spec, size, images, bn_passes)
+    if spec.endswith(":fused_hs"):
+        C.int8_friendly_activations = lambda m: contextlib.nullcontext(0)
+    blob = C.convert(model, quantize, list(images[:calib]) if quantize == "int8" else None)
+    Path(out).write_bytes(blob)
 
 
-def converted(arch: str, size: int, quantize: str, folder: Path, calib: int) -> bytes:
+def converted(spec: str, size: int, quantize: str, folder: Path, a) -> bytes:
     """The .tflite bytes, converted in a fresh interpreter process."""
-    out = folder / f"{arch}-{quantize}.tflite"
-    subprocess.run([sys.executable, __file__, "--child", arch, "--size", str(size),
-                    "--quantize", quantize, "--out", str(out), "--calib", str(calib)],
-                   check=True)
+    out = folder / f"{spec.replace(':', '-')}-{quantize}.tflite"
+    subprocess.run([sys.executable, __file__, "--child", spec, "--size", str(size),
+                    "--quantize", quantize, "--out", str(out), "--calib", str(a.calib),
+                    "--bn_passes", str(a.bn_passes)], check=True)
     return out.read_bytes()
+
+
+def byte_breakdown(tflite: bytes) -> dict[str, int]:
+    """Where a .tflite's bytes go: tensor data by type, and per-channel quantization params."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tflite, 0))
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    out: dict[str, int] = collections.Counter()
+    seen = set()
+    for t in model.subgraphs[0].tensors:
+        data = model.buffers[t.buffer].data
+        if data is not None and t.buffer not in seen:
+            seen.add(t.buffer)
+            out[f"{types[t.type].lower()}_data"] += len(data)
+        q = t.quantization
+        if q is not None and q.scale is not None and len(q.scale) > 1:
+            out["per_channel_params"] += 4 * len(q.scale) + 8 * len(q.zeroPoint)
+    out["total"] = len(tflite)
+    return dict(out)
 
 
 def op_counts(tflite: bytes) -> dict[str, int]:
@@ -83,37 +126,49 @@ def op_counts(tflite: bytes) -> dict[str, int]:
     return dict(collections.Counter(r["op"] for r in op_audit(tflite)))
 
 
-def measure(arch: str, size: int, threads: int, runs: int, folder: Path, calib: int) -> dict:
+def measure(spec: str, a, folder: Path) -> dict:
     """Both conversions of one arch, timed alternately so machine load hits both alike."""
-    from kerascls.tflite.audit import interpreter, latency_ms
-    blobs = {q: converted(arch, size, q, folder, calib) for q in ("none", "int8")}
-    image = np.random.default_rng(1).integers(0, 256, (size, size, 3)).astype(np.float32)
-    its = {q: interpreter(b, threads) for q, b in blobs.items()}
+    from kerascls.tflite.audit import interpreter, latency_ms, undelegated_ops
+    blobs = {q: converted(spec, a.size, q, folder, a) for q in ("none", "int8")}
+    image = frames(1, a.size)[0][0]
+    its = {q: interpreter(b, a.threads) for q, b in blobs.items()}
     times: dict[str, list[float]] = {q: [] for q in blobs}
-    for r in range(5):
+    for r in range(a.rounds):
         for q in (("none", "int8") if r % 2 == 0 else ("int8", "none")):
-            times[q].append(latency_ms(its[q], image, runs))
+            times[q].append(latency_ms(its[q], image, a.runs))
     lat = {q: float(np.median(t)) for q, t in times.items()}
-    return {"arch": arch, "image_size": size, "threads": threads,
+    return {"arch": spec, "image_size": a.size, "threads": a.threads,
             "float_ms": lat["none"], "int8_ms": lat["int8"],
             "latency_ratio": lat["int8"] / lat["none"],
             "float_bytes": len(blobs["none"]), "int8_bytes": len(blobs["int8"]),
             "size_ratio": len(blobs["int8"]) / len(blobs["none"]),
-            "int8_ops": op_counts(blobs["int8"]), "float_ops": op_counts(blobs["none"])}
+            "int8_size_breakdown": byte_breakdown(blobs["int8"]),
+            "int8_xnnpack": undelegated_ops(blobs["int8"], a.threads),
+            "float_xnnpack": undelegated_ops(blobs["none"], a.threads),
+            "int8_ops": op_counts(blobs["int8"])}
 
 
 def table(rows: list[dict]) -> str:
-    lines = [f"{'arch':<20}{'float ms':>10}{'int8 ms':>10}{'ratio':>8}{'float MB':>10}"
-             f"{'int8 MB':>9}{'ratio':>8}  targets ≤{TARGETS['latency_ratio']} / "
+    lines = [f"{'arch':<30}{'float ms':>9}{'int8 ms':>9}{'ratio':>7}{'float MB':>9}"
+             f"{'int8 MB':>8}{'ratio':>7}  targets ≤{TARGETS['latency_ratio']} / "
              f"≤{TARGETS['size_ratio']}"]
     for r in rows:
         ok = (r["latency_ratio"] <= TARGETS["latency_ratio"],
               r["size_ratio"] <= TARGETS["size_ratio"])
-        lines.append(f"{r['arch']:<20}{r['float_ms']:>10.2f}{r['int8_ms']:>10.2f}"
-                     f"{r['latency_ratio']:>8.2f}{r['float_bytes'] / 2**20:>10.2f}"
-                     f"{r['int8_bytes'] / 2**20:>9.2f}{r['size_ratio']:>8.3f}  "
+        lines.append(f"{r['arch']:<30}{r['float_ms']:>9.2f}{r['int8_ms']:>9.2f}"
+                     f"{r['latency_ratio']:>7.2f}{r['float_bytes'] / 2**20:>9.2f}"
+                     f"{r['int8_bytes'] / 2**20:>8.2f}{r['size_ratio']:>7.3f}  "
                      f"{'ok' if ok[0] else 'MISS'} / {'ok' if ok[1] else 'MISS'}")
     return "\n".join(lines)
+
+
+def details(r: dict) -> str:
+    b, x = r["int8_size_breakdown"], r["int8_xnnpack"]
+    params = b.get("per_channel_params", 0)
+    return (f"{r['arch']}: int8 XNNPACK partitions {x['partitions']}, left to reference "
+            f"kernels {x['ops']}; int8 bytes: int8 data {b.get('int8_data', 0):,}, int32 "
+            f"{b.get('int32_data', 0):,}, per-channel scales+zero points {params:,} "
+            f"({params / r['float_bytes']:.3f}× the float file)\n    ops {r['int8_ops']}")
 
 
 def main() -> None:
@@ -122,7 +177,10 @@ def main() -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--calib", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--calib", type=int, default=16)
+    p.add_argument("--bn_passes", type=int, default=4,
+                   help="training-mode passes over the frames that set BN statistics")
     p.add_argument("--ablate", action="store_true", help="add MobileNetV3 variants")
     p.add_argument("--json", default="", help="also write the JSON here")
     p.add_argument("--child", default="")
@@ -130,14 +188,15 @@ def main() -> None:
     p.add_argument("--out", default="")
     a = p.parse_args()
     if a.child:
-        return convert_child(a.child, a.size, a.quantize, a.out, a.calib)
+        return convert_child(a.child, a.size, a.quantize, a.out, a.calib, a.bn_passes)
+    print(f"BatchNorm statistics and int8 calibration from {frames(1, 8)[1]}")
+    specs = a.archs.split(",") + (ABLATIONS.split(",") if a.ablate else [])
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [measure(arch, a.size, a.threads, a.runs, Path(tmp), a.calib)
-                for arch in a.archs.split(",") + (ABLATIONS.split(",") if a.ablate else [])]
+        rows = [measure(spec, a, Path(tmp)) for spec in specs]
     print(table(rows))
     for r in rows:
-        print(f"{r['arch']}: int8 ops {r['int8_ops']}")
-    text = json.dumps(rows, indent=1)
+        print(details(r))
+    text = json.dumps(rows)
     print(text)
     if a.json:
         Path(a.json).write_text(text)

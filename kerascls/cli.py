@@ -229,6 +229,11 @@ def cmd_export(fl, args) -> None:
     print(f"quantize: {rep['quantize']}  non-integer ops: {rep['non_integer_ops']}  "
           f"size: {rep['size_bytes'] / 1024:.1f} KiB ({rep['size_ratio']:.2f}x float)  "
           f"latency: {rep['latency_ms']:.3f} ms (float {rep['float_latency_ms']:.3f} ms)")
+    slow = {op: n for op, n in rep["xnnpack"]["ops"].items() if op not in ("QUANTIZE", "SOFTMAX")}
+    if slow:
+        print(f"warning: XNNPACK leaves {sum(slow.values())} ops to slower reference kernels "
+              f"({', '.join(f'{n} {op}' for op, n in slow.items())}); the graph runs in "
+              f"{rep['xnnpack']['partitions']} delegated pieces")
     if "parity" in rep:
         p = rep["parity"]
         print(f"parity on {p['images']} held-out images: top-1 agreement "

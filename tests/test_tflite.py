@@ -220,3 +220,67 @@ def test_pruned_export_reports_its_sparsity(cli, lenet_file, tmp_path):
     f = report["finetune"]
     assert f["mode"] == "prune" and f["target_sparsity"] == 0.5
     assert 0.45 <= f["kernel_sparsity"] <= 0.55
+
+
+def test_int8_hard_swish_is_hard_swish_and_swap_restores():
+    import keras
+
+    import kerascls
+    from kerascls.tflite.convert import int8_friendly_activations, int8_hard_swish
+    x = np.linspace(-8, 8, 1001).astype("float32")
+    np.testing.assert_allclose(np.asarray(int8_hard_swish(x)),
+                               np.asarray(keras.activations.hard_swish(x)), atol=1e-6)
+    model = kerascls.create_model("mobilenetv3_small", 10, (32, 32, 3))
+    acts = {layer.name: layer.activation for layer in model._flatten_layers()
+            if hasattr(layer, "activation")}
+    with int8_friendly_activations(model) as swapped:
+        assert swapped == 19  # stem, 8 hard-swish blocks × 2, conv_1, conv_2 (a Dense)
+        assert model.get_layer("conv_2").activation is int8_hard_swish
+    assert acts == {layer.name: layer.activation for layer in model._flatten_layers()
+                    if hasattr(layer, "activation")}
+
+
+INT8_MNV3_SCRIPT = """
+import json, sys, numpy as np, keras
+import kerascls
+from kerascls.tflite import audit as A
+from kerascls.tflite.convert import convert
+size = 48
+keras.utils.set_random_seed(0)
+model = kerascls.create_model("mobilenetv3_small", 10, (size, size, 3), logits=True)
+# rendered images: smooth colour ramps and blobs, so BatchNorm statistics (set by
+# training-mode passes) give the activation ranges of a working network
+yy, xx = np.mgrid[0:size, 0:size] / size
+rng = np.random.default_rng(0)
+imgs = np.stack([np.stack([np.sin(6 * (a * xx + b * yy) + c) for a, b, c in
+                           rng.uniform(-1, 1, (3, 3))], -1) for _ in range(64)])
+imgs = ((imgs + 1) * 127.5).astype("float32")
+for _ in range(10):
+    model(imgs[:32], training=True)
+out = {}
+for q in ("int8", "none"):
+    blob = convert(model, q, list(imgs[32:48]))
+    out[q] = {"ops": sorted({r["op"] for r in A.op_audit(blob)}),
+              "xnnpack": A.undelegated_ops(blob)}
+    if q == "int8":
+        it = A.interpreter(blob)
+        probs = A.run_batch(it, imgs[48:])
+        ref = np.asarray(model(imgs[48:]))
+        out[q]["corr"] = float(np.corrcoef(probs.ravel(), ref.ravel())[0, 1])
+print(json.dumps(out))
+"""
+
+
+def test_int8_mobilenetv3_runs_in_one_xnnpack_partition():
+    """int8 hard-swish is spelled so XNNPACK takes the whole graph; float keeps the fused op."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", INT8_MNV3_SCRIPT], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "HARD_SWISH" not in out["int8"]["ops"] and "HARD_SWISH" in out["none"]["ops"]
+    assert out["int8"]["xnnpack"]["partitions"] == 1, out["int8"]
+    assert set(out["int8"]["xnnpack"]["ops"]) <= {"QUANTIZE", "SOFTMAX"}, out["int8"]
+    assert out["none"]["xnnpack"] == {"partitions": 1, "ops": {}}
+    assert out["int8"]["corr"] > 0.95, out["int8"]  # int8 logits track the float ones

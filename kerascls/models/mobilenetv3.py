@@ -6,9 +6,9 @@ layer for layer — same MBConv block as EfficientNet (``efficientnet.mbconv``),
 with bias) after pooling — so keras' weight files load through ``kerascls.models.weights``
 (their ``conv_2``/``logits`` 1×1 convs map onto our Dense ``conv_2``/``head``).
 
-Hard-swish is Keras' ``hard_swish`` activation: the TFLite converter fuses it (and the
-``x·relu6(x+3)/6`` spellings) into one ``HARD_SWISH`` op in int8, checked in
-``tests/test_zoo2.py``.
+Hard-swish is Keras' ``hard_swish`` activation: the TFLite converter fuses it into one
+``HARD_SWISH`` op, which XNNPACK runs in float32 only, so int8 export spells it as MUL and
+ADD+RELU6 instead (``kerascls.tflite.convert.int8_friendly_activations``).
 
 Parameter counts: keras.applications' ``count_params()`` (Small 2,554,968, Large
 5,507,432) includes BatchNorm moving statistics; ``params=`` is the PyTorch convention the

@@ -45,6 +45,42 @@ def op_audit(model: bytes | str) -> list[dict]:
     return rows
 
 
+def undelegated_ops(model: bytes | str, threads: int = 2) -> dict:
+    """Which ops the default XNNPACK delegate leaves to TFLite's own kernels.
+
+    Every op XNNPACK refuses (an int8 HARD_SWISH, an ADD whose scales are out of its
+    range) runs on a slower reference kernel and splits the delegated graph in two, so
+    ``partitions`` > 1 means a model runs below what this CPU can do. The uint8↔int8
+    QUANTIZE at the ends and an int8 SOFTMAX are expected outside.
+
+    Returns:
+        ``{"partitions": n, "ops": {op name: count}}``.
+    """
+    it = interpreter(model, threads)
+    ops = it._get_ops_details()
+    delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
+    d_in = {t for o in delegates for t in o["inputs"]}
+    d_out = {t for o in delegates for t in o["outputs"]}
+    graph_out = {d["index"] for d in it.get_output_details()}
+    own = [o for o in ops if o["op_name"] != "DELEGATE"]
+    consumers: dict[int, list[int]] = {}
+    for i, o in enumerate(own):
+        for t in o["inputs"]:
+            consumers.setdefault(int(t), []).append(i)
+    outside: set[int] = set()
+    for i in reversed(range(len(own))):  # an op feeding a delegate (or the output) from outside
+        outs = {int(t) for t in own[i]["outputs"]}
+        if outs & d_out:
+            continue
+        if outs & (d_in | graph_out) or any(c in outside for t in outs
+                                            for c in consumers.get(t, ())):
+            outside.add(i)
+    counts: dict[str, int] = {}
+    for i in sorted(outside):
+        counts[own[i]["op_name"]] = counts.get(own[i]["op_name"], 0) + 1
+    return {"partitions": len(delegates), "ops": counts}
+
+
 def non_integer_ops(audit: list[dict]) -> list[dict]:
     """The rows of an audit that keep a model from being full-integer."""
     return [r for r in audit if r["float"] or r["flex"]]

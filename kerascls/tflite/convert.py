@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+import contextlib
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -28,19 +29,55 @@ def full_range_sample(shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to((grid * 255.0)[None, :, :, None], shape).astype(np.float32)
 
 
+def int8_hard_swish(x):
+    """Hard-swish spelled ``(x/6)·relu6(x+3)``: int8 MUL and ADD+RELU6 that XNNPACK runs.
+
+    The converter fuses Keras' ``hard_swish`` into one HARD_SWISH op, which XNNPACK takes in
+    float32 only: in int8 each one falls back to the reference kernel and splits the
+    delegated graph, so int8 MobileNetV3-Large ran 2.3× slower than float (8.1 vs 3.5 ms).
+    This spelling, which the converter does not fuse, stays in one XNNPACK partition.
+    """
+    from keras import ops
+    return (x * (1.0 / 6.0)) * ops.relu6(x + 3.0)
+
+
+@contextlib.contextmanager
+def int8_friendly_activations(model) -> Iterator[int]:
+    """Swap every layer's hard-swish activation for :func:`int8_hard_swish` while inside.
+
+    Works on any Keras model (ours or a user's file), nested models included; the
+    layers get their own activation back on exit. Yields the number of layers swapped.
+    """
+    import keras
+    hard_swish = {keras.activations.hard_swish, keras.activations.hard_silu}
+    swapped = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+               if getattr(layer, "activation", None) in hard_swish]
+    originals = [layer.activation for layer in swapped]
+    for layer in swapped:
+        layer.activation = int8_hard_swish
+    try:
+        yield len(swapped)
+    finally:
+        for layer, act in zip(swapped, originals):
+            layer.activation = act
+
+
 def convert(model, quantize: str = "int8",
             calibration: Iterable[np.ndarray] | None = None) -> bytes:
     """Convert with builtin ops only (Flex ops never slip in).
 
     Args:
         model: a Keras model taking raw 0–255 pixels.
-        quantize: ``int8`` (full integer, uint8 input and output), ``float16``,
-            ``dynamic`` (int8 weights, float activations) or ``none``.
+        quantize: ``int8`` (full integer, uint8 input and output; hard-swish rewritten by
+            :func:`int8_friendly_activations`), ``float16``, ``dynamic`` (int8 weights,
+            float activations) or ``none``.
         calibration: single images (H, W, C), 0–255, required for int8.
     """
     import tensorflow as tf
-    conv = tf.lite.TFLiteConverter.from_keras_model(_batch_one(model))
-    return run_converter(conv, quantize, (1, *model.input_shape[1:]), calibration)
+    rewrite = int8_friendly_activations(model) if quantize == "int8" else contextlib.nullcontext()
+    with rewrite:
+        conv = tf.lite.TFLiteConverter.from_keras_model(_batch_one(model))
+        return run_converter(conv, quantize, (1, *model.input_shape[1:]), calibration)
 
 
 def run_converter(conv, quantize: str, shape: tuple[int, ...],

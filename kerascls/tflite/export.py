@@ -173,6 +173,7 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
     report["op_audit"] = _audit_or_fail(tflite, quantize, allow_float_ops, names)
     report["non_integer_ops"] = len(A.non_integer_ops(report["op_audit"]))
     report.update(_size_and_latency(run.model, tflite, quantize, shape))
+    report["xnnpack"] = A.undelegated_ops(tflite)
     if data:
         images, labels = sample_images(data, _heldout_split(data, run_dir), parity_samples,
                                        shape, seed, run_dir)

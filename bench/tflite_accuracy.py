@@ -1,7 +1,7 @@
 """Accuracy of int8 exports on Fashion-MNIST's 10,000 test images: PTQ, QAT and pruning.
 
 Trains small runs (small input sizes, a 10,000-image subset, 2 epochs: the budget of a
-shared 2-core CPU), exports each with ``kerascls export`` and reads the float (Keras) and
+shared 2-core CPU; VGG gets 20,000 images and 4 epochs), exports each with ``kerascls export`` and reads the float (Keras) and
 int8 (TFLite) accuracy from the bundle's parity check over the whole test split. QAT runs
 for MobileNetV3 and EfficientNet-Lite, and for any run whose PTQ drop exceeds 1 point; a
 pruned lenet reports its measured sparsity. Every step is a subprocess (the converter
@@ -21,13 +21,15 @@ import time
 import zlib
 from pathlib import Path
 
-# arch: (image size, extra train flags, extra export steps)
+# arch: (image size, extra train flags, extra export steps, training budget overrides)
 RUNS = {
-    "lenet": (28, [], ["prune"]),
-    "vgg11_bn": (32, ["--model_arg", "fc_widths=[256,256]", "--model_arg", "dropout=0"], []),
-    "resnet18": (32, [], []),
-    "mobilenetv3_small": (32, [], ["qat"]),
-    "efficientnet_lite0": (32, [], ["qat"]),
+    "lenet": (28, [], ["prune"], {}),
+    # VGG needs more than the default budget: 2 epochs on 10,000 images leave it at ~52 %
+    "vgg11_bn": (32, ["--model_arg", "fc_widths=[256,256]", "--model_arg", "dropout=0"], [],
+                 {"epochs": 4, "train_images": 20_000}),
+    "resnet18": (32, [], [], {}),
+    "mobilenetv3_small": (32, [], ["qat"], {}),
+    "efficientnet_lite0": (32, [], ["qat"], {}),
 }
 TEST_IMAGES = 10_000
 MAX_DROP = 1.0  # points
@@ -45,11 +47,12 @@ def sh(args: list[str]) -> float:
 
 
 def train(arch: str, work: Path, a: argparse.Namespace) -> Path:
-    size, flags, _ = RUNS[arch]
+    size, flags, _, budget = RUNS[arch]
+    epochs, images = budget.get("epochs", a.epochs), budget.get("train_images", a.train_images)
     run = work / arch
     if not (run / "model.keras").exists():
-        t = sh(["train", "--arch", arch, "--image_size", str(size), "--epochs", str(a.epochs),
-                "--max_train_images", str(a.train_images), "--output_dir", str(run), *flags])
+        t = sh(["train", "--arch", arch, "--image_size", str(size), "--epochs", str(epochs),
+                "--max_train_images", str(images), "--output_dir", str(run), *flags])
         print(f"trained {arch} in {t:.0f} s", flush=True)
     return run
 

@@ -30,15 +30,17 @@ def full_range_sample(shape: tuple[int, ...]) -> np.ndarray:
 
 
 def int8_hard_swish(x):
-    """Hard-swish spelled ``(x/6)·relu6(x+3)``: int8 MUL and ADD+RELU6 that XNNPACK runs.
+    """Hard-swish spelled ``x · (relu6(x − (−3)) · 1/6)``: int8 SUB+RELU6 and two MULs.
 
-    The converter fuses Keras' ``hard_swish`` into one HARD_SWISH op, which XNNPACK takes in
-    float32 only: in int8 each one falls back to the reference kernel and splits the
-    delegated graph, so int8 MobileNetV3-Large ran 2.3× slower than float (8.1 vs 3.5 ms).
-    This spelling, which the converter does not fuse, stays in one XNNPACK partition.
+    The converter fuses Keras' ``hard_swish`` (and the ``x·relu6(x+3)/6`` spellings) into
+    one HARD_SWISH op, which XNNPACK takes in float32 only: in int8 each one falls back to
+    the reference kernel and splits the delegated graph, so int8 MobileNetV3-Large ran
+    2.4× slower than float (9.4 vs 3.8 ms). The converter leaves this spelling alone, all
+    of it stays in one XNNPACK partition, and the [0, 1] gate keeps its int8 resolution
+    (mean error 2.7 % of the signal after a conv, fused op 2.1 %, ``(x/6)·relu6(x+3)`` 3.9 %).
     """
     from keras import ops
-    return (x * (1.0 / 6.0)) * ops.relu6(x + 3.0)
+    return x * (ops.relu6(x - (-3.0)) * (1.0 / 6.0))
 
 
 @contextlib.contextmanager

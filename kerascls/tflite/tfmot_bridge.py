@@ -84,10 +84,11 @@ def _tf_keras_layers():
             return tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
 
     class HardSwish(tk.layers.Layer):
-        """``x · relu6(x + 3) / 6``: the converter fuses it into one HARD_SWISH op."""
+        """Hard-swish in ``convert.int8_hard_swish``'s spelling, which XNNPACK runs in int8;
+        the calibration images give its inner tensors their ranges."""
 
         def call(self, x):
-            return x * tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+            return x * (tf.nn.relu6(x - (-3.0)) * (1.0 / 6.0))
 
     return {"HardSigmoid": HardSigmoid, "HardSwish": HardSwish}
 

@@ -449,3 +449,11 @@ def test_trailing_bytes_after_jpeg_end_are_not_truncation(tmp_path):
     assert not _jpeg_end_missing(tmp_path / "trailing.jpg")
     assert not _jpeg_end_missing(tmp_path / "whole.jpg")
     assert _jpeg_end_missing(tmp_path / "cut.jpg")
+
+
+def test_default_decode_threads_reach_every_core():
+    """Decoding costs more than a small model, so by default it gets every core."""
+    from kerascls_edge.runner import default_decode_threads
+    cores = os.cpu_count() or 1
+    assert default_decode_threads(2) == max(3, cores)
+    assert default_decode_threads(cores) == cores + 1

@@ -36,7 +36,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="interpreter threads (default: all cores)")
     p.add_argument("--decode_threads", type=int, default=None,
-                   help="decode threads prefetching ahead of inference (default: --threads; "
+                   help="decode threads prefetching ahead of inference (default: one per "
+                        "core, at least --threads + 1; "
                         "0 decodes inline)")
     p.add_argument("--recursive", action="store_true", help="descend into subfolders")
     p.add_argument("--top_k", type=_positive_int, default=5)
@@ -79,7 +80,7 @@ def _predict(args: argparse.Namespace) -> int:
     opts = Options(
         output=Path(args.output), format=fmt, top_k=args.top_k, recursive=args.recursive,
         resume=args.resume, overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
-        decode_threads=clf.threads if args.decode_threads is None else args.decode_threads,
+        decode_threads=args.decode_threads,
         strict=args.strict, smooth=args.smooth, sequence_gap=args.sequence_gap,
         detections=Path(args.detections) if args.detections else None,
         detection_threshold=args.detection_threshold, progress_every=args.progress_every,

@@ -16,7 +16,7 @@ from absl import app, flags, logging
 
 PROG = "kerascls"
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError, RuntimeError, FloatingPointError,
-               NotADirectoryError, PermissionError)
+               NotADirectoryError, PermissionError, FileExistsError)
 
 
 def _train_flags(fv: flags.FlagValues, m: str) -> None:
@@ -61,6 +61,9 @@ def _train_flags(fv: flags.FlagValues, m: str) -> None:
     flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv, module_name=m)
     flags.DEFINE_string("output_dir", "", "Run directory; default runs/ARCH-TIMESTAMP.",
                         flag_values=fv, module_name=m)
+    flags.DEFINE_bool("overwrite", False, "Train again over a finished run in --output_dir "
+                      "(its model.keras is replaced when the new run ends).", flag_values=fv,
+                      module_name=m)
     flags.DEFINE_multi_string("model_arg", [], "Architecture option KEY=VALUE, repeatable "
                               "(e.g. norm=group, attention=se).", flag_values=fv, module_name=m)
     _train_flags_more(fv, m)
@@ -193,7 +196,7 @@ def cmd_train(fl, args) -> None:
     cfg = TrainConfig(**values)
     from kerascls.models import model_info
     model_info(cfg.arch)  # fail on a bad name before loading data
-    run = train(cfg)
+    run = train(cfg, overwrite=fl.overwrite)
     print(f"run directory: {run}")
     from kerascls.training.distribute import worker_index
     if worker_index() == 0:  # other workers of a multi-worker run write no metrics

@@ -114,6 +114,22 @@ def test_cli_config_file_precision_xla_and_step_schedule(cli, tmp_path):
     assert (run / "report" / "training_curves.png").exists()
     assert any((run / "logs" / "train").iterdir())  # TensorBoard events
     assert keras.config.dtype_policy().name == "float32"  # (in this process: untouched)
+    before = (run / "model.keras").read_bytes()
+    again = cli("train", f"--config={file}", f"--output_dir={run}", check=False)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert again.stderr.strip().splitlines()[-1].startswith(
+        f"kerascls: error: train: {run} already holds a finished run")
+    assert (run / "model.keras").read_bytes() == before  # the finished run is untouched
+
+
+def test_only_overwrite_retrains_a_finished_run(tmp_path):
+    T.refuse_finished_run(tmp_path, overwrite=False)  # empty: a new run
+    (tmp_path / "model.keras").write_bytes(b"trained")
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        T.refuse_finished_run(tmp_path, overwrite=False)
+    T.refuse_finished_run(tmp_path, overwrite=True)
+    (tmp_path / "backup_finetune").mkdir()  # killed in a later phase: resume, not refuse
+    T.refuse_finished_run(tmp_path, overwrite=False)
 
 
 @needs_debian

@@ -112,20 +112,34 @@ def phases(cfg: TrainConfig) -> list[Phase]:
     return out
 
 
-def train(cfg: TrainConfig) -> Path:
+def refuse_finished_run(run: Path, overwrite: bool) -> None:
+    """Stop before a rerun silently retrains over a finished run and replaces its model.
+
+    A rerun of an interrupted run resumes (its ``backup*/`` state is there); a finished run
+    has ``model.keras`` and no resume state, and only ``overwrite`` trains it again.
+    """
+    if overwrite or not (run / "model.keras").exists() or any(run.glob("backup*")):
+        return
+    raise FileExistsError(f"{run} already holds a finished run (model.keras); pass "
+                          "--overwrite to train it again, or choose another --output_dir")
+
+
+def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
     """Train as ``cfg`` says; returns the run directory.
 
     The run directory gets ``config.json`` (before training, so a crash keeps it),
     ``history.csv`` (one row per epoch), ``logs/`` (TensorBoard), ``backup/`` (resume state,
     removed when the run ends), ``model.keras``, ``metrics.json`` (test metrics when the data
     has a test split) and ``report/training_curves.png``. A rerun of the same command after a
-    crash resumes from the last checkpoint.
+    crash resumes from the last checkpoint; over a finished run it stops with an error
+    unless ``overwrite``.
     """
     strategy = make_strategy(cfg.devices)  # before any op: logical CPUs are set up here
     keras.utils.set_random_seed(cfg.seed)
     source = load_source(cfg.data, crop_boxes=cfg.crop_boxes)
     cfg = resolve(cfg, source)
     run = Path(cfg.output_dir)
+    refuse_finished_run(run, overwrite)
     run.mkdir(parents=True, exist_ok=True)
     cfg.save(run)
     data = (_file_data(cfg, source, run) if isinstance(source, FileSource)

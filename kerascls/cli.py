@@ -64,6 +64,13 @@ def _train_flags(fv: flags.FlagValues, m: str) -> None:
     flags.DEFINE_bool("overwrite", False, "Train again over a finished run in --output_dir "
                       "(its model.keras is replaced when the new run ends).", flag_values=fv,
                       module_name=m)
+    flags.DEFINE_bool("qat", False, "After training, fine-tune one epoch with quantization-"
+                      "aware training and write the int8 bundle to RUN/bundle (as `export "
+                      "--qat`).", flag_values=fv, module_name=m)
+    flags.DEFINE_float("prune_sparsity", 0.0, "After training, magnitude-prune Conv2D/Dense "
+                       "kernels to this share of zeros and write the int8 bundle to RUN/bundle "
+                       "(as `export --prune_sparsity`).", lower_bound=0, upper_bound=0.99,
+                       flag_values=fv, module_name=m)
     flags.DEFINE_multi_string("model_arg", [], "Architecture option KEY=VALUE, repeatable "
                               "(e.g. norm=group, attention=se).", flag_values=fv, module_name=m)
     _train_flags_more(fv, m)
@@ -131,9 +138,11 @@ def _export_flags(fv: flags.FlagValues, m: str) -> None:
                          lower_bound=1, flag_values=fv, module_name=m)
     flags.DEFINE_bool("allow_float_ops", False, "Write an int8 bundle even if float ops remain.",
                       flag_values=fv, module_name=m)
+    flags.DEFINE_bool("qat", False, "Quantization-aware fine-tuning (tfmot) before the int8 "
+                      "conversion, for --qat_epochs (default 1).", flag_values=fv, module_name=m)
     flags.DEFINE_integer("qat_epochs", 0, "Quantization-aware training epochs before the int8 "
-                         "conversion (tfmot; 0 = post-training quantization only).",
-                         lower_bound=0, flag_values=fv, module_name=m)
+                         "conversion (tfmot; 0 = post-training quantization only, or 1 with "
+                         "--qat).", lower_bound=0, flag_values=fv, module_name=m)
     flags.DEFINE_float("prune_sparsity", 0.0, "Magnitude-prune Conv2D/Dense kernels to this "
                        "share of zeros before the int8 conversion (tfmot; 0 = off).",
                        lower_bound=0, upper_bound=0.99, flag_values=fv, module_name=m)
@@ -195,12 +204,20 @@ def cmd_train(fl, args) -> None:
                            "model_args": parse_model_args(fl.model_arg)})
     cfg = TrainConfig(**values)
     from kerascls.models import model_info
+    from kerascls.tflite.export import finetune_plan
     model_info(cfg.arch)  # fail on a bad name before loading data
+    plan = finetune_plan("int8", cfg.data, int(fl.qat), fl.prune_sparsity, 2)  # fail early
     run = train(cfg, overwrite=fl.overwrite)
     print(f"run directory: {run}")
     from kerascls.training.distribute import worker_index
-    if worker_index() == 0:  # other workers of a multi-worker run write no metrics
-        _print_metrics(json.loads((run / "metrics.json").read_text()))
+    if worker_index() != 0:  # other workers of a multi-worker run write no metrics
+        return
+    _print_metrics(json.loads((run / "metrics.json").read_text()))
+    if plan:
+        from kerascls.tflite.export import export_bundle
+        _print_export(export_bundle(run, quantize="int8", qat_epochs=int(fl.qat),
+                                    prune_sparsity=fl.prune_sparsity))
+        print(f"bundle: {run / 'bundle'}")
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -223,8 +240,14 @@ def cmd_export(fl, args) -> None:
     rep = export_bundle(fl.model, fl.output_dir, quantize=fl.quantize, data=fl.data,
                         calibration_samples=fl.calibration_samples,
                         parity_samples=fl.parity_samples, allow_float_ops=fl.allow_float_ops,
-                        qat_epochs=fl.qat_epochs, prune_sparsity=fl.prune_sparsity,
-                        prune_epochs=fl.prune_epochs, finetune_samples=fl.finetune_samples)
+                        qat_epochs=fl.qat_epochs or int(fl.qat),
+                        prune_sparsity=fl.prune_sparsity, prune_epochs=fl.prune_epochs,
+                        finetune_samples=fl.finetune_samples)
+    _print_export(rep)
+
+
+def _print_export(rep: dict) -> None:
+    """The export report in a few lines: fine-tuning, ops, size, latency, parity."""
     if "finetune" in rep:
         f = rep["finetune"]
         extra = (f"  kernel sparsity {f['kernel_sparsity']:.3f}" if f["mode"] == "prune" else "")

@@ -167,10 +167,10 @@ def test_interrupted_write_leaves_old_bundle_and_no_temp(tmp_path, monkeypatch, 
 
 def test_export_flags_reject_bad_combinations():
     with pytest.raises(ValueError, match="not both"):
-        E._finetune_plan("int8", "fashion_mnist", 1, 0.5, 2)
+        E.finetune_plan("int8", "fashion_mnist", 1, 0.5, 2)
     with pytest.raises(ValueError, match="int8 only"):
-        E._finetune_plan("float16", "fashion_mnist", 1, 0.0, 2)
-    assert E._finetune_plan("int8", "d", 0, 0.5, 3) == {"mode": "prune", "epochs": 3,
+        E.finetune_plan("float16", "fashion_mnist", 1, 0.0, 2)
+    assert E.finetune_plan("int8", "d", 0, 0.5, 3) == {"mode": "prune", "epochs": 3,
                                                          "sparsity": 0.5}
 
 
@@ -204,7 +204,7 @@ def test_unsupported_layer_is_named():
 def test_qat_export_is_a_valid_int8_bundle(cli, lenet_file, tmp_path):
     bundle = tmp_path / "qat"
     out = cli("export", f"--model={lenet_file}", "--data=fashion_mnist",
-              f"--output_dir={bundle}", "--qat_epochs=1", *FINETUNE).stdout
+              f"--output_dir={bundle}", "--qat", *FINETUNE).stdout
     assert "qat: 1 epochs on 512 images" in out
     report = _check_int8_bundle(bundle)
     assert report["finetune"]["mode"] == "qat" and report["parity"]["tflite_accuracy"] > 0.5
@@ -220,6 +220,24 @@ def test_pruned_export_reports_its_sparsity(cli, lenet_file, tmp_path):
     f = report["finetune"]
     assert f["mode"] == "prune" and f["target_sparsity"] == 0.5
     assert 0.45 <= f["kernel_sparsity"] <= 0.55
+
+
+@needs_debian
+@pytest.mark.slow
+def test_train_qat_ends_with_a_qat_bundle(cli, tmp_path):
+    run = tmp_path / "run"
+    out = cli("train", "--arch=lenet", "--epochs=1", "--max_train_images=2000",
+              f"--output_dir={run}", "--qat", timeout=900).stdout
+    assert "qat: 1 epochs on" in out and f"bundle: {run / 'bundle'}" in out
+    report = _check_int8_bundle(run / "bundle")
+    assert report["finetune"]["mode"] == "qat"
+
+
+def test_train_refuses_qat_with_pruning_before_training(cli, tmp_path):
+    proc = cli("train", "--arch=lenet", "--qat", "--prune_sparsity=0.5",
+               f"--output_dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 1 and "not both" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "run").exists()
 
 
 def test_int8_hard_swish_is_hard_swish_and_swap_restores():

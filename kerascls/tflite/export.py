@@ -160,7 +160,7 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
     run_dir = run.path.parent if run.config else None
     calib = (sample_images(data, "train", calibration_samples, shape, seed, run_dir)[0]
              if data else None)
-    finetune = _finetune_plan(quantize, data, qat_epochs, prune_sparsity, prune_epochs)
+    finetune = finetune_plan(quantize, data, qat_epochs, prune_sparsity, prune_epochs)
     report: dict = {"quantize": quantize}
     if finetune:
         from kerascls.tflite.tfmot_bridge import finetune_tflite
@@ -183,13 +183,13 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
     return report
 
 
-def _finetune_plan(quantize: str, data: str | None, qat_epochs: int, prune_sparsity: float,
+def finetune_plan(quantize: str, data: str | None, qat_epochs: int, prune_sparsity: float,
                    prune_epochs: int) -> dict | None:
     """The bridge arguments for QAT or pruning, or None for a plain conversion."""
     if not qat_epochs and not prune_sparsity:
         return None
     if qat_epochs and prune_sparsity:
-        raise ValueError("pass either --qat_epochs or --prune_sparsity, not both")
+        raise ValueError("pass either --qat (--qat_epochs) or --prune_sparsity, not both")
     if quantize != "int8":
         raise ValueError("QAT and pruning export int8 only: use --quantize int8")
     if not data:

@@ -265,6 +265,10 @@ def _print_export(rep: dict) -> None:
         print(f"parity on {p['images']} held-out images: top-1 agreement "
               f"{p['top1_agreement']:.4f}, max prob diff {p['max_prob_diff']:.4f}, "
               f"accuracy keras {p['keras_accuracy']:.4f} / tflite {p['tflite_accuracy']:.4f}")
+        drop = 100 * (p["keras_accuracy"] - p["tflite_accuracy"])
+        if drop > 1.0 and rep["quantize"] == "int8" and "finetune" not in rep:
+            print(f"warning: int8 loses {drop:.2f} points of accuracy; outlier activations "
+                  "squeeze int8's per-tensor ranges: try --qat (quantization-aware fine-tuning)")
 
 
 def cmd_predict(fl, args) -> None:

@@ -186,3 +186,27 @@ def test_one_model_per_family_builds_under_jax():
 @pytest.mark.slow
 def test_every_model_builds_under_jax():
     _run_under_jax({name: {} for name in NAMES})
+
+
+def test_load_model_registers_the_custom_layers(tmp_path):
+    """``kerascls.load_model`` loads a saved model in a fresh process, where plain
+    ``keras.saving.load_model`` cannot find ImagePreprocessing and friends."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    import kerascls
+    model = kerascls.create_model("mobilenetv3_small", 3, (32, 32, 3))
+    (tmp_path / "run").mkdir()
+    model.save(tmp_path / "run" / "model.keras")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", np.asarray(model(x)))
+    code = ("import sys, numpy as np, kerascls; m = kerascls.load_model(sys.argv[1]); "
+            "d = sys.argv[2]; print(np.abs(np.asarray(m(np.load(d + '/x.npy'))) "
+            "- np.load(d + '/y.npy')).max())")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) < 1e-5

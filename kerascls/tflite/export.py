@@ -38,16 +38,13 @@ class LoadedRun:
 
 def load_run(model_path: str | Path):
     """Load ``RUN_DIR`` (model.keras + config.json) or a bare ``.keras`` file."""
-    import keras
-
-    import kerascls.layers  # noqa: F401  (registers the custom layers for loading)
-    import kerascls.models  # noqa: F401  (and the families' own layers)
+    import kerascls
     from kerascls.training.config import TrainConfig
     path = Path(model_path)
     file = path / "model.keras" if path.is_dir() else path
     if not file.exists():
         raise FileNotFoundError(f"no model at {file} (give a run directory or a .keras file)")
-    model = keras.saving.load_model(file, safe_mode=True, compile=False)
+    model = kerascls.load_model(file)
     cfg_dir = file.parent
     cfg = TrainConfig.load(cfg_dir) if (cfg_dir / "config.json").exists() else None
     return LoadedRun(model, cfg, file)

@@ -52,3 +52,56 @@ def test_report_with_an_empty_class(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "empty_filter.csv")))
     assert rows[0].keys() == {"threshold", "discarded", "precision", "recall", "animals_lost"}
     assert any(line.startswith("empty filter:") for line in summary_lines(rep))
+
+
+def _render(folder, rows: list[tuple[str, tuple[str, ...]]]) -> None:
+    """32×32 pictures: a red square for deer, a blue bar for fox, noise only for empty."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    lines = ["filepath,label"]
+    for name, labels in rows:
+        img = rng.integers(60, 120, (32, 32, 3)).astype(np.uint8)
+        if "deer" in labels:
+            img[4:14, 4:14] = (220, 30, 30)
+        if "fox" in labels:
+            img[18:28, 6:26] = (30, 30, 220)
+        Image.fromarray(img).save(folder / name)
+        lines.append(f"{name},{'|'.join(labels)}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_multilabel_run_evaluates_per_class_ap(cli, tmp_path):
+    sets = [("deer",), ("fox",), ("deer", "fox"), ("empty",)]
+    _render(tmp_path, [(f"{i}.png", sets[i % 4]) for i in range(160)])
+    run = tmp_path / "run"
+    cli("train", f"--data=csv:{tmp_path / 'labels.csv'}", "--arch=small_cnn", "--epochs=3",
+        "--batch_size=16", "--model_arg", "task=multilabel", "--test_fraction=0.25",
+        f"--output_dir={run}", timeout=600)
+    out = cli("evaluate", f"--model={run}").stdout
+    assert "mAP:" in out and "exact match:" in out
+    rep = json.loads((run / "eval" / "metrics.json").read_text())
+    assert rep["task"] == "multilabel" and rep["class_names"] == ["deer", "empty", "fox"]
+    assert rep["count"] >= 30 and 0 <= rep["exact_match"] <= 1
+    rows = list(csv.DictReader(open(run / "eval" / "per_class.csv")))
+    assert [r["class"] for r in rows] == ["deer", "empty", "fox"]
+    support = {r["class"]: int(r["support"]) for r in rows}
+    assert support["deer"] > support["empty"] > 0  # deer is in half the images, empty in a quarter
+    assert rep["mAP"] > 0.6  # three easy cues: well above the ~0.4 of random scores
+    assert not (run / "eval" / "confusion_matrix.png").exists()
+
+
+def test_binary_run_evaluates_both_classes(cli, tmp_path):
+    _render(tmp_path, [(f"{i}.png", ("deer",) if i % 2 else ("empty",)) for i in range(120)])
+    run = tmp_path / "run"
+    cli("train", f"--data=csv:{tmp_path / 'labels.csv'}", "--arch=small_cnn", "--epochs=3",
+        "--batch_size=16", "--model_arg", "task=binary", "--test_fraction=0.25",
+        f"--output_dir={run}", timeout=600)
+    cli("evaluate", f"--model={run}")
+    rep = json.loads((run / "eval" / "metrics.json").read_text())
+    assert rep["class_names"] == ["deer", "empty"] and rep["empty_class"] == "empty"
+    assert np.asarray(rep["confusion_matrix"]).shape == (2, 2)
+    assert rep["accuracy"] > 0.8 and rep["count"] == np.asarray(rep["confusion_matrix"]).sum()
+    cli("export", f"--model={run}", "--calibration_samples=32", "--parity_samples=500")
+    parity = json.loads((run / "bundle" / "report.json").read_text())["parity"]
+    assert parity["images"] == rep["count"]  # the same held-out images
+    assert parity["keras_accuracy"] == pytest.approx(rep["accuracy"])

@@ -83,3 +83,31 @@ def test_unknown_labels_are_skipped():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
     rep = M.classification_report(probs, [0, 1, -1], ["a", "b"])
     assert rep["count"] == 2 and rep["skipped_unknown_labels"] == 1 and rep["accuracy"] == 1.0
+
+
+def test_average_precision_by_hand():
+    # ranks: pos, neg, pos, neg -> precisions at the positives 1/1 and 2/3
+    assert M.average_precision(np.array([0.9, 0.8, 0.7, 0.1]),
+                               np.array([1, 0, 1, 0])) == pytest.approx((1 + 2 / 3) / 2)
+    assert M.average_precision(np.array([0.2, 0.1]), np.array([1, 1])) == 1.0
+    assert np.isnan(M.average_precision(np.array([0.2, 0.1]), np.array([0, 0])))
+
+
+def test_multilabel_report():
+    y = np.array([[1, 0, 1], [1, 0, 0], [0, 1, 0], [1, 0, 0]])
+    probs = np.array([[0.9, 0.1, 0.6], [0.8, 0.3, 0.4], [0.2, 0.7, 0.1], [0.4, 0.1, 0.2]])
+    rep = M.multilabel_report(probs, y, ["deer", "empty", "fox"])
+    rows = {r["class"]: r for r in rep["per_class"]}
+    assert rows["deer"]["recall"] == pytest.approx(2 / 3) and rows["deer"]["precision"] == 1
+    assert rows["fox"]["f1"] == 1.0 and rows["empty"]["support"] == 1
+    assert rep["exact_match"] == 0.75 and rep["mAP"] == 1.0  # every positive ranks first
+    assert rep["micro_f1"] == pytest.approx(2 * 4 / (2 * 4 + 0 + 1))
+    p_obs = np.where(y > 0, probs, 1 - probs)
+    assert rep["loss"] == pytest.approx(-np.log(p_obs).mean())
+
+
+def test_binary_head_becomes_two_classes():
+    probs = M.two_class(np.array([[0.9], [0.2]]))
+    np.testing.assert_allclose(probs, [[0.1, 0.9], [0.8, 0.2]])
+    rep = M.classification_report(probs, np.array([1, 1]), ["empty", "animal"])
+    assert rep["accuracy"] == 0.5 and rep["empty_class"] == "empty"

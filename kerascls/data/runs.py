@@ -104,11 +104,13 @@ def sample_records(spec: str, split: str, count: int, seed: int, run_dir: Path |
 
 
 def sample_file_images(spec: str, split: str, count: int, shape, seed: int = 0,
-                       run_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       run_dir: Path | None = None,
+                       multi_hot: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Images (resized as the run trained) and class indices of a file source's split.
 
     Class indices follow the run's class list (config.json), so they match the model's
-    outputs; a record's first label is its class.
+    outputs; a record's first label is its class, or with ``multi_hot`` its labels give a
+    K-hot row (records with a label outside the class list are left out).
     """
     from kerascls.training.config import TrainConfig
     cfg_file = Path(run_dir) / "config.json" if run_dir else None
@@ -117,6 +119,11 @@ def sample_file_images(spec: str, split: str, count: int, shape, seed: int = 0,
     names = cfg.class_names or sorted({r.labels[0] for r in records})
     opts = PipelineOptions(tuple(shape[:2]), 64, resize=cfg.resize, channels=int(shape[2]),
                            cache="none")
-    y = np.array([names.index(r.labels[0]) if r.labels[0] in names else -1 for r in records])
+    if multi_hot:
+        records = [r for r in records if set(r.labels) <= set(names)]
+        y = encode_labels(records, names, "multilabel")
+    else:
+        y = np.array([names.index(r.labels[0]) if r.labels[0] in names else -1
+                      for r in records])
     xs = [np.asarray(x, np.float32) for x, _ in file_dataset(records, y, opts)]
     return np.concatenate(xs), y

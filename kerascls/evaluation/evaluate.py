@@ -32,9 +32,12 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
     pred = _predict_tflite(path, data, split) if _is_tflite(path) else \
         _predict_keras(path, data, split, batch_size)
     probs, y, names = pred["probs"], pred["y"], pred["class_names"]
+    if np.ndim(y) == 1:
+        probs = M.two_class(probs)  # a binary head's p(class 1) → both classes
     names = names if len(names) == probs.shape[-1] else [str(i) for i in range(probs.shape[-1])]
-    report = {"model": pred["model"], "data": pred["data"], "split": split,
-              **M.classification_report(probs, y, names)}
+    metrics = (M.multilabel_report(probs, y, names) if np.ndim(y) == 2
+               else M.classification_report(probs, y, names))
+    report = {"model": pred["model"], "data": pred["data"], "split": split, **metrics}
     out = Path(output_dir) if output_dir else _default_report_dir(path, pred["run_dir"])
     write_report(report, out)
     report["output_dir"] = str(out)
@@ -59,13 +62,16 @@ def write_report(report: dict, out: Path) -> None:
     M.write_csv(report["per_class"], out / "per_class.csv")
     if "empty_filter" in report:
         M.write_csv(report["empty_filter"], out / "empty_filter.csv")
-    plots.confusion_png(np.asarray(report["confusion_matrix"]), report["class_names"],
-                        out / "confusion_matrix.png")
+    if "confusion_matrix" in report:  # multi-label runs have per-class rows instead
+        plots.confusion_png(np.asarray(report["confusion_matrix"]), report["class_names"],
+                            out / "confusion_matrix.png")
     plots.reliability_png(report["reliability"], report["ece"], out / "reliability.png")
 
 
 def summary_lines(report: dict) -> list[str]:
     """The short summary ``kerascls evaluate`` prints."""
+    if report.get("task") == "multilabel":
+        return _multilabel_summary(report)
     lines = [f"model: {report['model']}  data: {report['data']}:{report['split']}",
              f"test accuracy: {report['accuracy']:.4f}  top-5: {report['top5_accuracy']:.4f}  "
              f"loss: {report['loss']:.4f}  images: {report['count']}",
@@ -84,14 +90,30 @@ def summary_lines(report: dict) -> list[str]:
     return lines
 
 
+def _multilabel_summary(report: dict) -> list[str]:
+    rated = [r for r in report["per_class"] if r["ap"] == r["ap"]]  # not NaN
+    lines = [f"model: {report['model']}  data: {report['data']}:{report['split']}",
+             f"mAP: {report['mAP']:.4f}  micro-F1: {report['micro_f1']:.4f}  macro-F1: "
+             f"{report['macro_f1']:.4f}  exact match: {report['exact_match']:.4f}  "
+             f"images: {report['count']}",
+             f"loss (cross-entropy per label): {report['loss']:.4f}  ECE: {report['ece']:.4f}"]
+    if rated:
+        worst = min(rated, key=lambda r: r["ap"])
+        lines.append(f"lowest AP: {worst['class']} {worst['ap']:.3f}")
+    return lines + [f"report: {report.get('output_dir', '')}"]
+
+
 def _predict_keras(path: Path, data: str | None, split: str, batch_size: int) -> dict:
+    from kerascls.data.runs import task_of
     from kerascls.tflite.export import load_run, sample_images
     run = load_run(path)
     data = data or (run.config.data if run.config else None)
     if not data:
         raise ValueError("no data to evaluate on: pass --data")
     shape = tuple(int(d) for d in run.model.input_shape[1:])
-    x, y = sample_images(data, split, 10**9, shape, run_dir=run.path.parent)
+    multi_hot = bool(run.config) and task_of(run.config) == "multilabel"
+    x, y = sample_images(data, split, 10**9, shape, run_dir=run.path.parent,
+                         multi_hot=multi_hot)
     probs = run.model.predict(x, batch_size=batch_size, verbose=0)
     names = list(run.config.class_names) if run.config else _source_names(data)
     return {"probs": np.asarray(probs), "y": y, "class_names": names, "model": str(path),
@@ -115,7 +137,10 @@ def _predict_tflite(path: Path, data: str | None, split: str) -> dict:
         raise ValueError("no data to evaluate on: pass --data")
     it = A.interpreter(str(file))
     shape = tuple(int(d) for d in it.get_input_details()[0]["shape"][1:])
-    x, y = sample_images(data, split, 10**9, shape, run_dir=file.parent.parent)
+    meta = file.parent / "model.json"
+    task = json.loads(meta.read_text()).get("task") if meta.exists() else None
+    x, y = sample_images(data, split, 10**9, shape, run_dir=file.parent.parent,
+                         multi_hot=task == "multilabel")
     labels = file.parent / "labels.txt"
     names = labels.read_text().splitlines() if labels.exists() else []
     return {"probs": np.asarray(A.run_batch(it, x)), "y": y, "class_names": names,

@@ -147,6 +147,60 @@ def classification_report(probs: np.ndarray, y, class_names: list[str]) -> dict:
     return report
 
 
+def two_class(probs: np.ndarray) -> np.ndarray:
+    """A binary head's p(class 1) as the (N, 2) probabilities the multiclass report takes."""
+    probs = np.asarray(probs, np.float64).reshape(len(probs), -1)
+    return np.concatenate([1.0 - probs, probs], axis=1) if probs.shape[1] == 1 else probs
+
+
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the precision-recall curve, Σ_n (R_n − R_{n−1}) · P_n (scikit-learn's AP).
+
+    NaN for a class with no positive image: it has no recall to average over.
+    """
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    pos = np.asarray(positive, bool)[order]
+    if not pos.any():
+        return float("nan")
+    precision = np.cumsum(pos) / np.arange(1, len(pos) + 1)
+    return float(precision[pos].sum() / pos.sum())
+
+
+def _prf(tp, fp, fn) -> tuple:
+    tp, fp, fn = (np.asarray(v, np.float64) for v in (tp, fp, fn))
+    p = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
+    r = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
+    f = np.divide(2 * p * r, p + r, out=np.zeros_like(tp), where=(p + r) > 0)
+    return p, r, f
+
+
+def multilabel_report(probs: np.ndarray, y: np.ndarray, class_names: list[str],
+                      threshold: float = 0.5) -> dict:
+    """Every metric of a multi-label evaluation (K-hot ``y``, one sigmoid per class).
+
+    Per class: average precision, and precision/recall/F1 at ``threshold``; overall: mAP
+    (mean AP over classes with a positive image), micro and macro F1, exact-match ratio
+    (every label right), the binary cross-entropy per label as ``loss``, its likelihood,
+    and the ECE of the (image, class) decisions.
+    """
+    probs = np.asarray(probs, np.float64).reshape(len(y), -1)
+    truth, pred = np.asarray(y) > 0.5, probs >= threshold
+    tp, fp, fn = (np.sum(a & b, 0) for a, b in ((pred, truth), (pred, ~truth), (~pred, truth)))
+    p, r, f = _prf(tp, fp, fn)
+    ap = [average_precision(probs[:, c], truth[:, c]) for c in range(probs.shape[1])]
+    rows = [{"class": n, "ap": a, "precision": float(pc), "recall": float(rc), "f1": float(fc),
+             "support": int(s)} for n, a, pc, rc, fc, s in zip(class_names, ap, p, r, f,
+                                                                truth.sum(0))]
+    micro = _prf(tp.sum(), fp.sum(), fn.sum())
+    lik = likelihood_report(np.where(truth, probs, 1.0 - probs).ravel())
+    cal = calibration(two_class(probs.reshape(-1, 1)), truth.reshape(-1).astype(int))
+    return {"task": "multilabel", "mAP": float(np.nanmean(ap)) if not np.isnan(ap).all()
+            else float("nan"), "micro_f1": float(micro[2]), "macro_f1": float(f.mean()),
+            "exact_match": float(np.mean(np.all(pred == truth, 1))), "threshold": threshold,
+            "count": int(len(truth)), "loss": lik["nll"], **lik, "ece": cal["ece"],
+            "reliability": cal["bins"], "per_class": rows, "class_names": list(class_names)}
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     """Rows of dicts to a CSV file (header from the first row)."""
     with open(path, "w", newline="") as f:

@@ -51,17 +51,18 @@ def load_run(model_path: str | Path):
 
 
 def sample_images(data_spec: str, split: str, count: int, shape, seed: int = 0,
-                  run_dir: Path | None = None) -> tuple:
+                  run_dir: Path | None = None, multi_hot: bool = False) -> tuple:
     """``count`` seeded images (resized to ``shape``, float 0–255) and labels of a split.
 
     For image-file sources the split is the run's own list (``RUN/splits/SPLIT.csv``),
-    decoded and resized exactly as in training.
+    decoded and resized exactly as in training; ``multi_hot`` gives their K-hot labels
+    (multi-label runs) instead of the first label's index.
     """
     from kerascls.data.pipeline import array_dataset
     from kerascls.data.runs import sample_file_images
     from kerascls.data.sources import is_file_spec, load_source
     if is_file_spec(data_spec):
-        return sample_file_images(data_spec, split, count, shape, seed, run_dir)
+        return sample_file_images(data_spec, split, count, shape, seed, run_dir, multi_hot)
     x, y = load_source(data_spec).split(split)
     idx = np.random.default_rng(seed).permutation(len(y))[:count]
     ds = array_dataset(x[idx], y[idx], 256, training=False, image_size=tuple(shape[:2]),
@@ -75,11 +76,16 @@ def parity(model, tflite: bytes, images: np.ndarray, labels: np.ndarray) -> dict
     ref = np.asarray(model.predict(images, batch_size=256, verbose=0), np.float32)
     got = A.run_batch(A.interpreter(tflite), images)
     ref, got = ref.reshape(len(images), -1), got.reshape(len(images), -1)
-    top_ref, top_got = ref.argmax(-1), got.argmax(-1)
+    top_ref, top_got = _top1(ref), _top1(got)
     return {"images": int(len(images)), "top1_agreement": float(np.mean(top_ref == top_got)),
             "max_prob_diff": float(np.max(np.abs(ref - got))),
             "keras_accuracy": float(np.mean(top_ref == labels)),
             "tflite_accuracy": float(np.mean(top_got == labels))}
+
+
+def _top1(probs: np.ndarray) -> np.ndarray:
+    """The predicted class: argmax, or p ≥ 0.5 for a binary head's single output."""
+    return (probs[:, 0] >= 0.5).astype(int) if probs.shape[1] == 1 else probs.argmax(-1)
 
 
 def contract(run: LoadedRun, quantize: str) -> dict:

@@ -59,26 +59,34 @@ def undelegated_ops(model: bytes | str, threads: int = 2) -> dict:
     it = interpreter(model, threads)
     ops = it._get_ops_details()
     delegates = [o for o in ops if o["op_name"] == "DELEGATE"]
-    d_in = {t for o in delegates for t in o["inputs"]}
-    d_out = {t for o in delegates for t in o["outputs"]}
-    graph_out = {d["index"] for d in it.get_output_details()}
     own = [o for o in ops if o["op_name"] != "DELEGATE"]
+    graph_out = {int(d["index"]) for d in it.get_output_details()}
+    counts: dict[str, int] = {}
+    for op in _outside(own, delegates, graph_out):
+        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
+    return {"partitions": len(delegates), "ops": counts}
+
+
+def _outside(own: list[dict], delegates: list[dict], graph_out: set[int]) -> list[dict]:
+    """The ops no delegate node covers, found backwards from the tensors that cross over.
+
+    An op is outside when it writes a delegate's input or the graph's output (or feeds an
+    op that is outside) but none of the delegates' outputs: tensors internal to a delegated
+    partition never appear in its node's inputs or outputs.
+    """
+    d_in = {int(t) for o in delegates for t in o["inputs"]}
+    d_out = {int(t) for o in delegates for t in o["outputs"]}
     consumers: dict[int, list[int]] = {}
     for i, o in enumerate(own):
         for t in o["inputs"]:
             consumers.setdefault(int(t), []).append(i)
     outside: set[int] = set()
-    for i in reversed(range(len(own))):  # an op feeding a delegate (or the output) from outside
+    for i in reversed(range(len(own))):  # execution order reversed: consumers come first
         outs = {int(t) for t in own[i]["outputs"]}
-        if outs & d_out:
-            continue
-        if outs & (d_in | graph_out) or any(c in outside for t in outs
-                                            for c in consumers.get(t, ())):
+        if not outs & d_out and (outs & (d_in | graph_out) or any(
+                c in outside for t in outs for c in consumers.get(t, ()))):
             outside.add(i)
-    counts: dict[str, int] = {}
-    for i in sorted(outside):
-        counts[own[i]["op_name"]] = counts.get(own[i]["op_name"], 0) + 1
-    return {"partitions": len(delegates), "ops": counts}
+    return [own[i] for i in sorted(outside)]
 
 
 def non_integer_ops(audit: list[dict]) -> list[dict]:

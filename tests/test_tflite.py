@@ -282,9 +282,9 @@ for q in ("int8", "none"):
               "xnnpack": A.undelegated_ops(blob)}
     if q == "int8":
         it = A.interpreter(blob)
-        probs = A.run_batch(it, imgs[48:])
+        logits = A.run_batch(it, imgs[48:])
         ref = np.asarray(model(imgs[48:]))
-        out[q]["corr"] = float(np.corrcoef(probs.ravel(), ref.ravel())[0, 1])
+        out[q]["corr"] = float(np.corrcoef(logits.ravel(), ref.ravel())[0, 1])
 print(json.dumps(out))
 """
 

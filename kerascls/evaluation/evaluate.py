@@ -32,10 +32,11 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
     pred = _predict_tflite(path, data, split) if _is_tflite(path) else \
         _predict_keras(path, data, split, batch_size)
     probs, y, names = pred["probs"], pred["y"], pred["class_names"]
-    if np.ndim(y) == 1:
+    multilabel = np.ndim(y) == 2  # K-hot labels
+    if not multilabel:
         probs = M.two_class(probs)  # a binary head's p(class 1) → both classes
     names = names if len(names) == probs.shape[-1] else [str(i) for i in range(probs.shape[-1])]
-    metrics = (M.multilabel_report(probs, y, names) if np.ndim(y) == 2
+    metrics = (M.multilabel_report(probs, y, names) if multilabel
                else M.classification_report(probs, y, names))
     report = {"model": pred["model"], "data": pred["data"], "split": split, **metrics}
     out = Path(output_dir) if output_dir else _default_report_dir(path, pred["run_dir"])

@@ -7,8 +7,8 @@ with bias) after pooling — so keras' weight files load through ``kerascls.mode
 (their ``conv_2``/``logits`` 1×1 convs map onto our Dense ``conv_2``/``head``).
 
 Hard-swish is Keras' ``hard_swish`` activation: the TFLite converter fuses it into one
-``HARD_SWISH`` op, which XNNPACK runs in float32 only, so int8 export spells it as MUL and
-ADD+RELU6 instead (``kerascls.tflite.convert.int8_friendly_activations``).
+``HARD_SWISH`` op, which XNNPACK runs in float32 only, so int8 export spells it as
+SUB+RELU6 and two MULs instead (``kerascls.tflite.convert.int8_friendly_activations``).
 
 Parameter counts: keras.applications' ``count_params()`` (Small 2,554,968, Large
 5,507,432) includes BatchNorm moving statistics; ``params=`` is the PyTorch convention the

@@ -183,7 +183,17 @@ def test_squeeze_excite_formula():
     w1, b1, w2, b2 = layer.get_weights()
     s = np.maximum(x.mean((1, 2)) @ w1 + b1, 0) @ w2 + b2
     np.testing.assert_allclose(y, x * (1 / (1 + np.exp(-s)))[:, None, None], rtol=1e-5)
-    assert SqueezeExcite().build((None, 4, 4, 64)) is None  # 64/16 = 4 → rounded up to 8
+
+
+@pytest.mark.parametrize("channels, rd", [(64, 8), (256, 16), (200, 16), (16, 8), (1000, 64)])
+def test_squeeze_excite_bottleneck_width(channels, rd):
+    # timm: make_divisible(C/16, 8, round_limit=0) — 64/16 = 4 rounds up to the minimum 8,
+    # 200/16 = 12.5 to the nearest multiple 16, 1000/16 = 62.5 to 64
+    layer = SqueezeExcite()
+    layer.build((None, 4, 4, channels))
+    w1, b1, w2, b2 = layer.get_weights()
+    assert w1.shape == (channels, rd) and b1.shape == (rd,)
+    assert w2.shape == (rd, channels) and b2.shape == (channels,)
 
 
 JAX_SCRIPT = textwrap.dedent("""

@@ -1,4 +1,11 @@
-"""Fault tolerance: ``kill -9`` mid-epoch, then the same command resumes and finishes."""
+"""Fault tolerance: ``kill -9`` mid-epoch, then the same command resumes and finishes.
+
+The kill happens at a fixed point, not after polling a file: Keras writes
+``training_metadata.json`` non-atomically, so a test that polls it can read half a file. The
+first run goes through a small launcher that SIGKILLs its own process right after the step
+checkpoint at a chosen (epoch, batch) has been written — the real training code runs
+unchanged up to the kill, which lands exactly as an outside ``kill -9`` would.
+"""
 
 from __future__ import annotations
 
@@ -8,53 +15,68 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import textwrap
 
 from tests.conftest import ROOT
 from tests.test_fashion_mnist import needs_debian
 
+KILL_EPOCH, KILL_BATCH = 1, 25  # second epoch, well after its first step checkpoint
 
-def _train_cmd(run) -> list[str]:
-    return [sys.executable, "-m", "kerascls.cli", "train", "--epochs=3",
-            "--max_train_images=4000", "--batch_size=64", "--checkpoint_every_steps=10",
-            f"--output_dir={run}"]
+# Runs `kerascls ARGS` and kills itself once Backup has saved at batch >= KILL_BATCH of epoch
+# KILL_EPOCH (checkpoints fall every 10 steps, so batches 19 and 29 of that epoch).
+LAUNCHER = textwrap.dedent("""
+    import os, signal, sys
+    from kerascls.training import callbacks
+    from kerascls import cli
+
+    epoch_at, batch_at = int(sys.argv[1]), int(sys.argv[2])
+    save = callbacks.Backup._save_model
+    begin = callbacks.Backup.on_epoch_begin
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._test_epoch = epoch
+        begin(self, epoch, logs)
+
+    def _save_model(self):
+        save(self)
+        if getattr(self, "_test_epoch", -1) == epoch_at and self._last_batch_seen >= batch_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    callbacks.Backup.on_epoch_begin = on_epoch_begin
+    callbacks.Backup._save_model = _save_model
+    cli.run(["kerascls", *sys.argv[3:]])
+""")
 
 
-def _wait_for_checkpoint_in_epoch_2(run, proc, timeout=240) -> None:
-    """Until a step checkpoint of the second epoch is on disk (history has epoch 0)."""
-    meta = run / "backup" / "training_metadata.json"
-    end = time.time() + timeout
-    while time.time() < end and proc.poll() is None:
-        if (run / "history.csv").exists() and meta.exists():
-            state = json.loads(meta.read_text())
-            if state["epoch"] == 1 and state["batch"] > 0:
-                return
-        time.sleep(0.1)
-    raise AssertionError("no mid-epoch checkpoint seen")
+def _train_args(run) -> list[str]:
+    return ["train", "--epochs=3", "--max_train_images=4000", "--batch_size=64",
+            "--checkpoint_every_steps=10", f"--output_dir={run}"]
+
+
+def _history_epochs(run) -> list[int]:
+    with open(run / "history.csv", newline="") as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
 
 
 @needs_debian
 def test_kill_9_mid_epoch_then_resume(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(_train_cmd(run), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_checkpoint_in_epoch_2(run, proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    killed = subprocess.run([sys.executable, "-c", LAUNCHER, str(KILL_EPOCH), str(KILL_BATCH),
+                             *_train_args(run)], env=env, cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert not (run / "model.keras").exists()
-    rows = list(csv.DictReader(open(run / "history.csv")))
-    assert [int(r["epoch"]) for r in rows] == [0]
+    assert _history_epochs(run) == [0]
+    state = json.loads((run / "backup" / "training_metadata.json").read_text())
+    assert state["epoch"] == KILL_EPOCH and state["batch"] >= KILL_BATCH  # a mid-epoch step
+    first_row = (run / "history.csv").read_text().splitlines()[1]
 
-    done = subprocess.run(_train_cmd(run), env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-m", "kerascls.cli", *_train_args(run)], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Epoch 1/3" not in done.stdout and "Epoch 2/3" in done.stdout  # resumed, not restarted
-    rows = list(csv.DictReader(open(run / "history.csv")))
-    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # each planned epoch exactly once
+    assert _history_epochs(run) == [0, 1, 2]  # each planned epoch exactly once
+    assert (run / "history.csv").read_text().splitlines()[1] == first_row  # epoch 0 kept as is
     assert (run / "model.keras").exists() and not (run / "backup").exists()
     assert json.loads((run / "metrics.json").read_text())["accuracy"] > 0.5

@@ -40,7 +40,7 @@ def _build_params(names: list[str]) -> list:
 
 def small_size(name: str) -> int:
     """32×32, or the smallest input a family declares (AlexNet's stride-4 stem needs 63)."""
-    return max(SMALL, getattr(model_info(name).builder, "min_input_size", SMALL))
+    return max(SMALL, model_info(name).min_input_size)
 
 
 # Entries whose reference count is not at 1000 classes (until ModelInfo records it).
@@ -151,7 +151,7 @@ JAX_SCRIPT = textwrap.dedent("""
     from kerascls.models import create_model, model_info
     failures = []
     for name, options in json.loads(sys.argv[1]).items():
-        size = max(32, getattr(model_info(name).builder, "min_input_size", 32))
+        size = max(32, model_info(name).min_input_size)
         try:
             model = create_model(name, 3, (size, size, 3), **options)
             x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype("float32")

@@ -16,7 +16,7 @@ FEATURES = ((64, 11, 4, True), (192, 5, 1, True), (384, 3, 1, False),
             (256, 3, 1, False), (256, 3, 1, True))
 
 
-@register_model(family="alexnet", input_size=224, params=61_100_840,
+@register_model(family="alexnet", input_size=224, params=61_100_840, min_input_size=63,
                 paper="Krizhevsky 2014, One weird trick for parallelizing CNNs",
                 matches="torchvision.models.alexnet")
 def alexnet(x, *, norm: str | None = "none", attention: str | None = None,
@@ -25,7 +25,7 @@ def alexnet(x, *, norm: str | None = "none", attention: str | None = None,
 
     conv1's padding is explicit (2 pixels, as torchvision) because "same" would give
     56×56 instead of 55×55 at 224. The smallest input that fits the three 3×3/2 pools
-    is 63×63 (``min_input_size``).
+    is 63×63 (the registry's ``min_input_size``).
     """
     for i, (filters, kernel, stride, pool) in enumerate(FEATURES):
         name = f"conv{i + 1}"
@@ -39,5 +39,3 @@ def alexnet(x, *, norm: str | None = "none", attention: str | None = None,
     x = keras.layers.Flatten(name="flatten")(x)
     return mlp(x, fc_widths, dropout=dropout)
 
-
-alexnet.min_input_size = 63

@@ -93,8 +93,6 @@ def convnext(x, *, size: str = "tiny", version: int = 1, norm: str | None = "lay
     return _norm(x, norm, f"{prefix}_head_layernorm")
 
 
-convnext.min_input_size = 32  # four stride-2 (or 4) reductions: 32 → 1×1
-
 _PAPERS = {1: "Liu et al. 2022, A ConvNet for the 2020s (arXiv:2201.03545)",
            2: "Woo et al. 2023, ConvNeXt V2 (arXiv:2301.00808)"}
 
@@ -118,4 +116,5 @@ _VARIANTS = (
 for _name, _size, _version, _params, _matches in _VARIANTS:
     register_model(_name, family="convnext" if _version == 1 else "convnextv2",
                    paper=_PAPERS[_version], params=_params, matches=_matches,
+                   min_input_size=32,  # valid 4×4/4 stem, three 2×2/2 downsamplings
                    size=_size, version=_version, prefix=_name)(convnext)

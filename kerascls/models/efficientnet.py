@@ -180,5 +180,6 @@ for _n, _w, _d, _res, _drop, _lite, _params, _keras in _VARIANTS:
             "statistics + 7 Normalization values)") if _keras else f"timm tf_{_n}"
     register_model(_n, family="efficientnet_lite" if _lite else "efficientnet",
                    paper=_PAPERS[_lite], input_size=_res, params=_params, matches=_ref,
+                   min_input_size=32,  # total stride 32, as keras.applications' min_size
                    width=_w, depth=_d, dropout=_drop, lite=_lite,
                    attention=None if _lite else "se")(efficientnet)

@@ -17,6 +17,10 @@ import keras
 from kerascls.layers.preprocessing import ImagePreprocessing
 
 TASKS = ("multiclass", "binary", "multilabel")
+# Largest input side create_model and the CLI accept: a 4096×4096 image already needs
+# gigabytes of activations per image in the first layers of most families.
+MAX_INPUT_SIZE = 4096
+
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,16 @@ class ModelInfo:
     ref_params: int | None = None
     matches: str = ""
     defaults: dict = field(default_factory=dict)
+    min_input_size: int = 1
+    min_input_overrides: dict = field(default_factory=dict)
+
+    def min_size(self, **overrides: Any) -> int:
+        """Smallest input side for these family options (e.g. resnet ``stem_kind="small"``)."""
+        options = {**self.defaults, **overrides}
+        for (key, value), size in self.min_input_overrides.items():
+            if options.get(key) == value:
+                return size
+        return self.min_input_size
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -38,13 +52,18 @@ _REGISTRY: dict[str, ModelInfo] = {}
 
 def register_model(name: str | None = None, *, family: str, paper: str = "",
                    input_size: int = 224, params: int | None = None,
-                   matches: str = "", **defaults: Any) -> Callable:
+                   matches: str = "", min_input_size: int = 1,
+                   min_input_overrides: dict | None = None, **defaults: Any) -> Callable:
     """Register a backbone builder under ``name`` (default: the function's name).
 
     ``defaults`` are keyword arguments bound into the builder for this name, which is
     how variants become rows of data: ``register_model("vgg16", cfg="D", ...)(build_vgg)``.
     ``params`` is the reference parameter count at ``input_size`` and 1000 classes
     (or the count the family's tests name), checked by the test suite.
+    ``min_input_size`` is the smallest square input side that builds and that every
+    downsampling stage divides into at least one pixel (the product of the strides, or more
+    where valid convolutions need it); ``min_input_overrides`` maps ``(option, value)`` to
+    the minimum under that option. The test suite builds every name at min and min - 1.
     """
 
     def decorator(builder: Callable) -> Callable:
@@ -52,7 +71,8 @@ def register_model(name: str | None = None, *, family: str, paper: str = "",
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} is already registered")
         _REGISTRY[key] = ModelInfo(key, builder, family, paper, input_size, params,
-                                   matches, dict(defaults))
+                                   matches, dict(defaults), min_input_size,
+                                   dict(min_input_overrides or {}))
         return builder
 
     return decorator
@@ -77,6 +97,23 @@ def model_info(name: str) -> ModelInfo:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"unknown model {name!r}{hint} (see `kerascls models`)")
     return _REGISTRY[name]
+
+
+def check_input_size(name: str, height: int | None, width: int | None,
+                     **overrides: Any) -> None:
+    """Refuse, in one line naming the limit, an input ``name`` cannot take.
+
+    Below the minimum Keras fails deep in a pooling layer ("Computed output size would be
+    zero or negative"); above ``MAX_INPUT_SIZE`` memory runs out. ``None`` (dynamic) passes.
+    """
+    least = model_info(name).min_size(**overrides)
+    sides = [s for s in (height, width) if s is not None]
+    if any(s < least for s in sides):
+        raise ValueError(f"{name} needs an input of at least {least}×{least} pixels; "
+                         f"got {height}×{width}")
+    if any(s > MAX_INPUT_SIZE for s in sides):
+        raise ValueError(f"input {height}×{width} is above the largest size kerascls builds, "
+                         f"{MAX_INPUT_SIZE}×{MAX_INPUT_SIZE}")
 
 
 def _head(x, num_classes: int, task: str, logits: bool):
@@ -111,8 +148,13 @@ def create_model(name: str, num_classes: int = 1000,
         weights: ``"imagenet"`` (keras.applications' files, cached in ~/.keras/models)
             or a .keras / .weights.h5 / .h5 path; see ``kerascls.models.weights``.
         **overrides: family options (``norm=``, ``attention=``, ``drop_path=`` …).
+
+    Raises:
+        ValueError: an unknown name, or an input side below the architecture's
+            ``min_input_size`` or above ``MAX_INPUT_SIZE``.
     """
     info = model_info(name)
+    check_input_size(name, input_shape[0], input_shape[1], **overrides)
     if weights == "imagenet" and mean is None and std is None:
         from kerascls.models.weights import imagenet_stats
         mean, std = imagenet_stats(name)

@@ -244,4 +244,6 @@ _VARIANTS = (
 
 for _name, _depth, _attention, _params, _matches in _VARIANTS:
     register_model(_name, family="resnet", paper=_PAPERS["seresnet" if _attention else "resnet"],
-                   params=_params, matches=_matches, depth=_depth, attention=_attention)(resnet)
+                   params=_params, matches=_matches, depth=_depth, attention=_attention,
+                   # total stride 32 (as keras.applications' min_size); the small stem's 8
+                   min_input_size=32, min_input_overrides={("stem_kind", "small"): 8})(resnet)

@@ -43,8 +43,7 @@ def split_records(records: list[Record], val_fraction: float, test_fraction: flo
     out: dict[str, list[Record]] = {s: [] for s in SPLITS}
     for key in _largest_first(groups, seed):
         counts = Counter(r.labels[0] for r in groups[key])
-        split = SPLITS[int(np.argmax([_need(counts, totals, have[s], t)
-                                      for s, t in zip(SPLITS, targets)]))]
+        split = _neediest(counts, totals, have, targets)
         have[split].update(counts)
         out[split].extend(groups[key])
     return out
@@ -55,6 +54,17 @@ def _largest_first(groups: dict[str, list], seed: int) -> list[str]:
     keys = sorted(groups)
     order = np.random.default_rng(seed).permutation(len(keys))
     return sorted((keys[i] for i in order), key=lambda k: -len(groups[k]))
+
+
+def _neediest(counts: Counter, totals: Counter, have: dict[str, Counter],
+              targets: np.ndarray) -> str:
+    """The split furthest below its quota; ties (every split is at first) → the largest target.
+
+    Needs are rounded before comparing: 7·(7.2/7.2) and 7·(2.4/2.4) differ in the last bit,
+    and that noise once sent the biggest site to val instead of train.
+    """
+    needs = [round(_need(counts, totals, have[s], t), 9) for s, t in zip(SPLITS, targets)]
+    return SPLITS[max(range(len(SPLITS)), key=lambda i: (needs[i], targets[i]))]
 
 
 def _need(counts: Counter, totals: Counter, have: Counter, target: float) -> float:

@@ -1,0 +1,488 @@
+"""The contracts a user relies on, each pinned by a value an independent path computed.
+
+Expected values come from a hand-worked example, a reference library (scikit-learn's metrics),
+or the other side of the contract (a LiteRT interpreter, NumPy arithmetic on a model whose
+weights are set by hand) — never from the code under test. Where the docs state the contract,
+the test names the place: ``export/README.md`` (MegaDetector ``conf``), README "Design"
+(int8 input pinned to raw pixels), ``kerascls/data/splits.py`` (whole groups per split).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kerascls.data.records import Record
+from kerascls.data.splits import split_records
+from kerascls.evaluation import metrics as M
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "export"))
+
+from kerascls_edge import mdformat  # noqa: E402
+
+skm = pytest.importorskip("sklearn.metrics", reason="scikit-learn is in the [test] extra")
+
+
+def _texture(h: int, w: int, seed: int, lo: float = 0.0, hi: float = 255.0) -> np.ndarray:
+    """A photo-like RGB texture (smooth blobs + grain) stretched to [lo, hi], uint8."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (6, 8, 3)).astype(np.uint8)
+    smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float64)
+    img = smooth + rng.normal(0, 12, (h, w, 3))
+    img = (img - img.min()) / (img.max() - img.min())
+    return np.round(lo + img * (hi - lo)).astype(np.uint8)
+
+
+# -- MegaDetector `conf` (export/README.md "Output formats") ---------------------------------
+
+
+def test_megadetector_conf_is_one_minus_p_empty_by_hand():
+    labels = ["deer", "empty", "fox", "blank"]
+    probs = np.array([0.45, 0.2, 0.25, 0.1])
+    rec = mdformat.image_record("a.jpg", probs, labels, {1, 3}, 3, None, None, [])
+    det, = rec["detections"]
+    assert det["conf"] == 0.7  # 1 − (0.2 + 0.1); the top probability would be 0.45
+    assert det["category"] == "1" and det["bbox"] == [0, 0, 1, 1]
+    assert det["classifications"] == [["0", 0.45], ["2", 0.25], ["1", 0.2]]
+    # no empty class: conf is the top probability
+    rec = mdformat.image_record("a.jpg", probs, labels, set(), 2, None, None, [])
+    assert rec["detections"][0]["conf"] == 0.45
+    # an empty top class: no detection at all
+    rec = mdformat.image_record("b.jpg", np.array([0.1, 0.6, 0.2, 0.1]), labels, {1, 3}, 3,
+                                None, None, [])
+    assert rec["detections"] == []
+    assert mdformat.detection_category("Person") == "2"
+    assert mdformat.detection_category("truck") == "3"
+
+
+def _float_bundle(folder: Path, weights: np.ndarray, bias: np.ndarray, labels: list[str],
+                  empty: list[str]) -> Path:
+    """A float32 bundle: mean colour / 255 → Dense(softmax), weights set by hand."""
+    import keras
+    import tensorflow as tf
+    inp = keras.Input((16, 16, 3), batch_size=1)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(inp))
+    dense = keras.layers.Dense(len(labels), activation="softmax")
+    model = keras.Model(inp, dense(x))
+    dense.set_weights([weights.astype(np.float32), bias.astype(np.float32)])
+    folder.mkdir()
+    (folder / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    meta = {"format": "kerascls-bundle", "format_version": 1, "kerascls_version": "0.1.0",
+            "architecture": "hand_set", "task": "multiclass", "class_names": labels,
+            "input": {"height": 16, "width": 16, "channels": 3, "channel_order": "RGB",
+                      "dtype": "float32", "value_range": [0, 255], "resize": "stretch",
+                      "interpolation": "bilinear"},
+            "output": {"activation": "softmax"}, "quantization": "none",
+            "thresholds": {"default": 0.5}, "empty_classes": empty}
+    (folder / "model.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_edge_output_conf_matches_numpy_softmax(tmp_path):
+    """The device's `conf` against P computed in NumPy from the hand-set weights."""
+    from PIL import Image
+
+    from kerascls_edge.cli import main
+    labels = ["deer", "empty", "fox", "blank"]
+    w = np.array([[2.0, -1.0, 0.5, -2.0], [0.5, 1.0, -1.0, 0.0], [-1.5, 0.5, 2.0, 1.0]])
+    b = np.array([0.3, 0.1, -0.2, 0.0])
+    colours = {"warm.png": (200, 120, 40), "cool.png": (40, 90, 210)}
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for name, c in colours.items():
+        Image.new("RGB", (40, 30), c).save(imgs / name)
+    for empty in (["empty", "blank"], []):
+        bundle = _float_bundle(tmp_path / f"b{len(empty)}", w, b, labels, empty)
+        out = tmp_path / f"out{len(empty)}.json"
+        assert main(["predict", str(bundle), str(imgs), "-o", str(out), "--threads", "1",
+                     "--top_k", "4"]) == 0
+        got = {im["file"]: im for im in json.loads(out.read_text())["images"]}
+        for name, c in colours.items():
+            z = np.array(c) / 255.0 @ w + b
+            p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+            det, = got[name]["detections"]  # deer or fox is on top for both colours
+            expect = 1 - p[1] - p[3] if empty else p.max()
+            assert det["conf"] == pytest.approx(expect, abs=1.5e-4), (name, empty)
+            assert [c for c, _ in det["classifications"]] == [str(i) for i in np.argsort(-p)]
+
+
+# -- int8 input quantization (README "Design": int8 input pinned to raw pixels) -------------
+
+
+def test_int8_input_is_raw_pixels_even_when_calibration_is_narrow():
+    """Calibrated on pixels in [60, 180] only, the uint8 input still gets scale 1, zero 0."""
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from kerascls.layers.preprocessing import ImagePreprocessing
+    from kerascls.tflite.convert import convert
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    x = ImagePreprocessing()(inp)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x))
+    calib = [_texture(16, 16, s, lo=60, hi=180) for s in range(16)]
+    assert min(c.min() for c in calib) == 60 and max(c.max() for c in calib) == 180
+
+    def input_quant(tflite: bytes) -> tuple[float, int]:
+        it = Interpreter(model_content=tflite)
+        d = it.get_input_details()[0]
+        assert d["dtype"] == np.uint8
+        return d["quantization"]
+
+    ours = convert(model, "int8", calib)
+    assert input_quant(ours) == (1.0, 0)  # a device feeds raw 0–255 pixels unchanged
+    # The same calibration through a bare converter: the input scale follows the data
+    # (about 180/255), which is what the 0/255 checkerboard in the calibration prevents.
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([c[None].astype(np.float32)] for c in calib)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.uint8
+    scale, zero = input_quant(conv.convert())
+    assert scale == pytest.approx(180 / 255, rel=0.02) and zero == 0
+    # and raw pixels fed to our int8 model give the Keras model's probabilities (on images
+    # like the calibration ones: the layers after the input are calibrated for those)
+    it = Interpreter(model_content=ours)
+    it.allocate_tensors()
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    for s in range(100, 104):
+        img = _texture(16, 16, s, lo=70, hi=170)
+        it.set_tensor(i["index"], img[None])
+        it.invoke()
+        q_scale, q_zero = o["quantization"]
+        got = (it.get_tensor(o["index"]).astype(np.float32) - q_zero) * q_scale
+        want = np.asarray(model(img[None].astype(np.float32)))
+        np.testing.assert_allclose(got, want, atol=0.03)
+
+
+# -- splits: whole locations / sequences per split, hand-worked ------------------------------
+
+
+def _recs(groups: dict[str, tuple[int, str]], key: str) -> list[Record]:
+    """``{group: (n, class)}`` → n records of that group (as location or seq_id)."""
+    return [Record(f"/{g}_{i}.jpg", (c,), **{key: g}) for g, (n, c) in groups.items()
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("key", ["location", "seq_id"])
+def test_split_by_hand_the_last_group_goes_to_test(key):
+    """Targets 0.6/0.2/0.2 of 12 images → quotas 7.2/2.4/2.4 (one class).
+
+    Largest first: A (7) ties at need 7 everywhere → train (largest target); B (3): train
+    needs 3·0.2/7.2 = 0.08, val and test 3 → val; C (2), the last group: train 0.06,
+    val 2·(2.4−3)/2.4 = −0.5, test 2 → test.
+    """
+    recs = _recs({"A": (7, "deer"), "B": (3, "deer"), "C": (2, "deer")}, key)
+    parts = split_records(recs, 0.2, 0.2, seed=0)
+    got = {s: sorted({getattr(r, key) for r in v}) for s, v in parts.items()}
+    assert got == {"train": ["A"], "val": ["B"], "test": ["C"]}
+    assert sorted(r.path for v in parts.values() for r in v) == sorted(r.path for r in recs)
+
+
+def test_split_by_hand_two_classes():
+    """deer (8) and fox (4); targets 0.5/0.25/0.25 → quotas deer 4/2/2, fox 2/1/1.
+
+    Need of a split = Σ_class n·(quota − have)/quota. Largest first:
+    L1 (deer 4, fox 2): 4 + 2 = 6 in every split, a tie → train (the largest target).
+    L2 (deer 2, fox 1): train 0, val 2 + 1 = 3, test 3 → val.
+    L3 (deer 1, fox 1): train 0, val 0, test 1 + 1 = 2 → test.
+    L4 (deer 1), the last: train 0, val 0, test 1·(2 − 1)/2 = 0.5 → test.
+    """
+    groups = {"L1": [("deer", 4), ("fox", 2)], "L2": [("deer", 2), ("fox", 1)],
+              "L3": [("deer", 1), ("fox", 1)], "L4": [("deer", 1)]}
+    recs = [Record(f"/{g}_{c}_{i}.jpg", (c,), location=g, seq_id=f"{g}{i}")
+            for g, cs in groups.items() for c, n in cs for i in range(n)]
+    for seed in range(3):
+        parts = split_records(recs, 0.25, 0.25, seed=seed)
+        got = {s: sorted({r.location for r in v}) for s, v in parts.items()}
+        assert got == {"train": ["L1"], "val": ["L2"], "test": ["L3", "L4"]}
+        assert sum(map(len, parts.values())) == len(recs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 4), st.sampled_from("abc"),
+                          st.booleans()), min_size=1, max_size=40),
+       st.sampled_from([(0.2, 0.2), (0.1, 0.3), (0.0, 0.25), (0.3, 0.0)]), st.integers(0, 3))
+def test_splits_partition_records_and_never_share_a_group(rows, fractions, seed):
+    recs = [Record(f"/{i}.jpg", (c,), location=f"L{loc}" if has_loc else "", seq_id=f"S{seq}")
+            for i, (loc, seq, c, has_loc) in enumerate(rows)]
+    parts = split_records(recs, *fractions, seed=seed)
+    paths = [r.path for v in parts.values() for r in v]
+    assert sorted(paths) == sorted(r.path for r in recs)  # every record exactly once
+    owner: dict[str, str] = {}
+    for split, v in parts.items():
+        for r in v:
+            # the unit that must not straddle splits: the site, else the burst
+            unit = f"loc {r.location}" if r.location else f"seq {r.seq_id}"
+            assert owner.setdefault(unit, split) == split, unit
+    val_fraction, test_fraction = fractions
+    if val_fraction == 0:
+        assert parts["val"] == []
+    if test_fraction == 0:
+        assert parts["test"] == []
+
+
+# -- metrics against scikit-learn and by hand -----------------------------------------------
+
+
+def _probs(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    logits = rng.normal(0, 1.5, (n, c))
+    logits[np.arange(n), y] += rng.normal(1.0, 1.0, n)  # better than chance, not perfect
+    p = np.exp(logits)
+    return p / p.sum(1, keepdims=True), y
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_accuracy_top5_nll_against_sklearn(seed):
+    probs, y = _probs(300, 7, seed)
+    rep = M.classification_report(probs, y, list("abcdefg"))
+    assert rep["accuracy"] == pytest.approx(skm.accuracy_score(y, probs.argmax(1)))
+    assert rep["top5_accuracy"] == pytest.approx(
+        skm.top_k_accuracy_score(y, probs, k=5, labels=range(7)))
+    assert rep["nll"] == pytest.approx(skm.log_loss(y, probs, labels=range(7)), rel=1e-9)
+    assert rep["loss"] == rep["nll"]
+    assert rep["log_likelihood"] == pytest.approx(-300 * skm.log_loss(y, probs), rel=1e-9)
+    assert rep["likelihood"] == pytest.approx(np.exp(-300 * skm.log_loss(y, probs)), rel=1e-6)
+    assert rep["confusion_matrix"] == skm.confusion_matrix(y, probs.argmax(1),
+                                                           labels=range(7)).tolist()
+    for k in (1, 2, 3):
+        assert M.topk_accuracy(probs, y, k) == pytest.approx(
+            skm.top_k_accuracy_score(y, probs, k=k, labels=range(7)))
+
+
+def test_per_class_against_sklearn_with_a_class_never_predicted():
+    probs, y = _probs(200, 5, 3)
+    probs[:, 4] *= 0.01  # class 4 is never the argmax; its precision is 0 by convention
+    probs /= probs.sum(1, keepdims=True)
+    assert 4 not in probs.argmax(1) and 4 in y
+    rep = M.classification_report(probs, y, list("abcde"))
+    p, r, f, s = skm.precision_recall_fscore_support(y, probs.argmax(1), labels=range(5),
+                                                     zero_division=0)
+    got = rep["per_class"]
+    np.testing.assert_allclose([g["precision"] for g in got], p)
+    np.testing.assert_allclose([g["recall"] for g in got], r)
+    np.testing.assert_allclose([g["f1"] for g in got], f)
+    assert [g["support"] for g in got] == s.tolist()
+
+
+def test_multilabel_report_against_sklearn():
+    rng = np.random.default_rng(5)
+    truth = (rng.uniform(size=(120, 4)) < [0.5, 0.3, 0.1, 0.6]).astype(int)
+    probs = np.clip(0.5 * truth + rng.uniform(0, 0.6, truth.shape), 0.01, 0.99)
+    rep = M.multilabel_report(probs, truth, list("abcd"))
+    pred = (probs >= 0.5).astype(int)
+    assert rep["micro_f1"] == pytest.approx(skm.f1_score(truth, pred, average="micro"))
+    assert rep["macro_f1"] == pytest.approx(skm.f1_score(truth, pred, average="macro",
+                                                         zero_division=0))
+    assert rep["exact_match"] == pytest.approx(skm.accuracy_score(truth, pred))
+    ap = [skm.average_precision_score(truth[:, c], probs[:, c]) for c in range(4)]
+    np.testing.assert_allclose([row["ap"] for row in rep["per_class"]], ap)
+    assert rep["mAP"] == pytest.approx(np.mean(ap))
+    assert rep["loss"] == pytest.approx(skm.log_loss(truth.ravel(), probs.ravel()))
+
+
+def test_average_precision_against_sklearn():
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        pos = rng.uniform(size=50) < 0.3
+        scores = rng.uniform(size=50) + 0.3 * pos
+        assert M.average_precision(scores, pos) == pytest.approx(
+            skm.average_precision_score(pos, scores))
+
+
+def test_ece_and_reliability_bins_by_hand():
+    """Ten bins; no confidence sits on a bin midpoint, one sits on an edge (0.5 → (0.4, 0.5]).
+
+    bin (0.4, 0.5]: conf 0.41 (right), 0.47 (wrong), 0.5 (right) → acc 2/3, conf 0.46
+    bin (0.7, 0.8]: conf 0.72 (right), 0.78 (right), 0.74 (wrong) → acc 2/3, conf 0.74666…
+    bin (0.9, 1.0]: conf 0.93 (right) → acc 1, conf 0.93
+    ECE = (3·|2/3 − 0.46| + 3·|2/3 − 0.74666…| + 1·0.07) / 7
+    """
+    conf = np.array([0.41, 0.47, 0.5, 0.72, 0.78, 0.74, 0.93])
+    right = np.array([1, 0, 1, 1, 1, 0, 1], bool)
+    c = 3  # the rest of the probability goes to the other two classes equally
+    probs = np.tile(((1 - conf) / (c - 1))[:, None], (1, c))
+    probs[:, 0] = conf
+    y = np.where(right, 0, 1)
+    cal = M.calibration(probs, y, bins=10)
+    rows = {i: b for i, b in enumerate(cal["bins"]) if b["count"]}
+    assert sorted(rows) == [4, 7, 9]
+    assert [rows[i]["count"] for i in (4, 7, 9)] == [3, 3, 1]
+    assert rows[4]["lower"] == pytest.approx(0.4) and rows[4]["upper"] == pytest.approx(0.5)
+    assert rows[4]["confidence"] == pytest.approx(0.46)
+    assert rows[7]["confidence"] == pytest.approx(2.24 / 3)
+    assert rows[9]["confidence"] == pytest.approx(0.93) and rows[9]["accuracy"] == 1.0
+    assert rows[4]["accuracy"] == pytest.approx(2 / 3) == rows[7]["accuracy"]
+    expect = (3 * abs(2 / 3 - 0.46) + 3 * abs(2 / 3 - 2.24 / 3) + 0.07) / 7
+    assert cal["ece"] == pytest.approx(expect)
+    assert len(cal["bins"]) == 10 and cal["bins"][0]["lower"] == 0.0
+    assert cal["bins"][-1]["upper"] == 1.0
+    # a confidence of exactly 1.0 lands in the last bin, 1/3 in the first of two
+    edge = M.calibration(np.array([[1.0, 0, 0], [0.52, 0.48, 0], [0.34, 0.33, 0.33]]),
+                         [0, 1, 0], bins=2)["bins"]
+    assert [b["count"] for b in edge] == [1, 2]
+
+
+def _ece_reference(probs: np.ndarray, y: np.ndarray, bins: int) -> tuple[float, list]:
+    """ECE written another way: bin = ceil(conf·bins) − 1 (bins closed on the right)."""
+    conf, right = probs.max(1), probs.argmax(1) == y
+    idx = np.maximum(np.ceil(conf * bins).astype(int) - 1, 0)
+    total, rows = 0.0, []
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            total += abs(right[sel].mean() - conf[sel].mean()) * sel.sum()
+        rows.append((int(sel.sum()), float(right[sel].mean()) if sel.any() else 0.0,
+                     float(conf[sel].mean()) if sel.any() else 0.0))
+    return total / len(y), rows
+
+
+@pytest.mark.parametrize("seed, bins", [(0, 15), (1, 10), (2, 7)])
+def test_ece_against_an_independent_implementation(seed, bins):
+    probs, y = _probs(500, 4, seed)
+    ece, rows = _ece_reference(probs, y, bins)
+    cal = M.calibration(probs, y, bins=bins)
+    assert cal["ece"] == pytest.approx(ece, rel=1e-9)
+    got = [(b["count"], b["accuracy"], b["confidence"]) for b in cal["bins"]]
+    np.testing.assert_allclose(got, rows, rtol=1e-9, atol=1e-12)
+    if bins == 15:
+        rep = M.classification_report(probs, y, list("abcd"))
+        assert rep["ece"] == pytest.approx(ece, rel=1e-9)
+
+
+def test_empty_filter_by_hand_with_a_threshold_hit_exactly():
+    """Discard frames with p(empty) ≥ t. Frames (p_empty, truly empty):
+
+    (0.9, yes) (0.5, yes) (0.5, no) (0.45, yes) (0.2, no) (0.05, no); 3 empty frames.
+    t=0.5 drops the first three: precision 2/3, recall 2/3, 1 animal lost.
+    t=0.45 drops four: precision 3/4, recall 1. t=0.95 drops none: precision 1 (nothing
+    wrongly dropped), recall 0.
+    """
+    p_empty = np.array([0.9, 0.5, 0.5, 0.45, 0.2, 0.05])
+    y = np.array([0, 0, 1, 0, 1, 2])  # class 0 is empty
+    probs = np.stack([p_empty, (1 - p_empty) * 0.7, (1 - p_empty) * 0.3], 1)
+    rows = {r["threshold"]: r for r in M.empty_filter_table(probs, y, 0, [0.45, 0.5, 0.95])}
+    assert rows[0.5] == {"threshold": 0.5, "discarded": 3, "precision": pytest.approx(2 / 3),
+                         "recall": pytest.approx(2 / 3), "animals_lost": 1}
+    assert rows[0.45]["precision"] == 0.75 and rows[0.45]["recall"] == 1.0
+    assert rows[0.95] == {"threshold": 0.95, "discarded": 0, "precision": 1.0, "recall": 0.0,
+                          "animals_lost": 0}
+    for t in (0.45, 0.5):
+        drop, empty = p_empty >= t, y == 0
+        assert rows[t]["precision"] == pytest.approx(skm.precision_score(empty, drop))
+        assert rows[t]["recall"] == pytest.approx(skm.recall_score(empty, drop))
+    # the report's default thresholds include 0.5 exactly
+    table = M.classification_report(probs, y, ["empty", "deer", "fox"])["empty_filter"]
+    assert {r["threshold"]: r["discarded"] for r in table}[0.5] == 3
+    # no empty frame at all: recall has nothing to find
+    none = M.empty_filter_table(probs, np.array([1, 1, 1, 2, 2, 2]), 0, [0.5])[0]
+    assert none["recall"] == 0.0 and none["precision"] == 0.0 and none["animals_lost"] == 3
+
+
+# -- augmentation changes images -------------------------------------------------------------
+
+
+def _batch(n: int = 8, size: int = 32) -> np.ndarray:
+    return np.stack([_texture(size, size, 40 + i) for i in range(n)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["flip", "randaugment", "erasing", "mixup", "cutmix"])
+def test_every_augmentation_changes_the_batch(name):
+    import tensorflow as tf
+
+    from kerascls.data.transforms import batch_augmenter
+    images = _batch()
+    labels = np.eye(4, dtype=np.float32)[np.arange(8) % 4]
+    x, t = batch_augmenter([name], seed=3)(tf.constant(images), tf.constant(labels))
+    x, t = np.asarray(x), np.asarray(t)
+    changed = np.abs(x - images).reshape(8, -1).max(1) > 1.0
+    assert changed.sum() >= 2, f"{name}: only {changed.sum()} of 8 images changed"
+    if name == "flip":  # each image is itself or its exact mirror
+        mirrored = [np.allclose(a, b[:, ::-1]) for a, b in zip(x, images)]
+        same = [np.allclose(a, b) for a, b in zip(x, images)]
+        assert all(m or s for m, s in zip(mirrored, same)) and any(mirrored)
+    if name in ("mixup", "cutmix"):  # labels mixed like the images
+        assert (t.max(1) < 0.999).any()
+        np.testing.assert_allclose(t.sum(1), 1, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(t, labels)
+
+
+def _coordinates(h: int, w: int) -> np.ndarray:
+    """R = column, G = row (so a crop's geometry can be read back from its pixels), B texture."""
+    rows, cols = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([cols, rows, _texture(h, w, 7)[..., 2].astype(np.float32)], -1)
+
+
+def _crop_box(out: np.ndarray) -> tuple[float, float, float, float]:
+    """(left, top, width, height) of the window a stretched crop came from, read from R/G.
+
+    Bilinear resizing keeps a linear ramp linear: fit it on the inner pixels.
+    """
+    n = out.shape[1]
+    centres = np.arange(n) + 0.5
+    inner = slice(2, n - 2)
+    sx = np.polyfit(centres[inner], out[n // 2, inner, 0], 1)
+    sy = np.polyfit(centres[inner], out[inner, n // 2, 1], 1)
+    # pixel value v sits at source coordinate v + 0.5; output centre u maps to left + u·slope
+    return sx[1] + 0.5, sy[1] + 0.5, sx[0] * n, sy[0] * out.shape[0]
+
+
+def test_random_resized_crop_takes_a_random_window():
+    import tensorflow as tf
+
+    from kerascls.data.transforms import random_resized_crop
+    h = w = 200
+    image = tf.constant(_coordinates(h, w))
+    boxes = []
+    for s in range(12):
+        out = random_resized_crop(image, (48, 48), tf.constant([s, 7], tf.int64)).numpy()
+        assert out.shape == (48, 48, 3)
+        left, top, cw, ch = _crop_box(out)
+        assert -1 <= left and left + cw <= w + 1 and -1 <= top and top + ch <= h + 1
+        area = cw * ch / (h * w)
+        assert 0.35 - 0.03 <= area <= 1.0 + 0.02, (s, area)
+        assert 3 / 4 - 0.05 <= cw / ch <= 4 / 3 + 0.05, (s, cw, ch)
+        boxes.append((left, top, cw, ch))
+    boxes = np.array(boxes)
+    areas = boxes[:, 2] * boxes[:, 3] / (h * w)
+    assert (areas < 0.8).sum() >= 4  # most crops are real crops, not the whole frame
+    assert np.ptp(boxes[:, 0]) > 20 and np.ptp(boxes[:, 1]) > 20  # at different places
+
+
+def test_training_pipeline_augments_only_the_training_split(tmp_path):
+    from PIL import Image
+
+    from kerascls.data.pipeline import PipelineOptions, file_dataset
+    from kerascls.data.records import check_files
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(_texture(64, 80, 90 + i)).save(paths[-1])
+    recs = check_files([Record(str(p), ("a",)) for p in paths]).records
+    y = np.zeros(4, np.int32)
+
+    def first_batch(**kw) -> np.ndarray:
+        opts = PipelineOptions((32, 32), batch_size=4, deterministic=True, **kw)
+        return next(iter(file_dataset(recs, y, opts)))[0].numpy()
+
+    plain = first_batch(training=False)
+    np.testing.assert_array_equal(first_batch(training=False, augment=("rrc", "flip")), plain)
+    for augment in (("rrc",), ("randaugment",)):
+        aug = first_batch(training=True, augment=augment)  # shuffled: match to the nearest
+        diff = np.abs(aug[:, None] - plain[None]).reshape(4, 4, -1).mean(-1).min(1)
+        assert (diff > 3).all(), (augment, diff)

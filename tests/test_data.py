@@ -10,7 +10,8 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from kerascls.data import transforms as T
-from kerascls.data.decode import load_image, load_image_pil, plan
+from kerascls.data.decode import (decode_record, loader, plan, plan_columns, preprocess,
+                                  upright_size)
 from kerascls.data.pipeline import (PipelineOptions, class_weights, encode_labels,
                                     file_dataset, oversample)
 from kerascls.data.records import Record, check_files, read_split_csv, write_split_csv
@@ -37,10 +38,10 @@ def _save(path, array: np.ndarray, orientation: int = 1, mode: str | None = None
     return str(path)
 
 
-def _decode_eager(rec: Record, need=(10_000, 10_000)) -> np.ndarray:
-    """Full-size decode (no DCT scaling: the need exceeds the image)."""
-    b, o, w = plan(rec, need)
-    return load_image(tf.constant(rec.path), b, o, tf.constant(w)).numpy()
+def _decode_eager(rec: Record, decoder: str = "tf") -> np.ndarray:
+    """Full-size decode (the target is the image's or box's own size: no scaling at all)."""
+    w, h = rec.bbox[2:] if rec.bbox else upright_size(rec)
+    return decode_record(rec, (int(h), int(w)), decoder=decoder)
 
 
 def _checked(*paths: str, labels=("a",)) -> list[Record]:
@@ -92,8 +93,10 @@ def test_exif_orientation_matches_pillow(tmp_path, orientation):
     (rec,) = _checked(path)
     got = _decode_eager(rec)
     assert got.shape == want.shape and np.abs(got - want).mean() < 3
-    ds = tf.data.Dataset.from_tensors(plan(rec, (10_000, 10_000))).map(
-        lambda b, o, w: load_image(tf.constant(path), b, o, w))
+    pre = preprocess(got.shape[:2])
+    load = loader("tf", [plan(rec, pre)], pre)
+    ds = tf.data.Dataset.from_tensor_slices(plan_columns([plan(rec, pre)])).map(
+        lambda *cols: load(tf.constant(path), *cols))
     np.testing.assert_array_equal(next(iter(ds)).numpy(), got)
 
 
@@ -101,12 +104,12 @@ def test_dct_scaled_decode_and_pillow_path_agree(tmp_path):
     big = np.asarray(Image.fromarray(_picture()).resize((800, 600)))
     path = _save(tmp_path / "big.jpg", big, 6, quality=95)
     (rec,) = _checked(path)
-    b, o, w = plan(rec, (64, 64))
-    assert b == 3  # 1/8 scale: 600/8 = 75 ≥ 64
-    graph = load_image(tf.constant(path), b, o, tf.constant(w)).numpy()
-    pil = load_image_pil(tf.constant(path), b, o, tf.constant(w)).numpy()
-    assert graph.shape == pil.shape == (100, 75, 3)
-    assert np.abs(graph.astype(float) - pil).mean() < 4
+    p = plan(rec, preprocess((64, 64)))
+    assert p.branch == 3 and p.box == (0, 0, 75, 100)  # 1/8 scale: 600/8 = 75 ≥ 64, upright
+    graph = decode_record(rec, (64, 64), decoder="tf")
+    pil = decode_record(rec, (64, 64), decoder="pil")
+    assert graph.shape == pil.shape == (64, 64, 3)
+    assert np.abs(graph.astype(float) - pil).mean() < 1
 
 
 def test_box_crop_is_in_upright_pixels(tmp_path):

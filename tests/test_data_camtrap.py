@@ -8,11 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from kerascls.data.decode import load_image, plan
+from kerascls.data.decode import RATIOS, decode_record, plan, preprocess
 from kerascls.data.sources import load_source
-from kerascls.data.transforms import resize
 
 CAMTRAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camtrap"
 needs_camtrap = pytest.mark.skipif(not CAMTRAP.is_dir(),
@@ -23,8 +21,7 @@ ENA24 = CAMTRAP / "ena24_small"
 
 def _small(rec, size=(96, 128)) -> np.ndarray:
     """A record decoded (DCT-scaled, upright) and resized, as float."""
-    b, o, w = plan(rec, size)
-    return resize(load_image(tf.constant(rec.path), b, o, tf.constant(w)), size).numpy()
+    return decode_record(rec, size).astype(np.float64)
 
 
 @needs_camtrap
@@ -62,10 +59,11 @@ def test_coco_crop_boxes():
     src = load_source(f"coco:{ENA24 / 'coco_annotations.json'}:{ENA24}", crop_boxes=True)
     assert len(src.records) == sum(1 for a in coco["annotations"] if a.get("bbox"))
     rec = max(src.records, key=lambda r: r.bbox[2] * r.bbox[3])
-    b, o, w = plan(rec, (64, 64))
-    crop = load_image(tf.constant(rec.path), b, o, tf.constant(w)).numpy()
-    ratio = rec.bbox[2] / crop.shape[1]
-    assert ratio in (1, 2, 4, 8) or abs(rec.bbox[3] / crop.shape[0] - ratio) < 0.2
+    p = plan(rec, preprocess((64, 64)))
+    ratio = RATIOS[p.branch]  # the box, in DCT-reduced pixels, still covers 64×64
+    bw, bh = p.box[2] - p.box[0], p.box[3] - p.box[1]
+    assert min(bw, bh) >= 64 - 1 and (ratio == 8 or min(bw, bh) / 2 < 64)
+    assert abs(bw * ratio - rec.bbox[2]) <= ratio and abs(bh * ratio - rec.bbox[3]) <= ratio
 
 
 def _write_folder(root: Path, classes=("deer", "fox"), per: int = 6) -> Path:

@@ -5,19 +5,25 @@ libjpeg's DCT scaling (`Image.draft`) to the smallest scale that is still at lea
 resize needs: this is most of the runtime's speed. Everything else here is about odd files
 (EXIF rotation, CMYK, greyscale, alpha, palette, 16-bit, truncated JPEGs) decoding the way
 training saw them.
+
+This module is also *the* definition of the model's input pixels for training: ``kerascls``
+imports :func:`reduction`, :func:`reduced_size` and :func:`geometry` for its graph decoder and
+calls :func:`decode` itself for its Pillow path, so train = evaluate = device by construction.
+Everything here stays TensorFlow-free.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile
 
 Source = Union[str, os.PathLike, Image.Image]
 Box = tuple[float, float, float, float]  # normalized [x, y, w, h], MegaDetector style
@@ -35,6 +41,20 @@ _DATETIME = 306
 _ORIENTATION = 274
 _TRUNCATED_LOCK = threading.Lock()
 TRUNCATED_WARNING = "truncated image: decoded the readable part, the rest is grey"
+SCALES = (8, 4, 2, 1)  # libjpeg's DCT scales (1/8 … 1/1); also the non-JPEG reduction factors
+# Formats without reduced-scale decoding are decoded whole: cap their pixels (and a JPEG's
+# pixels after DCT scaling). 24 MP is 96 MB in Pillow's 4-byte RGB(A)/I layout, which keeps
+# `kerascls-edge predict` under 300 MB on a 1 GB device; `--max_pixels` changes it.
+DEFAULT_MAX_PIXELS = 24_000_000
+max_pixels_default = DEFAULT_MAX_PIXELS  # the CLI sets this process-wide
+# Above this many pixels a non-JPEG image is converted strip by strip, each strip reduced at
+# once: no full-size converted copy (kerascls's graph decoder leaves such files to Pillow).
+REDUCE_ABOVE = 4_000_000
+STRIP_PIXELS = 1 << 20
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+              4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+              6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 
 
 @dataclass
@@ -58,37 +78,90 @@ class Preprocess:
     interpolation: str = "bilinear"
 
 
-def _needed_scale(size: tuple[int, int], pre: Preprocess, regions: Sequence[Box]) -> float:
-    """Largest scale (≤1) any region needs so its resize never upsamples what draft shrank."""
+@dataclass(frozen=True)
+class Geometry:
+    """Where one region's pixels go: shared by the device and kerascls's graph decoder.
+
+    ``box`` (left, top, right, bottom; fractional) in the decoded upright image is resized
+    (bilinear with antialiasing, Pillow's ``resize(box=...)``) to ``inner`` (w, h) and pasted
+    at ``offset`` (x, y) into a zero (w, h) = (pre.width, pre.height) output.
+    """
+
+    box: tuple[float, float, float, float]
+    inner: tuple[int, int]
+    offset: tuple[int, int]
+
+
+def reduction(size: tuple[int, int], pre: Preprocess, regions: Sequence[Box]) -> int:
+    """Largest factor (8, 4, 2, 1) at which every region of an upright ``size`` image still
+    covers what its resize needs: both sides for stretch and crop, the fitting side for pad."""
     w, h = size
-    need = 0.0
+    room = math.inf
     for (_, _, bw, bh) in regions:
-        rw, rh = max(bw * w, 1.0), max(bh * h, 1.0)
-        sx, sy = pre.width / rw, pre.height / rh
-        # stretch and crop need both sides covered; pad only needs the longer side to fit.
-        s = min(sx, sy) if pre.resize == "pad" else max(sx, sy)
-        need = max(need, s)
-    return min(need, 1.0)
+        sx = max(bw * w, 1.0) / pre.width
+        sy = max(bh * h, 1.0) / pre.height
+        room = min(room, max(sx, sy) if pre.resize == "pad" else min(sx, sy))
+    return next((s for s in SCALES if s <= room), 1)
+
+
+def reduced_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """Size after a 1/factor DCT-scaled decode or ``Image.reduce``: rounded up."""
+    return -(-size[0] // factor), -(-size[1] // factor)
+
+
+def geometry(size: tuple[int, int], region: Box, pre: Preprocess) -> Geometry:
+    """Box, inner size and offset of one normalized region of a decoded ``size`` image."""
+    box = _pixel_box(size, region)
+    full = (pre.width, pre.height)
+    if pre.resize == "crop":
+        return Geometry(_centre_crop_box(box, pre.width / pre.height), full, (0, 0))
+    if pre.resize == "pad":
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        s = min(pre.width / bw, pre.height / bh)
+        inner = (max(1, min(pre.width, round(bw * s))), max(1, min(pre.height, round(bh * s))))
+        return Geometry(box, inner, ((pre.width - inner[0]) // 2, (pre.height - inner[1]) // 2))
+    return Geometry(box, full, (0, 0))
+
+
+def _orientation(img: Image.Image) -> int:
+    """EXIF orientation 1–8 (1 when absent, unreadable or out of range)."""
+    try:
+        o = int(img.getexif().get(_ORIENTATION, 1) or 1)
+    except Exception:  # malformed EXIF must never cost us the image
+        return 1
+    return o if 1 <= o <= 8 else 1
+
+
+def _upright_size(img: Image.Image, orientation: int) -> tuple[int, int]:
+    w, h = img.size
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 def _apply_draft(img: Image.Image, pre: Preprocess, regions: Sequence[Box]) -> None:
-    """Ask libjpeg for a reduced-scale decode (1/2, 1/4, 1/8) that still covers the target."""
+    """Ask libjpeg for the reduced-scale decode (1/2, 1/4, 1/8) :func:`reduction` chose."""
     if img.format != "JPEG":
         return
-    w, h = img.size
-    orientation = img.getexif().get(_ORIENTATION, 1)
-    upright = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-    s = _needed_scale(upright, pre, regions)
-    if s >= 1.0:
+    s = reduction(_upright_size(img, _orientation(img)), pre, regions)
+    if s == 1:
         return
-    req = (math.ceil(w * s), math.ceil(h * s))
     mode = "L" if pre.channels == 1 and img.mode in ("L", "RGB", "YCbCr") else img.mode
     if mode == "YCbCr":
         mode = "RGB"
-    img.draft(mode, req)
+    # Pillow picks the largest scale ≤ min(W // w, H // h): asking for W // s gives exactly s.
+    img.draft(mode, (max(img.width // s, 1), max(img.height // s, 1)))
 
 
-def _open(src: Source, pre: Preprocess, regions: Sequence[Box]) -> Image.Image:
+def _check_pixels(img: Image.Image, max_pixels: Optional[int]) -> None:
+    """Refuse, before decoding, an image whose decode would not fit the pixel cap."""
+    w, h = img.size
+    if max_pixels and w * h > max_pixels:
+        raise ValueError(f"{img.format or 'image'} of {w}×{h} = {w * h / 1e6:.1f} MP decodes "
+                         f"over the {max_pixels / 1e6:g} MP pixel cap (raise it with "
+                         "--max_pixels)")
+
+
+def _open(src: Source, pre: Preprocess, regions: Sequence[Box],
+          max_pixels: Optional[int] = None) -> Image.Image:
     """Open and fully load an image (draft applied), so decode errors surface here."""
     if isinstance(src, Image.Image):
         src.load()
@@ -97,6 +170,7 @@ def _open(src: Source, pre: Preprocess, regions: Sequence[Box]) -> Image.Image:
         raise OSError("empty file (0 bytes)")
     img = Image.open(src)
     _apply_draft(img, pre, regions)
+    _check_pixels(img, max_pixels)
     img.load()
     return img
 
@@ -145,8 +219,64 @@ def _jpeg_end_missing(path: Union[str, os.PathLike], chunk: int = 1 << 16) -> bo
         return False
 
 
-def _open_tolerant(src: Source, pre: Preprocess, regions: Sequence[Box],
-                   strict: bool) -> tuple[Image.Image, list[str]]:
+_SOF_HUFFMAN = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7}
+_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # a marker (not stuffing, RST, fill)
+
+
+def _mcu_count(seg: bytes) -> int:
+    """MCUs of a Huffman SOF segment: each needs at least one bit of scan data."""
+    h, w, n = int.from_bytes(seg[1:3], "big"), int.from_bytes(seg[3:5], "big"), seg[5]
+    hmax = max((seg[7 + 3 * i] >> 4 for i in range(n)), default=1) or 1
+    vmax = max((seg[7 + 3 * i] & 15 for i in range(n)), default=1) or 1
+    return -(-w // (8 * hmax)) * -(-h // (8 * vmax))
+
+
+def jpeg_coverage(path: Union[str, os.PathLike]) -> float:
+    """Upper bound on the share of a JPEG's declared area its first scan's data can cover.
+
+    Every MCU costs at least one bit of Huffman-coded data, so a first scan that ends (at a
+    marker or the end of the file) after fewer bytes than MCUs/8 cannot hold the whole image:
+    libjpeg then fills the rest with grey without an error (a header declaring 12000×12000
+    followed by garbage). 1.0: complete as far as this bound can tell, or not checkable.
+    """
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return 1.0
+        mcus = 0
+        while True:
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0xFF:
+                return 1.0
+            length = int.from_bytes(head[2:4], "big")
+            if head[1] == 0xDA:
+                f.seek(length - 2, os.SEEK_CUR)
+                break
+            seg = f.read(length - 2)
+            if head[1] in _SOF_HUFFMAN and len(seg) >= 6 + 3 * seg[5]:
+                mcus = _mcu_count(seg)
+        if not mcus:
+            return 1.0
+        data = f.read(-(-mcus // 8))
+    end = _SCAN_END.search(data)
+    got = end.start() if end else len(data)
+    return min(1.0, 8 * got / mcus)
+
+
+def _check_coverage(src: Source, img: Image.Image, strict: bool) -> list[str]:
+    """Fail a JPEG most of whose data is missing (or any shortfall with ``strict``)."""
+    if isinstance(src, Image.Image) or img.format != "JPEG":
+        return []
+    cov = jpeg_coverage(src)
+    if cov >= 1.0:
+        return []
+    msg = f"JPEG data ends early: at most {100 * cov:.0f} % of the declared image is there"
+    if strict or cov < 0.5:
+        raise OSError(msg + ("" if strict else " (most of it would be grey)"))
+    return [TRUNCATED_WARNING]
+
+
+def _open_tolerant(src: Source, pre: Preprocess, regions: Sequence[Box], strict: bool,
+                   max_pixels: Optional[int] = None) -> tuple[Image.Image, list[str]]:
     """Open an image; a truncated JPEG is decoded as far as it goes and reported, unless strict.
 
     Pillow only offers a process-wide switch for this, so it is flipped under a lock and only on
@@ -154,7 +284,7 @@ def _open_tolerant(src: Source, pre: Preprocess, regions: Sequence[Box],
     """
     lenient = ImageFile.LOAD_TRUNCATED_IMAGES  # someone (e.g. megadetector) may have set it
     try:
-        img = _open(src, pre, regions)
+        img = _open(src, pre, regions, max_pixels)
     except OSError as e:
         if strict or isinstance(src, Image.Image) or not _is_truncation(e):
             raise
@@ -163,14 +293,15 @@ def _open_tolerant(src: Source, pre: Preprocess, regions: Sequence[Box],
             if strict:
                 raise OSError("image file is truncated (no JPEG end marker)")
             return img, [TRUNCATED_WARNING]
-        return img, []
+        return img, _check_coverage(src, img, strict)
     with _TRUNCATED_LOCK:
         old = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = True
         try:
-            img = _open(src, pre, regions)
+            img = _open(src, pre, regions, max_pixels)
         finally:
             ImageFile.LOAD_TRUNCATED_IMAGES = old
+    _check_coverage(src, img, strict)
     return img, [TRUNCATED_WARNING]
 
 
@@ -207,21 +338,28 @@ def capture_time(img: Image.Image, path: Optional[Union[str, os.PathLike]]
     return None, None
 
 
-def _to_8bit(img: Image.Image) -> Image.Image:
+def _top(img: Image.Image) -> float:
+    """The white level of a 16/32-bit greyscale image, decided once for the whole image."""
+    if img.mode.startswith("I;16"):
+        return 65535.0
+    hi = img.getextrema()[1] if img.mode == "I" else 0
+    return 65535.0 if hi > 255 else 255.0
+
+
+def _to_8bit(img: Image.Image, top: Optional[float] = None) -> Image.Image:
     """16-bit and 32-bit greyscale to 8 bits by scaling (as tf.io.decode_png does), not clipping."""
     arr = np.asarray(img)
     if img.mode == "F":
         scaled = np.clip(arr, 0, 255)
     else:
-        top = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
-        scaled = arr.astype(np.float32) * (255.0 / top)
+        scaled = arr.astype(np.float32) * (255.0 / (top or _top(img)))
     return Image.fromarray(np.round(scaled).astype(np.uint8), "L")
 
 
-def to_channels(img: Image.Image, channels: int) -> Image.Image:
+def to_channels(img: Image.Image, channels: int, top: Optional[float] = None) -> Image.Image:
     """Convert any mode to RGB (or L): alpha is dropped, like tf.io.decode_image(channels=3)."""
     if img.mode in ("I", "F") or img.mode.startswith("I;16"):
-        img = _to_8bit(img)
+        img = _to_8bit(img, top)
     target = "L" if channels == 1 else "RGB"
     if img.mode == target:
         return img
@@ -230,9 +368,24 @@ def to_channels(img: Image.Image, channels: int) -> Image.Image:
     return img.convert(target)
 
 
-def _pixel_box(img: Image.Image, region: Box) -> tuple[float, float, float, float]:
+def _reduce_converted(img: Image.Image, factor: int, channels: int) -> Image.Image:
+    """``to_channels(img).reduce(factor)`` strip by strip: never a full-size converted copy.
+
+    Strips are a multiple of ``factor`` rows high, so the blocks are those of one whole reduce.
+    """
+    top = _top(img) if img.mode in ("I", "F") or img.mode.startswith("I;16") else None
+    w, h = img.size
+    out = Image.new("L" if channels == 1 else "RGB", reduced_size(img.size, factor))
+    step = factor * max(1, STRIP_PIXELS // (w * factor))
+    for y in range(0, h, step):
+        strip = to_channels(img.crop((0, y, w, min(h, y + step))), channels, top)
+        out.paste(strip.reduce(factor) if factor > 1 else strip, (0, y // factor))
+    return out
+
+
+def _pixel_box(size: tuple[int, int], region: Box) -> tuple[float, float, float, float]:
     """Normalized [x, y, w, h] to a clamped pixel box (left, top, right, bottom), never empty."""
-    W, H = img.size
+    W, H = size
     x, y, w, h = region
     left = min(max(x * W, 0.0), W - 1.0)
     top = min(max(y * H, 0.0), H - 1.0)
@@ -257,43 +410,49 @@ def _centre_crop_box(box: tuple[float, float, float, float], aspect: float
 
 def resize_region(img: Image.Image, region: Box, pre: Preprocess) -> np.ndarray:
     """Cut `region` and resize it to the model's size by the contract's mode; HxWxC uint8."""
-    size = (pre.width, pre.height)
     resample = RESAMPLE.get(pre.interpolation, Image.Resampling.BILINEAR)
-    box = _pixel_box(img, region)
-    if pre.resize == "crop":
-        out = img.resize(size, resample, box=_centre_crop_box(box, pre.width / pre.height))
-    elif pre.resize == "pad":
-        bw, bh = box[2] - box[0], box[3] - box[1]
-        s = min(pre.width / bw, pre.height / bh)
-        inner = (max(1, min(pre.width, round(bw * s))), max(1, min(pre.height, round(bh * s))))
-        out = Image.new(img.mode, size, 0)
-        out.paste(img.resize(inner, resample, box=box),
-                  ((pre.width - inner[0]) // 2, (pre.height - inner[1]) // 2))
-    else:
-        out = img.resize(size, resample, box=box)
+    g = geometry(img.size, region, pre)
+    out = img.resize(g.inner, resample, box=g.box)
+    if g.inner != (pre.width, pre.height):
+        canvas = Image.new(img.mode, (pre.width, pre.height), 0)
+        canvas.paste(out, g.offset)
+        out = canvas
     arr = np.asarray(out, dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
 
 
 def load_upright(src: Source, pre: Preprocess, regions: Sequence[Box] = ((0, 0, 1, 1),),
-                 strict: bool = False) -> tuple[Image.Image, Decoded]:
-    """Decode (draft-reduced), read the capture time, rotate upright and convert the channels."""
-    img, warnings = _open_tolerant(src, pre, regions, strict)
+                 strict: bool = False, max_pixels: Optional[int] = None
+                 ) -> tuple[Image.Image, Decoded]:
+    """Decode (draft-reduced), read the capture time, convert the channels, rotate upright.
+
+    A large non-JPEG image is reduced by :func:`reduction` while it is converted, the way a
+    JPEG is reduced by its DCT-scaled decode.
+    """
+    img, warnings = _open_tolerant(src, pre, regions, strict, max_pixels)
     path = None if isinstance(src, Image.Image) else src
     t, dt = capture_time(img, path)
-    img = ImageOps.exif_transpose(img) or img
-    img = to_channels(img, pre.channels)
+    orientation = _orientation(img)
+    if img.format != "JPEG" and img.width * img.height > REDUCE_ABOVE:
+        factor = reduction(_upright_size(img, orientation), pre, regions)
+        img = _reduce_converted(img, factor, pre.channels)
+    else:
+        img = to_channels(img, pre.channels)
+    if orientation != 1:
+        img = img.transpose(_TRANSPOSE[orientation])
     return img, Decoded(arrays=[], capture_time=t, datetime=dt, warnings=warnings)
 
 
 def decode(src: Source, pre: Preprocess, regions: Optional[Sequence[Box]] = None,
-           strict: bool = False) -> Decoded:
+           strict: bool = False, max_pixels: Optional[int] = -1) -> Decoded:
     """Decode a file or PIL image into model inputs: one array per region (default: whole image).
 
+    ``max_pixels`` caps the decoded pixels (-1: ``max_pixels_default``; None or 0: no cap).
     Raises OSError / ValueError (and Pillow's errors) for unreadable files; callers turn them
     into `failure` entries.
     """
     regions = list(regions) if regions else [(0.0, 0.0, 1.0, 1.0)]
-    img, out = load_upright(src, pre, regions, strict)
+    cap = max_pixels_default if max_pixels == -1 else max_pixels
+    img, out = load_upright(src, pre, regions, strict, cap)
     out.arrays = [resize_region(img, r, pre) for r in regions]
     return out

@@ -1,50 +1,91 @@
-"""Decoding in the tf.data graph: DCT-scaled JPEG, PNG/BMP, EXIF orientation, box crops.
+"""Decoding for training: exactly the pixels the device (``kerascls_edge``) feeds the model.
 
-What needs a look at the file (format, size, orientation) was learnt once by
-``records.check_files``; here each record becomes a small integer plan — which decoder
-(JPEG at 1/1, 1/2, 1/4, 1/8 scale, or PNG/BMP), which orientation, which crop window — so
-the graph only branches, never inspects. ``pil_decode`` is the same plan done by Pillow
-(draft mode) inside ``tf.numpy_function``; ``bench/data_pipeline.py`` compares the two.
+There is one definition of "the model's input pixels": ``kerascls_edge.decode`` (TensorFlow-
+free, what runs on the camera-trap device). Two ways to get them here:
+
+- ``pil``: the device's own :func:`kerascls_edge.decode.decode`, called per image inside
+  ``tf.numpy_function``. Identical by construction.
+- ``tf``: graph decoders, for JPEGs, following the device's *plan* — the DCT scale from
+  ``edge.reduction``, the decoded size from ``edge.reduced_size``, the resize box, inner size
+  and letterbox offset from ``edge.geometry`` — with ``dct_method="INTEGER_ACCURATE"`` (libjpeg's
+  ISLOW, what Pillow uses) and Pillow's antialiased bilinear filter
+  (:func:`kerascls.data.transforms.place`). Files the graph cannot reproduce exactly (PNG, BMP,
+  greyscale models) go through the device's decoder in the same graph.
+
+``records.check_files`` learnt each file's format, size and EXIF orientation once, so a plan
+is plain numbers and the graph only branches, never inspects.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
-from PIL import Image, ImageOps
+from kerascls_edge import decode as edge
 
 from kerascls.data.records import Record
+from kerascls.data.transforms import place
 
 RATIOS = (1, 2, 4, 8)
-PNG_BRANCH = len(RATIOS)  # decoder branch index of decode_image (PNG, BMP)
+EDGE_BRANCH = len(RATIOS)  # decode with kerascls_edge.decode (Pillow) inside the graph
+PNG_BRANCH = EDGE_BRANCH  # older name: non-JPEG files take this branch
 
 
-def dct_ratio(width: float, height: float, need: tuple[int, int], fit_long: bool) -> int:
-    """Largest JPEG scale 1/r whose decode of a (width × height) region still covers ``need``.
+@dataclass(frozen=True)
+class Plan:
+    """How one record becomes model pixels (arrays of these feed the dataset).
 
-    ``fit_long`` (letterbox padding) only needs the scaled region to fit; stretch and crop
-    need both sides at least the target's.
+    ``region`` is the record's box normalized to the upright image (what the device's
+    ``decode(regions=...)`` takes); ``box`` (left, top, right, bottom), ``inner`` (h, w) and
+    ``offset`` (y, x) are the device's geometry in the decoded (DCT-reduced) upright image.
     """
-    sx, sy = width / max(need[1], 1), height / max(need[0], 1)
-    room = max(sx, sy) if fit_long else min(sx, sy)
-    return max([r for r in RATIOS if r <= room] or [1])
+
+    branch: int
+    orientation: int
+    region: tuple[float, float, float, float]
+    box: tuple[float, float, float, float]
+    inner: tuple[int, int]
+    offset: tuple[int, int]
 
 
-def plan(rec: Record, need: tuple[int, int], fit_long: bool = False) -> tuple[int, int, list]:
-    """(decoder branch, orientation, crop window [y, x, h, w] in decoded upright pixels)."""
-    up_w, up_h = ((rec.height, rec.width) if rec.orientation in (5, 6, 7, 8)
-                  else (rec.width, rec.height))
-    x, y, w, h = rec.bbox or (0, 0, up_w, up_h)
-    ratio = dct_ratio(w, h, need, fit_long) if rec.fmt == 0 else 1
-    dec_w, dec_h = math.ceil(up_w / ratio), math.ceil(up_h / ratio)
-    x0 = min(max(int(x / ratio), 0), dec_w - 1)
-    y0 = min(max(int(y / ratio), 0), dec_h - 1)
-    x1 = min(max(math.ceil((x + w) / ratio), x0 + 1), dec_w)
-    y1 = min(max(math.ceil((y + h) / ratio), y0 + 1), dec_h)
-    branch = RATIOS.index(ratio) if rec.fmt == 0 else PNG_BRANCH
-    return branch, rec.orientation, [y0, x0, y1 - y0, x1 - x0]
+def preprocess(size: tuple[int, int], channels: int = 3, resize: str = "stretch"
+               ) -> edge.Preprocess:
+    """The device's preprocessing record for a model input of ``size`` (h, w)."""
+    return edge.Preprocess(int(size[0]), int(size[1]), int(channels), resize, "bilinear")
+
+
+def upright_size(rec: Record) -> tuple[int, int]:
+    """(width, height) after the EXIF orientation is applied."""
+    if rec.orientation in (5, 6, 7, 8):
+        return rec.height, rec.width
+    return rec.width, rec.height
+
+
+def plan(rec: Record, pre: edge.Preprocess) -> Plan:
+    """The device's plan for one record: DCT scale, box, inner size and letterbox offset."""
+    up = upright_size(rec)
+    if rec.bbox:
+        x, y, w, h = rec.bbox
+        region = (x / up[0], y / up[1], w / up[0], h / up[1])
+    else:
+        region = (0.0, 0.0, 1.0, 1.0)
+    if rec.fmt != 0 or pre.channels != 3:
+        return Plan(EDGE_BRANCH, rec.orientation, region, (0.0, 0.0, 1.0, 1.0), (1, 1), (0, 0))
+    ratio = edge.reduction(up, pre, [region])
+    g = edge.geometry(edge.reduced_size(up, ratio), region, pre)
+    return Plan(RATIOS.index(ratio), rec.orientation, region, g.box,
+                (g.inner[1], g.inner[0]), (g.offset[1], g.offset[0]))
+
+
+def plan_columns(plans: list[Plan]) -> tuple[np.ndarray, ...]:
+    """(branch, orientation, region, box, inner, offset) arrays for ``from_tensor_slices``."""
+    return (np.array([p.branch for p in plans], np.int32),
+            np.array([p.orientation for p in plans], np.int32),
+            np.array([p.region for p in plans], np.float64).reshape(-1, 4),
+            np.array([p.box for p in plans], np.float32).reshape(-1, 4),
+            np.array([p.inner for p in plans], np.int32).reshape(-1, 2),
+            np.array([p.offset for p in plans], np.int32).reshape(-1, 2))
 
 
 def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
@@ -63,58 +104,74 @@ def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     return tf.switch_case(tf.clip_by_value(tf.cast(orientation, tf.int32), 0, 8), branches)
 
 
-def decode(data: tf.Tensor, branch: tf.Tensor) -> tf.Tensor:
-    """RGB uint8 pixels of encoded bytes; JPEGs at the planned DCT scale.
+def decode_jpeg(data: tf.Tensor, branch) -> tf.Tensor:
+    """RGB uint8 pixels of a JPEG at the planned DCT scale, with Pillow's IDCT (ISLOW).
 
-    Greyscale and CMYK JPEGs come out as RGB (libjpeg converts); PNG alpha is dropped.
+    Greyscale and CMYK JPEGs come out as RGB (libjpeg converts).
     """
     def jpeg(ratio):
         return lambda: tf.io.decode_jpeg(data, channels=3, ratio=ratio,
-                                         dct_method="INTEGER_FAST")
-    def other():
-        return tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-    return tf.switch_case(tf.cast(branch, tf.int32), [jpeg(r) for r in RATIOS] + [other])
+                                         dct_method="INTEGER_ACCURATE")
+    if isinstance(branch, int):
+        return jpeg(RATIOS[branch])()
+    return tf.switch_case(tf.cast(branch, tf.int32), [jpeg(r) for r in RATIOS])
 
 
-def load_image(path: tf.Tensor, branch, orientation, window, *, uniform_branch=None,
-               upright: bool = False, whole: bool = False) -> tf.Tensor:
-    """Read, decode, turn upright and crop one planned record: HxWx3 uint8.
-
-    When every record of a dataset shares a decoder (``uniform_branch``), is upright or
-    is uncropped (``whole``), the branch is left out of the graph: per-image overhead
-    matters for small images.
-    """
-    data = tf.io.read_file(path)
-    if uniform_branch is None:
-        image = decode(data, branch)
-    elif uniform_branch < PNG_BRANCH:
-        image = tf.io.decode_jpeg(data, channels=3, ratio=RATIOS[uniform_branch],
-                                  dct_method="INTEGER_FAST")
-    else:
-        image = tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False)
-    image = image if upright else orient(image, orientation)
-    if not whole:
-        image = tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
-    image.set_shape([None, None, 3])
-    return image
-
-
-def pil_decode(path: bytes, branch: int, orientation: int, window: np.ndarray) -> np.ndarray:
-    """The same plan with Pillow (draft mode, exif_transpose); for tf.numpy_function."""
+def edge_pixels(path, region, pre: edge.Preprocess) -> np.ndarray:
+    """The device's pixels for one file and normalized region (no pixel cap in training)."""
     path = path.item() if isinstance(path, np.ndarray) else path
-    with Image.open(path.decode() if isinstance(path, bytes) else path) as im:
-        if branch < PNG_BRANCH and RATIOS[branch] > 1:
-            r = RATIOS[branch]
-            im.draft("RGB", (math.ceil(im.width / r), math.ceil(im.height / r)))
-        im = ImageOps.exif_transpose(im).convert("RGB")
-        y, x, h, w = (int(v) for v in window)
-        return np.asarray(im)[y:y + h, x:x + w]
+    path = path.decode() if isinstance(path, bytes) else path
+    box = tuple(float(v) for v in np.asarray(region).reshape(4))
+    return edge.decode(path, pre, [box], max_pixels=None).arrays[0]
 
 
-def load_image_pil(path: tf.Tensor, branch: tf.Tensor, orientation: tf.Tensor,
-                   window: tf.Tensor) -> tf.Tensor:
-    """:func:`load_image` through Pillow inside the graph."""
-    image = tf.numpy_function(pil_decode, [path, branch, orientation, window], tf.uint8,
+def load_edge(path: tf.Tensor, region: tf.Tensor, pre: edge.Preprocess) -> tf.Tensor:
+    """:func:`edge_pixels` inside the graph: H×W×C uint8."""
+    image = tf.numpy_function(lambda p, r: edge_pixels(p, r, pre), [path, region], tf.uint8,
                               stateful=False)
-    image.set_shape([None, None, 3])
+    image.set_shape([pre.height, pre.width, pre.channels])
     return image
+
+
+def load_graph(path: tf.Tensor, branch, orientation, box, inner, offset,
+               pre: edge.Preprocess, upright: bool = False) -> tf.Tensor:
+    """A planned JPEG through TF's graph decoder and resize: H×W×3 uint8."""
+    image = decode_jpeg(tf.io.read_file(path), branch)
+    image = image if upright else orient(image, orientation)
+    return place(image, box, inner, offset, (pre.height, pre.width))
+
+
+def loader(decoder: str, plans: list[Plan], pre: edge.Preprocess):
+    """``f(path, branch, orientation, region, box, inner, offset) → H×W×C uint8``.
+
+    ``pil``: every file through the device's decoder. ``tf``: JPEGs through the graph,
+    other files through the device's decoder; branches that no record takes are left out
+    (per-image overhead matters for small images).
+    """
+    branches = {p.branch for p in plans}
+    upright = all(p.orientation == 1 for p in plans)
+    if decoder == "pil" or branches == {EDGE_BRANCH}:
+        return lambda path, b, o, region, box, inner, offset: load_edge(path, region, pre)
+    jpeg = branches - {EDGE_BRANCH}
+    fixed = next(iter(jpeg)) if len(jpeg) == 1 else None
+
+    def graph(path, b, o, region, box, inner, offset):
+        b = fixed if fixed is not None else tf.minimum(b, EDGE_BRANCH - 1)
+        return load_graph(path, b, o, box, inner, offset, pre, upright)
+    if EDGE_BRANCH not in branches:
+        return graph
+
+    def mixed(path, b, o, region, box, inner, offset):
+        return tf.cond(tf.equal(b, EDGE_BRANCH), lambda: load_edge(path, region, pre),
+                       lambda: graph(path, b, o, region, box, inner, offset))
+    return mixed
+
+
+def decode_record(rec: Record, size: tuple[int, int], resize: str = "stretch",
+                  decoder: str = "tf", channels: int = 3) -> np.ndarray:
+    """One record's model pixels (H×W×C uint8), eagerly: for checks and debugging."""
+    pre = preprocess(size, channels, resize)
+    p = plan(rec, pre)
+    load = loader(decoder, [p], pre)
+    cols = [tf.constant(c[0]) for c in plan_columns([p])]
+    return load(tf.constant(rec.path), *cols).numpy()

@@ -6,15 +6,14 @@ become batches of raw 0–255 pixels, which the model normalizes itself.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from kerascls.data.decode import PNG_BRANCH, load_image, load_image_pil, plan
+from kerascls.data.decode import loader, plan, plan_columns, preprocess
 from kerascls.data.records import Record
-from kerascls.data.transforms import batch_augmenter, random_resized_crop, resize
+from kerascls.data.transforms import batch_augmenter, random_resized_crop
 
 
 def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool,
@@ -63,10 +62,12 @@ class PipelineOptions:
         cache: ``auto`` (in memory when the resized uint8 images fit in 1 GiB), ``memory``,
             ``none``, or a file path prefix.
         deterministic: fixed element order and seeded augmentation, for tests.
-        decoder: ``tf`` (graph decoders), ``pil`` (Pillow draft mode in
-            ``tf.numpy_function``) or ``auto``: ``pil`` when some JPEG is decoded at reduced
-            scale (measured 1.2× Keras's loader on large frames, the graph path 0.8–1.0×),
-            else ``tf`` (fewer per-image costs on small images).
+        decoder: how files become the model's input pixels, which are always the device's
+            (``kerascls_edge.decode``, README "Input pixels (train = device)"): ``pil`` calls
+            the device's decoder in ``tf.numpy_function``; ``tf`` decodes JPEGs with graph
+            ops that follow the device's plan (other files still go through the device's
+            decoder); ``auto``: ``pil`` when some JPEG is decoded at reduced scale, else
+            ``tf``.
     """
 
     image_size: tuple[int, int]
@@ -141,26 +142,22 @@ def file_dataset(records: list[Record], labels: np.ndarray, opts: PipelineOption
     images, so later epochs skip decoding; augmentation always comes after the cache.
     """
     size = tuple(opts.image_size)
-    plans = [plan(r, size, fit_long=opts.resize == "pad") for r in records]
-    branch, orientation, window = (np.array(col, np.int32) for col in zip(*plans))
+    pre = preprocess(size, opts.channels, opts.resize)
+    plans = [plan(r, pre) for r in records]
     ds = tf.data.Dataset.from_tensor_slices(
-        (np.array([r.path for r in records]), branch, orientation, window, labels))
+        (np.array([r.path for r in records]), *plan_columns(plans), labels))
     cache = _cache_target(opts, len(records))
     shuffle = opts.training
     if shuffle and cache is None:
         ds = ds.shuffle(len(records), seed=opts.seed, reshuffle_each_iteration=True)
     decoder = opts.decoder
     if decoder == "auto":
-        decoder = "pil" if any(b not in (0, PNG_BRANCH) for b in branch) else "tf"
-    load = load_image_pil if decoder == "pil" else functools.partial(
-        load_image, uniform_branch=int(branch[0]) if len(set(branch)) == 1 else None,
-        upright=bool(np.all(orientation == 1)), whole=all(r.bbox is None for r in records))
+        decoder = "pil" if any(p.branch in (1, 2, 3) for p in plans) else "tf"
+    load = loader(decoder, plans, pre)
 
-    def decode_resize(path, b, o, w, y):
-        image = resize(load(path, b, o, w), size, opts.resize)
-        if cache is None:  # no cache: keep float, skip a round trip through uint8
-            return _channels(image, opts.channels), y
-        return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), y
+    def decode_resize(path, b, o, region, box, inner, offset, y):
+        image = load(path, b, o, region, box, inner, offset)  # the device's uint8 pixels
+        return (image if cache is not None else tf.cast(image, tf.float32)), y
     ds = ds.map(decode_resize, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True if opts.deterministic else None)
     if cache is not None:
@@ -192,8 +189,7 @@ def _finish(ds: tf.data.Dataset, opts: PipelineOptions, cast: bool = True) -> tf
             lambda xy, s: (random_resized_crop(xy[0], size, s), xy[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     if cast:
-        ds = ds.map(lambda x, y: (_channels(tf.cast(x, tf.float32), opts.channels), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(opts.batch_size)
     if set(augment) - {"rrc"}:
         fn = batch_augmenter(augment, seed=opts.seed if opts.deterministic else None)
@@ -204,7 +200,3 @@ def _finish(ds: tf.data.Dataset, opts: PipelineOptions, cast: bool = True) -> tf
         ds = ds.with_options(options)
     return ds.prefetch(tf.data.AUTOTUNE)
 
-
-def _channels(images: tf.Tensor, channels: int) -> tf.Tensor:
-    """RGB → greyscale when the model takes one channel."""
-    return tf.image.rgb_to_grayscale(images) if channels == 1 else images

@@ -16,27 +16,67 @@ AUGMENTATIONS = ("flip", "rrc", "randaugment", "erasing", "mixup", "cutmix")
 LABEL_MIXING = ("mixup", "cutmix")  # these need one-hot/float labels
 
 
+def resize_box(image: tf.Tensor, box, size) -> tf.Tensor:
+    """Pillow's ``resize((w, h), BILINEAR, box=box)`` as float32: H×W×C, not rounded.
+
+    ``box`` is (left, top, right, bottom), fractional, in input pixels; ``size`` is (h, w).
+    A triangle filter widened by the shrink factor (antialiasing), weights normalized over
+    the pixels inside the image — Pillow's resampling, so the device's pixels come out.
+    """
+    box = tf.cast(box, tf.float32)
+    hw = tf.cast(size, tf.int32)
+    scale = tf.cast(hw, tf.float32) / tf.stack([box[3] - box[1], box[2] - box[0]])
+    out = tf.raw_ops.ScaleAndTranslate(
+        images=tf.cast(image, tf.float32)[None], size=hw, scale=scale,
+        translation=-tf.stack([box[1], box[0]]) * scale, kernel_type="triangle",
+        antialias=True)
+    return out[0]
+
+
+def place(image: tf.Tensor, box, inner, offset, size: tuple[int, int]) -> tf.Tensor:
+    """``box`` resized to ``inner`` (h, w), pasted at ``offset`` (y, x) in zeros of ``size``.
+
+    The device's geometry (``kerascls_edge.decode.geometry``) in the graph: uint8 H×W×C.
+    """
+    inner, offset = tf.cast(inner, tf.int32), tf.cast(offset, tf.int32)
+    pixels = tf.clip_by_value(tf.round(resize_box(image, box, inner)), 0, 255)
+    pad = tf.stack([[offset[0], size[0] - offset[0] - inner[0]],
+                    [offset[1], size[1] - offset[1] - inner[1]], [0, 0]])
+    out = tf.cast(tf.pad(pixels, pad), tf.uint8)
+    out.set_shape([size[0], size[1], image.shape[-1]])
+    return out
+
+
 def resize(image: tf.Tensor, size: tuple[int, int], mode: str = "stretch") -> tf.Tensor:
-    """HxWxC (any dtype) → size float32 0–255, bilinear with antialiasing (as Pillow does)."""
+    """HxWxC (any dtype) → size float32 0–255 (whole values), as the device resizes.
+
+    The geometry of ``kerascls_edge.decode.geometry`` for a whole image, in TF ops (the
+    image's size may be known only in the graph): crop keeps the largest centred box of the
+    target aspect, pad letterboxes (zeros, centred, inner size rounded half to even).
+    """
     if mode not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {mode!r}")
-    image = tf.cast(image, tf.float32)
-    if mode == "crop":
-        image = centre_crop_to_aspect(image, size[1] / size[0])
-    if mode == "pad":
-        return tf.image.resize_with_pad(image, size[0], size[1], antialias=True)
-    return tf.image.resize(image, size, antialias=True)
-
-
-def centre_crop_to_aspect(image: tf.Tensor, aspect: float) -> tf.Tensor:
-    """The largest centred window of width/height ``aspect``."""
     shape = tf.shape(image)
-    h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-    new_w = tf.minimum(w, tf.round(h * aspect))
-    new_h = tf.minimum(h, tf.round(w / aspect))
-    top = tf.cast((h - new_h) / 2, tf.int32)
-    left = tf.cast((w - new_w) / 2, tf.int32)
-    return image[top:top + tf.cast(new_h, tf.int32), left:left + tf.cast(new_w, tf.int32)]
+    h, w = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
+    th, tw = float(size[0]), float(size[1])
+    box = tf.stack([0.0, 0.0, w, h])
+    inner, offset = tf.constant([size[0], size[1]]), tf.constant([0, 0])
+    if mode == "crop":
+        box = _centre_crop_box(w, h, tw / th)
+    elif mode == "pad":
+        s = tf.minimum(tw / w, th / h)
+        inner = tf.cast(tf.stack([tf.clip_by_value(tf.round(h * s), 1, th),
+                                  tf.clip_by_value(tf.round(w * s), 1, tw)]), tf.int32)
+        offset = (tf.constant([size[0], size[1]]) - inner) // 2
+    return tf.cast(place(image, box, inner, offset, size), tf.float32)
+
+
+def _centre_crop_box(w: tf.Tensor, h: tf.Tensor, aspect: float) -> tf.Tensor:
+    """(left, top, right, bottom) of the largest centred box of width/height ``aspect``."""
+    wide = w / h > aspect
+    nw, nh = tf.where(wide, h * aspect, w), tf.where(wide, h, w / aspect)
+    left, top = (w - nw) / 2, (h - nh) / 2
+    return tf.stack([left, top, left + nw, top + nh])
 
 
 def random_resized_crop(image: tf.Tensor, size: tuple[int, int], seed: tf.Tensor,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -180,35 +181,51 @@ def _recs(groups: dict[str, tuple[int, str]], key: str) -> list[Record]:
 def test_split_by_hand_the_last_group_goes_to_test(key):
     """Targets 0.6/0.2/0.2 of 12 images → quotas 7.2/2.4/2.4 (one class).
 
-    Largest first: A (7) ties at need 7 everywhere → train (largest target); B (3): train
-    needs 3·0.2/7.2 = 0.08, val and test 3 → val; C (2), the last group: train 0.06,
-    val 2·(2.4−3)/2.4 = −0.5, test 2 → test.
+    Need of a split for a group = Σ_class n·(quota − have)/quota. Largest group first:
+    A (7) needs 7 everywhere, a tie → train (the largest target); B (3): train needs
+    3·0.2/7.2 = 0.08, val and test 3 → val; C (2), the last group: train 0.06,
+    val 2·(2.4−3)/2.4 = −0.5, test 2 → test. Group sizes differ, so the seed (which only
+    orders equal sizes) changes nothing.
     """
     recs = _recs({"A": (7, "deer"), "B": (3, "deer"), "C": (2, "deer")}, key)
-    parts = split_records(recs, 0.2, 0.2, seed=0)
-    got = {s: sorted({getattr(r, key) for r in v}) for s, v in parts.items()}
-    assert got == {"train": ["A"], "val": ["B"], "test": ["C"]}
-    assert sorted(r.path for v in parts.values() for r in v) == sorted(r.path for r in recs)
+    for seed in range(5):
+        parts = split_records(recs, 0.2, 0.2, seed=seed)
+        got = {s: sorted({getattr(r, key) for r in v}) for s, v in parts.items()}
+        assert got == {"train": ["A"], "val": ["B"], "test": ["C"]}, seed
+        assert sorted(r.path for v in parts.values() for r in v) == sorted(r.path for r in recs)
 
 
 def test_split_by_hand_two_classes():
-    """deer (8) and fox (4); targets 0.5/0.25/0.25 → quotas deer 4/2/2, fox 2/1/1.
+    """deer (5) and fox (9); targets 0.5/0.25/0.25 → quotas deer 2.5/1.25/1.25, fox 4.5/2.25/2.25.
 
-    Need of a split = Σ_class n·(quota − have)/quota. Largest first:
-    L1 (deer 4, fox 2): 4 + 2 = 6 in every split, a tie → train (the largest target).
-    L2 (deer 2, fox 1): train 0, val 2 + 1 = 3, test 3 → val.
-    L3 (deer 1, fox 1): train 0, val 0, test 1 + 1 = 2 → test.
-    L4 (deer 1), the last: train 0, val 0, test 1·(2 − 1)/2 = 0.5 → test.
+    Need = Σ_class n·(1 − have/quota). Largest first:
+    L2 (deer 3, fox 2): 5 everywhere, a tie → train (the largest target).
+    L1 (deer 1, fox 3): train 1·(1 − 3/2.5) + 3·(1 − 2/4.5) = 1.47, val 4, test 4 → val.
+    L3 (fox 3): train 3·(1 − 2/4.5) = 1.67, val 3·(1 − 3/2.25) = −1, test 3 → test.
+    L4 (deer 1, fox 1), the last: train −0.2 + 0.56 = 0.36, val 0.2 − 0.33 = −0.13,
+    test 1 + (1 − 3/2.25) = 0.67 → test.
+    (Weighing the shortfall by the quota instead of dividing by it, or dividing by
+    target/total, sends L1 or L3 elsewhere.)
     """
-    groups = {"L1": [("deer", 4), ("fox", 2)], "L2": [("deer", 2), ("fox", 1)],
-              "L3": [("deer", 1), ("fox", 1)], "L4": [("deer", 1)]}
+    groups = {"L1": [("deer", 1), ("fox", 3)], "L2": [("deer", 3), ("fox", 2)],
+              "L3": [("fox", 3)], "L4": [("deer", 1), ("fox", 1)]}
     recs = [Record(f"/{g}_{c}_{i}.jpg", (c,), location=g, seq_id=f"{g}{i}")
             for g, cs in groups.items() for c, n in cs for i in range(n)]
-    for seed in range(3):
+    for seed in range(5):
         parts = split_records(recs, 0.25, 0.25, seed=seed)
         got = {s: sorted({r.location for r in v}) for s, v in parts.items()}
-        assert got == {"train": ["L1"], "val": ["L2"], "test": ["L3", "L4"]}
+        assert got == {"train": ["L2"], "val": ["L1"], "test": ["L3", "L4"]}, seed
         assert sum(map(len, parts.values())) == len(recs)
+    assert split_records(recs, 0.25, 0.25) == split_records(recs, 0.25, 0.25, seed=0)
+
+
+@pytest.mark.parametrize("val, test", [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5), (-0.1, 0.2),
+                                       (0.2, -0.1), (0.6, 0.6), (1.5, 0.0), (0.0, 1.5)])
+def test_split_fractions_out_of_range_are_one_clear_error(val, test):
+    recs = _recs({"A": (3, "deer")}, "location")
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\) and sum below 1, got "
+                                         rf"{val}, {test}$"):
+        split_records(recs, val, test)
 
 
 @settings(max_examples=60, deadline=None)
@@ -218,7 +235,9 @@ def test_split_by_hand_two_classes():
 def test_splits_partition_records_and_never_share_a_group(rows, fractions, seed):
     recs = [Record(f"/{i}.jpg", (c,), location=f"L{loc}" if has_loc else "", seq_id=f"S{seq}")
             for i, (loc, seq, c, has_loc) in enumerate(rows)]
-    parts = split_records(recs, *fractions, seed=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NumPy division-by-zero noise for an empty split
+        parts = split_records(recs, *fractions, seed=seed)
     paths = [r.path for v in parts.values() for r in v]
     assert sorted(paths) == sorted(r.path for r in recs)  # every record exactly once
     owner: dict[str, str] = {}

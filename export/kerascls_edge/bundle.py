@@ -7,6 +7,7 @@ the decoder and the classifier never look at model.json themselves.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,38 +76,148 @@ def _load_json(path: Path) -> dict:
     except (OSError, ValueError) as e:
         raise EdgeError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict):
-        raise EdgeError(f"{path} is not a JSON object")
+        raise EdgeError(f"{path}: expected a JSON object, got {_kind(data)}")
     return data
 
 
-def _spec_from_json(model_path: Path, meta: dict, labels: list[str]) -> ModelSpec:
-    """Map model.json fields onto a ModelSpec, validating the enumerations the runtime obeys."""
-    inp = meta.get("input") or {}
-    out = meta.get("output") or {}
-    spec = ModelSpec(
+# -- a small typed reader: one line naming the file and the field for any wrong value -----------
+
+INTERPOLATIONS = ("bilinear", "nearest", "bicubic", "area", "lanczos")
+TASKS = ("multiclass", "binary", "multilabel")
+DTYPES = ("uint8", "int8", "float32", "float16")
+_MISSING = object()
+
+
+def _kind(value: object) -> str:
+    """How a JSON value is named in an error message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def is_number(value: object) -> bool:
+    """A finite JSON number (booleans are not numbers here, though Python says they are ints)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+class Fields:
+    """Typed access to one JSON object; every error names the file and the dotted field."""
+
+    def __init__(self, source: object, data: object, where: str = "") -> None:
+        self.source, self.where = source, where
+        if not isinstance(data, dict):
+            self.fail(where or "top level", f"expected an object, got {_kind(data)}")
+        self.data = data
+
+    def fail(self, key: str, why: str) -> None:
+        raise EdgeError(f"{self.source}: {key}: {why}")
+
+    def _name(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def get(self, key: str, default: object = _MISSING) -> object:
+        value = self.data.get(key, _MISSING)
+        if value is _MISSING or value is None:
+            if default is _MISSING:
+                self.fail(self._name(key), "missing")
+            return default
+        return value
+
+    def str_(self, key: str, default: object = _MISSING, choices: Sequence[str] = ()) -> object:
+        value = self.get(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if not isinstance(value, str):
+            self.fail(self._name(key), f"expected a string, got {_kind(value)}")
+        if choices and value not in choices:
+            self.fail(self._name(key), f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def int_(self, key: str, default: object = _MISSING, lo: int = 1, hi: int = 1 << 20
+             ) -> object:
+        value = self.get(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            self.fail(self._name(key), f"expected an integer in [{lo}, {hi}], got {_kind(value)}")
+        return value
+
+    def number(self, key: str, default: object = _MISSING) -> object:
+        value = self.get(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if not is_number(value):
+            self.fail(self._name(key), f"expected a finite number, got {_kind(value)}")
+        return float(value)
+
+    def str_list(self, key: str, default: object = _MISSING) -> object:
+        value = self.get(key, default)
+        if value is default and default is not _MISSING:
+            return value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.fail(self._name(key), f"expected a list of strings, got {_kind(value)}")
+        return list(value)
+
+    def obj(self, key: str) -> "Fields":
+        return Fields(self.source, self.get(key, {}), self._name(key))
+
+
+def _value_range(inp: Fields) -> tuple[float, float]:
+    value = inp.get("value_range", [0, 255])
+    if not (isinstance(value, list) and len(value) == 2 and all(is_number(v) for v in value)
+            and value[0] < value[1]):
+        inp.fail(inp._name("value_range"), f"expected [low, high] with low < high, "
+                                           f"got {_kind(value)}")
+    return float(value[0]), float(value[1])
+
+
+def _channels(inp: Fields) -> int:
+    value = inp.int_("channels", 3, lo=1, hi=4)
+    if value not in (1, 3):
+        inp.fail(inp._name("channels"), f"must be 1 or 3, got {value}")
+    return value
+
+
+def _thresholds(meta: Fields) -> dict:
+    th = meta.obj("thresholds")
+    for k, v in th.data.items():
+        if not (is_number(v) and 0 <= v <= 1):
+            th.fail(th._name(str(k)), f"expected a number in [0, 1], got {_kind(v)}")
+    return dict(th.data) or {"default": 0.5}
+
+
+def _spec_from_json(model_path: Path, meta_dict: dict, labels: list[str],
+                    source: object = "model.json") -> ModelSpec:
+    """Map model.json onto a ModelSpec, checking the type and range of every field it reads."""
+    meta = Fields(source, meta_dict)
+    inp, out = meta.obj("input"), meta.obj("output")
+    name = meta.str_("name", None) or meta.str_("architecture", None) or model_path.parent.name
+    return ModelSpec(
         model_path=model_path,
-        labels=labels or list(meta.get("class_names") or []),
-        name=str(meta.get("name") or meta.get("architecture") or model_path.parent.name),
-        height=inp.get("height"),
-        width=inp.get("width"),
-        channels=int(inp.get("channels", 3)),
-        dtype=inp.get("dtype"),
-        value_range=tuple(inp.get("value_range", (0, 255))),
-        resize=str(inp.get("resize", "stretch")),
-        interpolation=str(inp.get("interpolation", "bilinear")),
-        activation=str(out.get("activation", "softmax")),
-        task=str(meta.get("task", "multiclass")),
-        thresholds=dict(meta.get("thresholds") or {"default": 0.5}),
-        empty_classes=list(meta.get("empty_classes") or []),
+        labels=labels or meta.str_list("class_names", []),
+        name=name,
+        height=inp.int_("height", None),
+        width=inp.int_("width", None),
+        channels=_channels(inp),
+        dtype=inp.str_("dtype", None, DTYPES),
+        value_range=_value_range(inp),
+        resize=inp.str_("resize", "stretch", RESIZE_MODES),
+        interpolation=inp.str_("interpolation", "bilinear", INTERPOLATIONS),
+        activation=out.str_("activation", "softmax", ACTIVATIONS),
+        task=meta.str_("task", "multiclass", TASKS),
+        thresholds=_thresholds(meta),
+        empty_classes=meta.str_list("empty_classes", []),
         from_bundle=True,
     )
-    if spec.resize not in RESIZE_MODES:
-        raise EdgeError(f"model.json: unknown resize {spec.resize!r} (expected {RESIZE_MODES})")
-    if spec.activation not in ACTIVATIONS:
-        raise EdgeError(f"model.json: unknown output activation {spec.activation!r}")
-    if spec.channels not in (1, 3):
-        raise EdgeError(f"model.json: channels must be 1 or 3, got {spec.channels}")
-    return spec
 
 
 def load_spec(model_path: Union[str, os.PathLike],
@@ -131,6 +242,6 @@ def load_spec(model_path: Union[str, os.PathLike],
     meta_path = tflite.parent / "model.json"
     names = _resolve_labels(labels, tflite.parent)
     if meta_path.is_file():
-        return _spec_from_json(tflite, _load_json(meta_path), names)
+        return _spec_from_json(tflite, _load_json(meta_path), names, meta_path)
     # Outputs of a bare model are used as they are (no softmax): we cannot know it has logits.
     return ModelSpec(model_path=tflite, labels=names, name=tflite.stem)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -25,6 +27,28 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonneg_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _float_in(lo: float, hi: float, allow_inf: bool = False):
+    """An argparse type: a float in [lo, hi]; NaN always refused (it compares false to all)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if math.isnan(value) or (math.isinf(value) and not allow_inf) or not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be a number in [{lo:g}, {hi:g}], "
+                                             f"got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images into MegaDetector-format JSON or CSV")
     p.add_argument("bundle", help="bundle directory, or a .tflite file (with --labels)")
@@ -35,29 +59,32 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="labels file for a bare .tflite (line i = class i)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="interpreter threads (default: all cores)")
-    p.add_argument("--decode_threads", type=int, default=None,
+    p.add_argument("--decode_threads", type=_nonneg_int, default=None,
                    help="decode threads prefetching ahead of inference (default: one per "
                         "core, at least --threads + 1; "
                         "0 decodes inline)")
     p.add_argument("--recursive", action="store_true", help="descend into subfolders")
     p.add_argument("--top_k", type=_positive_int, default=5)
     p.add_argument("--detections", help="MegaDetector output file: classify its animal boxes")
-    p.add_argument("--detection_threshold", type=float, default=0.2,
+    p.add_argument("--detection_threshold", type=_float_in(0.0, 1.0), default=0.2,
                    help="with --detections: classify boxes at or above this confidence")
     p.add_argument("--resume", action="store_true",
                    help="continue from the checkpoint of an interrupted run")
-    p.add_argument("--overwrite", action="store_true", help="discard an earlier checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard an earlier checkpoint, and replace an existing output file "
+                        "that is not an earlier kerascls-edge result")
     p.add_argument("--checkpoint_every", type=_positive_int, default=100,
                    help="write a checkpoint every N images")
     p.add_argument("--keep_checkpoint", action="store_true",
                    help="keep the <output>.partial checkpoint folder after success")
     p.add_argument("--smooth", choices=("none", "mean"), default="none",
                    help="add per-sequence (burst) mean probabilities beside each result")
-    p.add_argument("--sequence_gap", type=float, default=10.0,
+    p.add_argument("--sequence_gap", type=_float_in(0.0, 1e9), default=10.0,
                    help="seconds between frames that start a new sequence")
     p.add_argument("--strict", action="store_true",
                    help="treat truncated JPEGs as failures instead of decoding what is there")
-    p.add_argument("--progress_every", type=float, default=5.0,
+    p.add_argument("--progress_every", type=_float_in(-math.inf, math.inf, allow_inf=True),
+                   default=5.0,
                    help="seconds between progress lines on stderr (negative: none)")
 
 
@@ -69,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("bundle")
     info.add_argument("--labels")
     return parser
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """A NUL byte cannot be in a file name: say so instead of failing deep inside a call."""
+    for value in [args.bundle, args.labels, getattr(args, "output", None),
+                  getattr(args, "detections", None), *getattr(args, "images", [])]:
+        if value is not None and "\0" in value:
+            raise EdgeError(f"not a valid path (it holds a NUL byte): {value!r}")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -84,9 +119,13 @@ def _predict(args: argparse.Namespace) -> int:
         strict=args.strict, smooth=args.smooth, sequence_gap=args.sequence_gap,
         detections=Path(args.detections) if args.detections else None,
         detection_threshold=args.detection_threshold, progress_every=args.progress_every,
-        keep_checkpoint=args.keep_checkpoint)
+        keep_checkpoint=args.keep_checkpoint, labels_path=args.labels)
     summary = predict(clf, args.images, opts)
     print(json.dumps(summary))
+    if summary.get("unreadable"):
+        print(f"{PROG}: warning: {summary['unreadable']} folder(s) or entries could not be "
+              f"read; they are failure entries in {summary['output']}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -115,6 +154,25 @@ def _terminate_on_sigterm() -> object:
         return None
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split("\n"))
+
+
+def _user_path(filename: object, output: Optional[str]) -> str:
+    """The file a user knows for an OSError: our temp files and checkpoint map to the output."""
+    if filename is None:
+        return ""
+    name = os.fsdecode(filename) if isinstance(filename, bytes) else str(filename)
+    if output:
+        out = os.path.abspath(output)
+        full = os.path.abspath(name)
+        if full == os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.tmp"):
+            return output
+        if full.startswith(out + ".partial"):
+            return f"{output} (its checkpoint folder {output}.partial)"
+    return name
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the CLI; returns the exit status (bad input: a one-line error and 2, no traceback)."""
     parser = build_parser()
@@ -124,12 +182,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(e.code or 0)
     previous = _terminate_on_sigterm()
     try:
+        _check_paths(args)
         return _predict(args) if args.command == "predict" else _info(args)
     except EdgeError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"{PROG}: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        where = _user_path(e.filename, getattr(args, "output", None))
+        print(f"{PROG}: error: {e.strerror or e}: {where}".rstrip(": "), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; results so far are checkpointed (rerun with --resume)",

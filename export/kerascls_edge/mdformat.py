@@ -120,8 +120,10 @@ def public(rec: dict) -> dict:
 
 
 def _atomic_open(path: Path):
+    from .journal import open_fresh
+
     tmp = path.with_name(f".{path.name}.tmp")
-    return tmp, open(tmp, "w", encoding="utf-8", newline="")
+    return tmp, open_fresh(tmp, newline="")
 
 
 def _publish(tmp: Path, f, path: Path) -> None:
@@ -192,6 +194,29 @@ def csv_rows(rec: dict, labels: Sequence[str]) -> Iterator[dict]:
                    "top_k": _fmt_k(k_list, labels)}
 
 
+def csv_text(value: object) -> object:
+    """A CSV cell that is valid UTF-8 whatever the file name's bytes were.
+
+    File names that are not UTF-8 reach Python as lone surrogates (PEP 383); in the CSV each
+    undecodable byte is written as a backslash escape, `\\xff`, as `ls -b` shows it. (The JSON
+    output keeps them as JSON `\\udcff` escapes, which Python reads back to the same name.)
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        raw = value.encode("utf-8", "surrogateescape") if _only_escapes(value) else \
+            value.encode("utf-8", "backslashreplace")
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def _only_escapes(value: str) -> bool:
+    """True when every surrogate in `value` is one PEP 383 made from an undecodable byte."""
+    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in value)
+
+
 def write_csv(path: Path, records: Iterable[dict], labels: Sequence[str]) -> int:
     """Stream the CSV atomically; returns the number of images."""
     n = 0
@@ -199,6 +224,7 @@ def write_csv(path: Path, records: Iterable[dict], labels: Sequence[str]) -> int
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for rec in records:
-            writer.writerows(csv_rows(rec, labels))
+            writer.writerows({k: csv_text(v) for k, v in row.items()}
+                             for row in csv_rows(rec, labels))
             n += 1
     return n

@@ -19,15 +19,15 @@ from typing import Callable, Iterable, Iterator, Optional, Sequence, TextIO
 
 import numpy as np
 
-from .bundle import EdgeError
+from .bundle import EdgeError, Fields, _kind, is_number
 from .classifier import Classifier
 from .decode import Box, Decoded
-from .journal import Journal
+from .journal import Journal, bundle_identity
 from .mdformat import (DETECTION_CATEGORIES, classification_categories, failure_record,
                        image_record, info_block, ranked, write_csv, write_json)
+from .outputs import IMAGE_EXTENSIONS, bundle_files, check_output
 from .sequences import smooth
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 
 
 @dataclass
@@ -49,6 +49,7 @@ class Options:
     detection_threshold: float = 0.2
     progress_every: float = 5.0
     keep_checkpoint: bool = False
+    labels_path: Optional[str] = None  # a --labels file: read by the run, so never an output
 
 
 def default_decode_threads(interpreter_threads: int) -> int:
@@ -71,6 +72,11 @@ class Item:
     entry: Optional[dict] = None
     regions: list[Box] = field(default_factory=list)
     det_index: list[int] = field(default_factory=list)
+    error: Optional[str] = None  # a folder or entry that could not be read while listing
+
+
+class ListingError(OSError):
+    """A folder that could not be listed or an entry that could not be examined."""
 
 
 # -- listing ------------------------------------------------------------------------------------
@@ -80,24 +86,59 @@ def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _walk(directory: str, recursive: bool) -> Iterator[str]:
-    """Image files of one directory in name order, then (if recursive) its subdirectories."""
-    try:
-        with os.scandir(directory) as it:
-            # (name, is_dir) only: DirEntry objects cache stat results, ~1 KB per file held.
-            entries = sorted((e.name, e.is_dir()) for e in it)
-    except OSError as e:
-        print(f"kerascls-edge: warning: cannot list {directory}: {e}", file=sys.stderr)
-        return
-    subdirs = []
-    for name, is_dir in entries:
-        if is_dir:
-            subdirs.append(os.path.join(directory, name))
+def _scan(directory: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """One directory's image files and subfolders (name order) and the entries that failed.
+
+    Each entry is examined on its own, so one bad entry (a symlink loop, a vanished file)
+    never drops its whole folder.
+    """
+    files, subdirs, errors = [], [], []
+    entries = []
+    with os.scandir(directory) as it:
+        for e in it:
+            # (name, is_dir, error) only: DirEntry objects cache stat results, ~1 KB per file.
+            try:
+                entries.append((e.name, e.is_dir(), None))
+            except OSError as err:  # e.g. a symlink loop (ELOOP)
+                entries.append((e.name, False, err))
+    for name, is_dir, err in sorted(entries, key=lambda t: t[0]):
+        path = os.path.join(directory, name)
+        if err is not None:
+            errors.append((path, f"cannot examine: {err.strerror or err}"))
+        elif is_dir:
+            subdirs.append(path)
         elif _is_image(name):
-            yield os.path.join(directory, name)
-    if recursive:
-        for d in subdirs:
-            yield from _walk(d, recursive)
+            files.append(path)
+    return files, subdirs, errors
+
+
+def _walk(directory: str, recursive: bool, seen: set[tuple[int, int]]
+          ) -> Iterator[tuple[str, Optional[str]]]:
+    """(path, error) for the images of a folder tree: a folder's files, then its subfolders.
+
+    Every real directory is visited once (`seen` holds (st_dev, st_ino)), so symlink loops and
+    aliases neither repeat nor drop files; an explicit stack keeps deep trees off the C stack.
+    """
+    stack = [directory]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+            key = (st.st_dev, st.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            files, subdirs, errors = _scan(d)
+        except OSError as e:
+            yield d, f"cannot list folder: {e.strerror or e}"
+            continue
+        for path, err in errors:
+            if recursive or _is_image(path):
+                yield path, err
+        for path in files:
+            yield path, None
+        if recursive:
+            stack.extend(reversed(subdirs))
 
 
 def image_base(inputs: Sequence[str]) -> str:
@@ -115,10 +156,11 @@ def _rel(path: str, base: str) -> str:
 
 def iter_items(inputs: Sequence[str], recursive: bool, base: str) -> Iterator[Item]:
     """Lazily list the inputs (files taken as given, folders scanned for image extensions)."""
+    seen: set[tuple[int, int]] = set()
     for p in inputs:
         if os.path.isdir(p):
-            for f in _walk(p, recursive):
-                yield Item(f, _rel(f, base))
+            for f, err in _walk(p, recursive, seen):
+                yield Item(f, _rel(f, base), error=err)
         else:
             yield Item(p, _rel(p, base))
 
@@ -185,7 +227,11 @@ class Progress:
 
 
 def _whole_image_job(clf: Classifier, strict: bool) -> Callable[[Item], Decoded]:
-    return lambda item: clf.decode(item.path, strict=strict)
+    def job(item: Item) -> Decoded:
+        if item.error:
+            raise ListingError(item.error)
+        return clf.decode(item.path, strict=strict)
+    return job
 
 
 def _detections_job(clf: Classifier, strict: bool) -> Callable[[Item], Optional[Decoded]]:
@@ -219,16 +265,14 @@ def _classify_detections(clf: Classifier, item: Item, dec: Optional[Decoded],
 
 def _md_items(md: dict, image_dir: str, opts: Options) -> Iterator[Item]:
     """Items for a MegaDetector file: each image's animal boxes above the threshold."""
-    animal = {k for k, v in md.get("detection_categories", {}).items() if v == "animal"}
+    animal = {k for k, v in (md.get("detection_categories") or {}).items() if v == "animal"}
     for entry in md["images"]:
         entry = json.loads(json.dumps(entry))  # our copy: the old classifications go away
-        path = entry["file"] if os.path.isabs(entry["file"]) else os.path.join(image_dir,
-                                                                                 entry["file"])
+        path = os.path.join(image_dir, entry["file"])  # an absolute file name stays absolute
         item = Item(path, entry["file"], entry)
         for i, det in enumerate(entry.get("detections") or []):
             det.pop("classifications", None)
-            if det.get("category") in animal and float(det.get("conf", 0)) >= \
-                    opts.detection_threshold:
+            if det["category"] in animal and det["conf"] >= opts.detection_threshold:
                 item.regions.append(tuple(float(v) for v in det["bbox"]))
                 item.det_index.append(i)
         if entry.get("failure"):
@@ -236,14 +280,46 @@ def _md_items(md: dict, image_dir: str, opts: Options) -> Iterator[Item]:
         yield item
 
 
-def _load_md(path: Path) -> dict:
+def _check_detection(images: Fields, i: int, j: int, det: object) -> None:
+    d = Fields(images.source, det, f"images[{i}].detections[{j}]")
+    d.str_("category")
+    d.number("conf")
+    box = d.get("bbox")
+    if not (isinstance(box, list) and len(box) == 4 and all(is_number(v) for v in box)):
+        d.fail(d._name("bbox"), "expected [x, y, width, height] (4 finite numbers), "
+                                f"got {_kind(box)}")
+
+
+def _check_md(path: Path, md: object) -> dict:
+    """Check every field the detections mode reads: one line naming the file and the field."""
+    top = Fields(path, md)
+    images = top.get("images")
+    if not isinstance(images, list):
+        top.fail("images", f"expected a list, got {_kind(images)}")
+    cats = top.obj("detection_categories")
+    for k, v in cats.data.items():
+        if not isinstance(v, str):
+            cats.fail(cats._name(str(k)), f"expected a string, got {_kind(v)}")
+    for i, entry in enumerate(images):
+        e = Fields(path, entry, f"images[{i}]")
+        if not e.str_("file"):
+            e.fail(e._name("file"), "empty file name")
+        e.str_("failure", None)
+        dets = e.get("detections", [])
+        if not isinstance(dets, list):
+            e.fail(e._name("detections"), f"expected a list or null, got {_kind(dets)}")
+        for j, det in enumerate(dets):
+            _check_detection(e, i, j, det)
+    return md
+
+
+def load_md(path: Path) -> dict:
+    """Read and validate a MegaDetector batch output file (the --detections input)."""
     try:
         md = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise EdgeError(f"cannot read detections file {path}: {e}") from None
-    if not isinstance(md, dict) or not isinstance(md.get("images"), list):
-        raise EdgeError(f"{path} is not a MegaDetector batch output file (no images list)")
-    return md
+    return _check_md(path, md)
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -251,7 +327,7 @@ def _load_md(path: Path) -> dict:
 
 def _meta(clf: Classifier, inputs: Sequence[str], opts: Options) -> dict:
     """What makes a checkpoint belong to this run: resume refuses one that differs."""
-    return {"model": str(Path(clf.spec.model_path).resolve()),
+    return {"bundle": bundle_identity(clf.spec.model_path, clf.labels),
             "inputs": [os.path.abspath(p) for p in inputs],
             "recursive": opts.recursive,
             "detections": str(Path(opts.detections).resolve()) if opts.detections else None,
@@ -267,7 +343,10 @@ def _record_for(clf: Classifier, item: Item, result: object, opts: Options,
             rec["warnings"] = [f"not classified: {failure_record(item.rel, result)['failure']}"]
             rec["_failed"] = True
             return rec
-        return failure_record(item.rel, result)
+        rec = failure_record(item.rel, result)
+        if isinstance(result, ListingError):
+            rec["_listing"] = True
+        return rec
     if opts.detections:
         return _classify_detections(clf, item, result, opts)
     return _classify_whole(clf, item, result, opts, empty)
@@ -320,33 +399,67 @@ def _final_records(journal: Journal, clf: Classifier, opts: Options) -> Iterator
     return recs
 
 
+class _Counted:
+    """Passes records through, counting the listing failures the final output holds."""
+
+    def __init__(self, records: Iterable[dict]) -> None:
+        self.records, self.listing = records, 0
+
+    def __iter__(self) -> Iterator[dict]:
+        for rec in self.records:
+            self.listing += bool(rec.get("_listing"))
+            yield rec
+
+
+def _check_inputs(clf: Classifier, inputs: Sequence[str], opts: Options) -> Path:
+    """Every refusal that needs no image: run before the first inference. Returns the output."""
+    for p in inputs:
+        if not os.path.exists(p):
+            raise EdgeError(f"no such file or directory: {p}")
+    reads = [*inputs, *bundle_files(clf.spec.model_path, opts.labels_path)]
+    if opts.detections:
+        reads.append(str(opts.detections))
+    return check_output(Path(opts.output), reads, opts.overwrite)
+
+
+def _write(output: Path, recs: Iterable[dict], clf: Classifier, opts: Options,
+           header: Optional[dict]) -> int:
+    """Write the final file, naming the user's file (not our temp file) if it fails."""
+    try:
+        if opts.format == "csv":
+            return write_csv(output, recs, clf.labels)
+        return write_json(output, header, recs)
+    except OSError as e:
+        raise EdgeError(f"cannot write {output}: {e.strerror or e}") from None
+
+
 def predict(clf: Classifier, inputs: Sequence[str], opts: Options,
             stderr: Optional[TextIO] = None) -> dict:
-    """Classify `inputs` (files/folders) into `opts.output`; returns a small summary dict."""
-    md = _load_md(opts.detections) if opts.detections else None
+    """Classify `inputs` (files/folders) into `opts.output`; returns a small summary dict.
+
+    `unreadable` in the summary counts folders and entries that could not be listed; they are
+    `failure` entries of the output and make the CLI exit 1.
+    """
+    output = _check_inputs(clf, inputs, opts)
+    md = load_md(opts.detections) if opts.detections else None
     if md is not None and opts.smooth != "none":
         raise EdgeError("--smooth works on whole-image results only, not with --detections")
     if md is not None and len(inputs) != 1:
         raise EdgeError("with --detections give exactly one image folder (the one the "
                         "MegaDetector file's paths are relative to)")
-    for p in inputs:
-        if not os.path.exists(p):
-            raise EdgeError(f"no such file or directory: {p}")
     base = os.path.abspath(inputs[0]) if md is not None else image_base(inputs)
     items = _md_items(md, base, opts) if md is not None else iter_items(inputs, opts.recursive,
                                                                         base)
-    output = Path(opts.output)
-    journal = Journal(output.with_name(output.name + ".partial"), opts.checkpoint_every)
+    journal = Journal(output.with_name(output.name + ".partial"), opts.checkpoint_every,
+                      stderr=stderr, n_classes=len(clf.labels))
     skipped = journal.open(_meta(clf, inputs, opts), opts.resume, opts.overwrite)
     progress = Progress(opts.progress_every, stderr, skipped)
     _consume(clf, items, journal, opts, progress)
-    recs = _final_records(journal, clf, opts)
-    if opts.format == "csv":
-        n = write_csv(output, recs, clf.labels)
-    else:
-        n = write_json(output, _header(clf, opts, md, base), recs)
+    recs = _Counted(_final_records(journal, clf, opts))
+    header = None if opts.format == "csv" else _header(clf, opts, md, base)
+    n = _write(output, recs, clf, opts, header)
     progress.finish()
     if not opts.keep_checkpoint:
         journal.remove()
     return {"images": n, "processed": progress.done, "failed": progress.failed,
-            "resumed": skipped, "output": str(output)}
+            "resumed": skipped, "unreadable": recs.listing, "output": str(output)}

@@ -64,6 +64,138 @@ def test_megadetector_conf_is_one_minus_p_empty_by_hand():
     assert mdformat.detection_category("truck") == "3"
 
 
+def test_megadetector_record_fields_by_hand():
+    labels = ["deer", "empty", "Human", "car"]
+    probs = np.array([0.00004, 0.0002, 0.99, 0.00976])
+    rec = mdformat.image_record("cam/1.jpg", probs, labels, {1}, 3, 1700000000.5,
+                                "2024:01:02 03:04:05", ["truncated"])
+    assert rec["file"] == "cam/1.jpg" and rec["datetime"] == "2024:01:02 03:04:05"
+    assert rec["warnings"] == ["truncated"] and rec["_t"] == 1700000000.5
+    det, = rec["detections"]
+    assert det["category"] == "2"  # a person class is MegaDetector's "person"
+    assert det["conf"] == 0.9998  # 1 − 0.0002, rounded to 4 places
+    # top 3, rounded; "deer" (0.00004 → 0.0) is left out, the rest highest first
+    assert det["classifications"] == [["2", 0.99], ["3", 0.0098], ["1", 0.0002]]
+    assert rec["_k"] == det["classifications"]
+    assert rec["_p"] == {"2": 0.99, "3": 0.0098}  # kept for smoothing: ≥ 0.001 only
+    assert mdformat.public(rec) == {k: rec[k] for k in ("file", "detections", "datetime",
+                                                        "warnings")}
+    bare = mdformat.image_record("2.jpg", np.array([0.3, 0.7]), ["a", "b"], set(), 5, None,
+                                 None, [])
+    assert "datetime" not in bare and "warnings" not in bare
+    assert bare["detections"][0]["classifications"] == [["1", 0.7], ["0", 0.3]]
+    assert mdformat.ranked(np.array([0.0, 0.00001, 1.0]), 3) == [["2", 1.0]]
+    assert mdformat.ranked(np.array([0.00001, 0.0]), 2) == [["0", 0.0]]  # the top one stays
+    many = np.full(40, 0.025)
+    assert len(mdformat.sparse(many)) == 32 and mdformat.sparse(np.array([1.0, 0.0])) == {
+        "0": 1.0}
+    assert mdformat.classification_categories(["a", "b"]) == {"0": "a", "1": "b"}
+    assert [mdformat.detection_category(n) for n in
+            (" People ", "homo sapiens", "Vehicle", "bicycle", "fox")] == ["2", "2", "3", "3", "1"]
+
+
+def test_megadetector_failure_record_and_info_block():
+    rec = mdformat.failure_record("x.jpg", OSError("cannot identify image file\nmore"))
+    assert rec == {"file": "x.jpg", "failure": "OSError: cannot identify image file",
+                   "detections": None}
+    assert mdformat.failure_record("y.jpg", ValueError())["failure"] == "ValueError: ValueError"
+    assert len(mdformat.failure_record("z", ValueError("v" * 999))["failure"]) == 300
+    info = mdformat.info_block("tiny", {"default": 0.6, "deer": 0.8}, "m.tflite", {"top_k": 3},
+                               base={"image_base": "/data", "classifier": "old"})
+    assert info["format_version"] == "1.6" and info["classifier"] == "tiny"
+    assert info["image_base"] == "/data"
+    import datetime as dt
+    when = dt.datetime.strptime(info["classification_completion_time"], "%Y-%m-%d %H:%M:%S")
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    assert abs((now - when).total_seconds()) < 120  # UTC, now
+    meta = info["classifier_metadata"]
+    assert meta["typical_classification_threshold"] == 0.6 and meta["top_k"] == 3
+    assert meta["thresholds"] == {"default": 0.6, "deer": 0.8} and meta["model"] == "m.tflite"
+    assert meta["runtime"].startswith("kerascls-edge ")
+    assert mdformat.info_block("t", {}, "m")["classifier_metadata"][
+        "typical_classification_threshold"] == 0.5
+
+
+def _md_records(labels):
+    recs = [mdformat.image_record("a.jpg", np.array([0.1, 0.7, 0.2]), labels, {0}, 2, None,
+                                  "2024:05:06 07:08:09", []),
+            mdformat.image_record("b.jpg", np.array([0.8, 0.1, 0.1]), labels, {0}, 2, None,
+                                  None, ["truncated"]),
+            mdformat.failure_record("c.jpg", OSError("broken"))]
+    recs[0]["sequence"] = {"id": "s1", "frames": 2, "classifications": [["2", 0.55]]}
+    return recs
+
+
+def test_megadetector_file_passes_the_official_validator(tmp_path):
+    labels = ["empty", "deer", "fox"]
+    header = {"info": mdformat.info_block("tiny", {"default": 0.5}, "m.tflite"),
+              "detection_categories": dict(mdformat.DETECTION_CATEGORIES),
+              "classification_categories": mdformat.classification_categories(labels)}
+    out = tmp_path / "md.json"
+    assert mdformat.write_json(out, header, iter(_md_records(labels))) == 3
+    d = json.loads(out.read_text())
+    assert list(d)[-1] == "images" and d["detection_categories"] == {
+        "1": "animal", "2": "person", "3": "vehicle"}
+    assert [im["file"] for im in d["images"]] == ["a.jpg", "b.jpg", "c.jpg"]
+    assert not any(k.startswith("_") for im in d["images"] for k in im)
+    assert d["images"][0]["detections"][0]["conf"] == 0.9
+    assert d["images"][1]["detections"] == [] and d["images"][2]["detections"] is None
+    assert [p.name for p in tmp_path.iterdir()] == ["md.json"]  # no temporary left
+    v = pytest.importorskip("megadetector.postprocessing.validate_batch_results")
+    res = v.validate_batch_results(str(out))["validation_results"]
+    assert res["errors"] == [] and res["warnings"] == []
+    empty = tmp_path / "none.json"
+    assert mdformat.write_json(empty, header, iter([])) == 0
+    assert json.loads(empty.read_text())["images"] == []
+
+
+def test_megadetector_writers_leave_nothing_when_interrupted(tmp_path):
+    def broken():
+        yield _md_records(["empty", "deer", "fox"])[0]
+        raise KeyboardInterrupt
+    for write in (lambda p: mdformat.write_json(p, {}, broken()),
+                  lambda p: mdformat.write_csv(p, broken(), ["empty", "deer", "fox"])):
+        out = tmp_path / "x.out"
+        out.write_text("previous")
+        with pytest.raises(KeyboardInterrupt):
+            write(out)
+        assert out.read_text() == "previous"  # the old file stays whole
+        assert [p.name for p in tmp_path.iterdir()] == ["x.out"]
+
+
+def test_csv_rows_by_hand(tmp_path):
+    import csv
+    labels = ["empty", "deer", "fox"]
+    out = tmp_path / "r.csv"
+    assert mdformat.write_csv(out, iter(_md_records(labels)), labels) == 3
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["file", "label", "confidence", "top_k", "detection", "bbox",
+                             "datetime", "sequence_id", "sequence_label",
+                             "sequence_confidence", "failure", "warnings"]
+    a, b, c = rows
+    assert (a["label"], a["confidence"], a["top_k"]) == ("deer", "0.7000",
+                                                         "deer:0.7000;fox:0.2000")
+    assert (a["datetime"], a["sequence_id"], a["sequence_label"],
+            a["sequence_confidence"]) == ("2024:05:06 07:08:09", "s1", "fox", "0.5500")
+    assert a["detection"] == "" and a["bbox"] == "" and a["failure"] == ""
+    assert (b["label"], b["warnings"], b["top_k"]) == ("empty", "truncated",
+                                                       "empty:0.8000;deer:0.1000")
+    assert c["failure"] == "OSError: broken" and c["label"] == "" and c["top_k"] == ""
+    # detections mode (an input MegaDetector file): one row per classified box
+    md_rec = {"file": "d.jpg", "detections": [
+        {"category": "1", "conf": 0.9, "bbox": [0.1, 0.2, 0.3, 0.4],
+         "classifications": [["2", 0.6], ["1", 0.3]]},
+        {"category": "2", "conf": 0.8, "bbox": [0.5, 0.5, 0.1, 0.1]},  # a person, unclassified
+        {"category": "1", "conf": 0.7, "bbox": [0, 0, 1, 1], "classifications": [["1", 0.9]]}]}
+    rows = list(mdformat.csv_rows(md_rec, labels))
+    assert [(r["detection"], r["label"], r["confidence"], r["bbox"]) for r in rows] == [
+        (0, "fox", "0.6000", "0.1000 0.2000 0.3000 0.4000"),
+        (2, "deer", "0.9000", "0.0000 0.0000 1.0000 1.0000")]
+    assert rows[0]["top_k"] == "fox:0.6000;deer:0.3000" and rows[0]["file"] == "d.jpg"
+    assert list(mdformat.csv_rows({"file": "e.jpg", "detections": []}, labels)) == []
+
+
 def _float_bundle(folder: Path, weights: np.ndarray, bias: np.ndarray, labels: list[str],
                   empty: list[str]) -> Path:
     """A float32 bundle: mean colour / 255 → Dense(softmax), weights set by hand."""

@@ -270,9 +270,18 @@ def _check_coverage(src: Source, img: Image.Image, strict: bool) -> list[str]:
     if cov >= 1.0:
         return []
     msg = f"JPEG data ends early: at most {100 * cov:.0f} % of the declared image is there"
-    if strict or cov < 0.5:
+    if strict or cov < 0.5 or _flat_tail(img) >= 0.5:
         raise OSError(msg + ("" if strict else " (most of it would be grey)"))
     return [TRUNCATED_WARNING]
+
+
+def _flat_tail(img: Image.Image) -> float:
+    """Share of the rows, from the bottom up, that are one flat value: libjpeg's fill."""
+    arr = np.asarray(img)
+    arr = arr.reshape(arr.shape[0], -1).astype(np.int16)
+    flat = (arr.max(axis=1) - arr.min(axis=1)) <= 2
+    rows = np.flatnonzero(~flat)
+    return 1.0 - (rows[-1] + 1) / len(flat) if len(rows) else 1.0
 
 
 def _open_tolerant(src: Source, pre: Preprocess, regions: Sequence[Box], strict: bool,

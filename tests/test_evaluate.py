@@ -22,6 +22,26 @@ def model_file(tmp_path_factory):
     return path
 
 
+def _idx_test_set() -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST's test split read straight from the IDX files (header: 4-byte magic,
+    then one big-endian uint32 per dimension)."""
+    import gzip
+
+    from kerascls.data.fashion_mnist import DEBIAN_DIR
+
+    def read(name: str, header: int) -> np.ndarray:
+        with gzip.open(DEBIAN_DIR / name) as f:
+            return np.frombuffer(f.read(), np.uint8)[header:]
+    x = read("t10k-images-idx3-ubyte.gz", 16).reshape(10_000, 28, 28, 1)
+    return x, read("t10k-labels-idx1-ubyte.gz", 8).astype(int)
+
+
+def _predict(model_file, x: np.ndarray) -> np.ndarray:
+    import kerascls
+    model = kerascls.load_model(model_file)
+    return np.asarray(model.predict(x.astype("float32"), batch_size=500, verbose=0), np.float64)
+
+
 @needs_debian
 def test_evaluate_writes_the_report(cli, model_file, tmp_path):
     out = tmp_path / "eval"
@@ -31,7 +51,16 @@ def test_evaluate_writes_the_report(cli, model_file, tmp_path):
     rep = json.loads((out / "metrics.json").read_text())
     assert rep["count"] == 10_000 and 0 <= rep["accuracy"] <= rep["top5_accuracy"] <= 1
     assert np.asarray(rep["confusion_matrix"]).sum() == 10_000
-    assert rep["nll"] == pytest.approx(-rep["log_likelihood"] / 10_000)
+    # the same numbers from another path: the IDX files parsed here, Keras predictions,
+    # scikit-learn's metrics
+    skm = pytest.importorskip("sklearn.metrics")
+    x, y = _idx_test_set()
+    probs = _predict(model_file, x)
+    assert rep["accuracy"] == pytest.approx(skm.accuracy_score(y, probs.argmax(1)), abs=1e-4)
+    assert rep["top5_accuracy"] == pytest.approx(
+        skm.top_k_accuracy_score(y, probs, k=5, labels=range(10)), abs=1e-4)
+    assert rep["nll"] == pytest.approx(skm.log_loss(y, probs, labels=range(10)), rel=1e-3)
+    assert rep["log_likelihood"] == pytest.approx(-10_000 * rep["nll"], rel=1e-9)
     rows = list(csv.DictReader(open(out / "per_class.csv")))
     assert [r["class"] for r in rows][:2] == ["T-shirt/top", "Trouser"]
     for png in ("confusion_matrix.png", "reliability.png"):

@@ -1,0 +1,132 @@
+"""Repeatable mutation testing of the modules whose contracts the tests pin (mutmut 3).
+
+    python mutation/run.py [TARGET ...] [--workdir DIR] [--jobs N]
+
+Targets: metrics, splits, mdformat, decode, transforms (default: all, in that order). Each
+runs in a fresh clone of the committed HEAD under WORKDIR/TARGET — the working tree is
+never mutated — with a ``[tool.mutmut]`` section appended to the clone's pyproject.toml
+(``source_paths`` copies both packages, kerascls and export/kerascls_edge, into mutmut's
+``mutants/`` folder; ``only_mutate`` limits mutation to the one module; the test selection
+is the module's fast test files). mutmut forks one child per mutant after the imports, so
+a run costs seconds per module rather than a fresh interpreter per mutant.
+
+Writes WORKDIR/TARGET.md: the score, killed / (total − skipped), and the diff of every
+surviving mutant. Not part of CI (minutes of both cores); see README "Mutation testing".
+Needs ``pip install mutmut`` (3.8 was used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One module and the tests that pin it (``-k`` keeps slow or unrelated tests out)."""
+
+    module: str
+    tests: tuple[str, ...]
+    select: str
+
+
+_NOT_METRICS = ("keras", "int8", "edge_output", "augment", "crop", "pipeline", "split",
+                "megadetector", "csv_rows")
+TARGETS = {
+    "metrics": Target("kerascls/evaluation/metrics.py",
+                      ("tests/test_metrics.py", "tests/test_contracts.py"),
+                      " and ".join(f"not {w}" for w in _NOT_METRICS)),
+    "splits": Target("kerascls/data/splits.py",
+                     ("tests/test_contracts.py", "tests/test_data.py"), "split"),
+    "mdformat": Target("export/kerascls_edge/mdformat.py", ("tests/test_contracts.py",),
+                       "megadetector or csv_rows"),
+    "decode": Target("export/kerascls_edge/decode.py",
+                     ("tests/test_fidelity.py", "tests/test_edge.py"),
+                     "not bundle and not predict and not kill and not pip and not classify"
+                     " and not detections and not bursts and not tensorflow and not bad_inputs"),
+    "transforms": Target("kerascls/data/transforms.py",
+                         ("tests/test_contracts.py", "tests/test_data.py",
+                          "tests/test_fidelity.py"),
+                         "augment or crop or pipeline or resize or transform or training"),
+}
+
+
+def _toml_list(items) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(target: Target, clone: Path) -> None:
+    """A clean clone of HEAD with the mutmut section for this target."""
+    subprocess.run(["rm", "-rf", str(clone)], check=True)
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    section = (f"\n[tool.mutmut]\n"
+               f"source_paths = [\"kerascls/\", \"export/kerascls_edge/\"]\n"
+               f"only_mutate = {_toml_list([target.module])}\n"
+               f"pytest_add_cli_args_test_selection = {_toml_list(target.tests)}\n"
+               f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-k', target.select])}\n")
+    with open(clone / "pyproject.toml", "a") as f:
+        f.write(section)
+
+
+def results(clone: Path) -> dict[str, str]:
+    """``{mutant name: status}`` from ``mutmut results --all true``."""
+    out = subprocess.run(["mutmut", "results", "--all", "true"], cwd=clone, check=True,
+                         capture_output=True, text=True).stdout
+    pairs = (line.strip().rsplit(": ", 1) for line in out.splitlines() if ": " in line)
+    return {name: status for name, status in pairs}
+
+
+def report(name: str, target: Target, clone: Path, seconds: float) -> str:
+    """Markdown: score and the diff of every survivor."""
+    status = results(clone)
+    counts: dict[str, int] = {}
+    for s in status.values():
+        counts[s] = counts.get(s, 0) + 1
+    killed = counts.get("killed", 0) + counts.get("timeout", 0)
+    scored = len(status) - counts.get("skipped", 0)
+    score = 100.0 * killed / scored if scored else float("nan")
+    lines = [f"## {name}: {target.module}", "",
+             f"score {score:.1f} % ({killed} killed of {scored}; {counts}), "
+             f"{seconds:.0f} s", ""]
+    for mutant, s in sorted(status.items()):
+        if s in ("killed", "timeout", "skipped"):
+            continue
+        diff = subprocess.run(["mutmut", "show", mutant], cwd=clone, capture_output=True,
+                              text=True).stdout
+        lines += [f"### {mutant} ({s})", "", "```diff", diff.strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", choices=[*TARGETS, []], default=[])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/kerascls-mutation"))
+    parser.add_argument("--jobs", type=int, default=2, help="mutmut --max-children")
+    args = parser.parse_args(argv)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    for name in args.targets or list(TARGETS):
+        target, clone = TARGETS[name], args.workdir / name
+        prepare(target, clone)
+        start = time.time()
+        run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=clone,
+                             capture_output=True, text=True)
+        (args.workdir / f"{name}.log").write_text(run.stdout[-20000:] + run.stderr[-20000:])
+        if run.returncode:
+            print(f"{name}: mutmut run exited {run.returncode}, see "
+                  f"{args.workdir / name}.log", file=sys.stderr)
+            return run.returncode
+        text = report(name, target, clone, time.time() - start)
+        (args.workdir / f"{name}.md").write_text(text)
+        print(text.split("\n\n")[1] if "\n\n" in text else text, f"→ {args.workdir}/{name}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

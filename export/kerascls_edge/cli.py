@@ -81,6 +81,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="add per-sequence (burst) mean probabilities beside each result")
     p.add_argument("--sequence_gap", type=_float_in(0.0, 1e9), default=10.0,
                    help="seconds between frames that start a new sequence")
+    p.add_argument("--max_pixels", type=_nonneg_int, default=None,
+                   help="most decoded pixels per image (PNG, BMP, TIFF: no reduced-scale "
+                        "decode); a larger image is a failure entry. Default 24000000, safe "
+                        "for a 1 GB device; 0: no cap")
     p.add_argument("--strict", action="store_true",
                    help="treat truncated JPEGs as failures instead of decoding what is there")
     p.add_argument("--progress_every", type=_float_in(-math.inf, math.inf, allow_inf=True),
@@ -111,6 +115,9 @@ def _predict(args: argparse.Namespace) -> int:
     from .runner import Options, predict
 
     clf = Classifier(args.bundle, labels=args.labels, threads=args.threads)
+    if args.max_pixels is not None:
+        from . import decode
+        decode.max_pixels_default = args.max_pixels or None
     fmt = args.format or ("csv" if args.output.lower().endswith(".csv") else "megadetector")
     opts = Options(
         output=Path(args.output), format=fmt, top_k=args.top_k, recursive=args.recursive,

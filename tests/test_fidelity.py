@@ -299,6 +299,8 @@ def test_garbage_jpeg_is_a_failure_not_a_grey_picture(tmp_path):
     real = tmp_path / "real.jpg"
     Image.fromarray(texture(1600, 1200)).save(real, quality=90)
     assert edge.jpeg_coverage(real) == 1.0
+    (bad,) = check_files([Record(str(tmp_path / "zeros.jpg"), ("x",))]).bad  # nor trained on
+    assert "truncated" in bad.reason
     cut = tmp_path / "cut.jpg"  # an ordinary truncation keeps its warning, not a failure
     cut.write_bytes(real.read_bytes()[: real.stat().st_size * 2 // 3])
     assert edge.decode(cut, Preprocess(224, 224)).warnings == [edge.TRUNCATED_WARNING]
@@ -398,6 +400,17 @@ def test_peak_rss_on_bomb_like_files_stays_under_300_mb(bundle, tmp_path):
         assert "pixel cap" in results[name]["failure"]
     for name in ("rgba4800.png", "lzw4800.tiff", "pal4800.bmp"):
         assert "failure" not in results[name], results[name]
+
+
+def test_max_pixels_flag_sets_the_cap(bundle, tmp_path):
+    import json
+    png = tmp_path / "two_mp.png"
+    Image.fromarray(texture(2000, 1000)).save(png)
+    for flag, failed in (("1000000", True), ("0", False), ("2000000", False)):
+        out = tmp_path / f"cap{flag}.json"
+        peak_rss_mb(bundle, [png], out, "--max_pixels", flag)
+        (entry,) = json.loads(out.read_text())["images"]
+        assert ("pixel cap" in entry.get("failure", "")) == failed, (flag, entry)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from kerascls_edge.decode import jpeg_coverage
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 log = logging.getLogger("kerascls.data")
@@ -81,6 +82,8 @@ def probe(path: str) -> tuple[dict, str]:
             lenient = ImageFile.LOAD_TRUNCATED_IMAGES
             if lenient and im.format == "JPEG" and _jpeg_end_missing(path):
                 return {}, "truncated JPEG (no end marker)"
+            if im.format == "JPEG" and jpeg_coverage(path) < 1.0:  # libjpeg fills it grey
+                return {}, "truncated JPEG (its data ends before the declared image does)"
         return {"width": w, "height": h, "orientation": orientation if 1 <= orientation <= 8
                 else 1, "fmt": FORMATS[im.format]}, ""
     except FileNotFoundError:

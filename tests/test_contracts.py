@@ -443,6 +443,59 @@ def test_multilabel_report_against_sklearn():
     np.testing.assert_allclose([row["ap"] for row in rep["per_class"]], ap)
     assert rep["mAP"] == pytest.approx(np.mean(ap))
     assert rep["loss"] == pytest.approx(skm.log_loss(truth.ravel(), probs.ravel()))
+    assert rep["log_likelihood"] == pytest.approx(-truth.size * rep["loss"])
+    assert rep["count"] == 120 and rep["threshold"] == 0.5 and rep["task"] == "multilabel"
+    # ECE over the (image, class) yes/no decisions: confidence max(p, 1 − p)
+    p = probs.ravel()
+    ece, rows = _ece_reference_from(np.maximum(p, 1 - p), (p > 0.5) == (truth.ravel() > 0), 15)
+    assert rep["ece"] == pytest.approx(ece, rel=1e-9)
+    assert [b["count"] for b in rep["reliability"]] == [n for n, _, _ in rows]
+    stricter = M.multilabel_report(probs, truth, list("abcd"), threshold=0.9)
+    assert stricter["threshold"] == 0.9 and stricter["exact_match"] == pytest.approx(
+        skm.accuracy_score(truth, (probs >= 0.9).astype(int)))
+    none = M.multilabel_report(probs[:, :1], np.zeros((120, 1)), ["a"])
+    assert np.isnan(none["mAP"]) and np.isnan(none["per_class"][0]["ap"])
+
+
+def test_metrics_edge_cases_by_hand(tmp_path):
+    # labels as a float column, fewer classes than 5: top-5 is every class
+    probs = np.array([[0.2, 0.5, 0.3], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
+    rep = M.classification_report(probs, np.array([[0.0], [1.0], [2.0]]), ["a", "b", "c"])
+    assert rep["accuracy"] == pytest.approx(1 / 3) and rep["top5_accuracy"] == 1.0
+    assert M.topk_accuracy(probs, [0, 1, 2], 2) == pytest.approx(2 / 3)
+    assert rep["count"] == 3 and rep["class_names"] == ["a", "b", "c"]
+    assert rep["confusion_matrix"] == [[0, 1, 0], [1, 0, 0], [0, 0, 1]]
+    assert "empty_class" not in rep and "empty_filter" not in rep
+    # a probability of 0 for the true class: finite, log(1e-12); slightly above 1 counts as 1
+    lik = M.likelihood_report([0.0, 1.0000001])
+    assert lik["log_likelihood"] == pytest.approx(np.log(1e-12))
+    assert lik["nll"] == pytest.approx(-np.log(1e-12) / 2) and lik["likelihood"] == pytest.approx(
+        1e-12)
+    assert M.likelihood_report(np.array([[0.5], [0.25]]))["nll"] == pytest.approx(
+        -np.log(0.125) / 2)
+    # class names that mean "no animal"
+    assert [M.find_empty_class(n) for n in (["deer", " Empty "], ["none"], ["Nothing", "x"],
+                                            ["blank_frame"], [])] == [1, 0, 0, None, None]
+    # default thresholds of the empty filter: 0.05, 0.10 … 0.95
+    rows = M.empty_filter_table(np.array([[0.3, 0.7]]), [0], 0)
+    assert [r["threshold"] for r in rows] == [round(0.05 * i, 2) for i in range(1, 20)]
+    assert [r["discarded"] for r in rows] == [1] * 6 + [0] * 13  # p(empty) 0.3 ≥ t up to 0.3
+    # per-class CSV as written: header from the first row, values as given
+    out = tmp_path / "p.csv"
+    M.write_csv([{"class": "a", "f1": 0.5}, {"class": "b", "f1": 1.0}], out)
+    assert out.read_text().splitlines() == ["class,f1", "a,0.5", "b,1.0"]
+
+
+def test_per_class_against_sklearn_with_a_class_absent_from_the_labels():
+    probs, y = _probs(120, 4, 9)
+    y[y == 2] = 1  # class 2 never true, still predicted sometimes
+    assert 2 in probs.argmax(1) and 2 not in y
+    got = M.per_class(M.confusion_matrix(y, probs.argmax(1), 4), list("abcd"))
+    p, r, f, s = skm.precision_recall_fscore_support(y, probs.argmax(1), labels=range(4),
+                                                     zero_division=0)
+    np.testing.assert_allclose([[g["precision"], g["recall"], g["f1"]] for g in got],
+                               np.stack([p, r, f], 1))
+    assert [g["support"] for g in got] == s.tolist() and got[2]["support"] == 0
 
 
 def test_average_precision_against_sklearn():
@@ -489,7 +542,10 @@ def test_ece_and_reliability_bins_by_hand():
 
 def _ece_reference(probs: np.ndarray, y: np.ndarray, bins: int) -> tuple[float, list]:
     """ECE written another way: bin = ceil(conf·bins) − 1 (bins closed on the right)."""
-    conf, right = probs.max(1), probs.argmax(1) == y
+    return _ece_reference_from(probs.max(1), probs.argmax(1) == y, bins)
+
+
+def _ece_reference_from(conf: np.ndarray, right: np.ndarray, bins: int) -> tuple[float, list]:
     idx = np.maximum(np.ceil(conf * bins).astype(int) - 1, 0)
     total, rows = 0.0, []
     for b in range(bins):
@@ -498,7 +554,7 @@ def _ece_reference(probs: np.ndarray, y: np.ndarray, bins: int) -> tuple[float, 
             total += abs(right[sel].mean() - conf[sel].mean()) * sel.sum()
         rows.append((int(sel.sum()), float(right[sel].mean()) if sel.any() else 0.0,
                      float(conf[sel].mean()) if sel.any() else 0.0))
-    return total / len(y), rows
+    return total / len(conf), rows
 
 
 @pytest.mark.parametrize("seed, bins", [(0, 15), (1, 10), (2, 7)])

@@ -43,8 +43,8 @@ MUTANTS = {
     "splits: last group also put in train": (
         "kerascls/data/splits.py",
         "        out[split].extend(groups[key])\n    return out\n",
-        "        out[split].extend(groups[key])\n    if split != \"train\":\n"
-        "        out[\"train\"].extend(groups[key])\n    return out\n",
+        ("        out[split].extend(groups[key])\n    if split != \"train\":\n"
+         "        out[\"train\"].extend(groups[key])\n    return out\n"),
         ["tests/test_contracts.py", "tests/test_data.py"]),
     "ECE bin index off by one": (
         "kerascls/evaluation/metrics.py",
@@ -83,10 +83,10 @@ def run_one(name: str, clone: Path) -> str:
         env = {**os.environ, "PYTHONPATH": f"{clone}{os.pathsep}{clone / 'export'}"}
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
                                "no:cacheprovider", "-m", "not slow", *tests], cwd=clone,
-                              env=env, capture_output=True, text=True, timeout=1800)
+                              env=env, capture_output=True, text=True, timeout=1800, check=False)
     finally:
         src.write_text(text)
-    failed = re.findall(r"^FAILED (\S+)", proc.stdout, re.M)
+    failed = re.findall(r"^FAILED (\S+)", proc.stdout, re.MULTILINE)
     if proc.returncode == 0:
         return f"{name}: SURVIVED ({' '.join(tests)})"
     return f"{name}: caught by {failed[0] if failed else proc.stdout.strip().splitlines()[-1]}"

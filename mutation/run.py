@@ -92,14 +92,14 @@ def report(name: str, target: Target, clone: Path, seconds: float) -> str:
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
     scored = len(status) - counts.get("skipped", 0)
     score = 100.0 * killed / scored if scored else float("nan")
-    lines = [f"## {name}: {target.module}", "",
-             f"score {score:.1f} % ({killed} killed of {scored}; {counts}), "
-             f"{seconds:.0f} s", ""]
+    summary = (f"score {score:.1f} % ({killed} killed of {scored}; {counts}), "
+               f"{seconds:.0f} s")
+    lines = [f"## {name}: {target.module}", "", summary, ""]
     for mutant, s in sorted(status.items()):
         if s in ("killed", "timeout", "skipped"):
             continue
         diff = subprocess.run(["mutmut", "show", mutant], cwd=clone, capture_output=True,
-                              text=True).stdout
+                              text=True, check=False).stdout
         lines += [f"### {mutant} ({s})", "", "```diff", diff.strip(), "```", ""]
     return "\n".join(lines)
 
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare(target, clone)
         start = time.time()
         run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=clone,
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
         (args.workdir / f"{name}.log").write_text(run.stdout[-20000:] + run.stderr[-20000:])
         if run.returncode:
             print(f"{name}: mutmut run exited {run.returncode}, see "

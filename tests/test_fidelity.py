@@ -183,6 +183,32 @@ def test_tf_path_is_graph_decoded_for_jpegs(rendered):
     assert all(plan(r, preprocess((224, 224))).branch < len(RATIOS) for r in jpegs)
 
 
+def test_crop_boxes_and_greyscale_models_match_the_device(tmp_path):
+    """COCO boxes (upright pixels) = the device's detector regions (normalized), any path."""
+    paths = [render(tmp_path, "a.jpg", 2048, 1494, 1, quality=90),
+             render(tmp_path, "r.jpg", 1046, 802, 2, orientation=6, quality=90),
+             render(tmp_path, "p.png", 640, 480, 3, "RGBA")]
+    boxes = [(300.5, 200, 700, 500), (10, 20, 400, 150), (0, 0, 639, 479.5)]
+    recs = check_files([Record(p, ("x",), bbox=b) for p, b in zip(paths, boxes)]).records
+    assert len(recs) == 3
+    for mode in MODES:
+        pre = Preprocess(96, 160, 3, mode)
+        want = []
+        for r in recs:
+            w, h = (r.height, r.width) if r.orientation in (5, 6, 7, 8) else (r.width, r.height)
+            x, y, bw, bh = r.bbox
+            want.append(edge.decode(r.path, pre, [(x / w, y / h, bw / w, bh / h)]).arrays[0])
+        for decoder in DECODERS:
+            got = training_view(recs, (96, 160), mode, decoder)
+            diff = np.abs(got - np.stack(want)).reshape(3, -1).mean(axis=1)
+            assert diff.max() <= 1.0, (mode, decoder, diff)
+    grey = PipelineOptions((64, 64), 4, channels=1, cache="none")
+    whole = _checked(paths)
+    got = np.concatenate([x.numpy() for x, _ in file_dataset(whole, np.zeros(3), grey)])
+    want = np.stack([edge.decode(r.path, Preprocess(64, 64, 1)).arrays[0] for r in whole])
+    np.testing.assert_array_equal(got, want)
+
+
 # -- geometry pinned independently ---------------------------------------------------------
 
 

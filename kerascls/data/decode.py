@@ -29,7 +29,6 @@ from kerascls.data.transforms import place
 
 RATIOS = (1, 2, 4, 8)
 EDGE_BRANCH = len(RATIOS)  # decode with kerascls_edge.decode (Pillow) inside the graph
-PNG_BRANCH = EDGE_BRANCH  # older name: non-JPEG files take this branch
 
 
 @dataclass(frozen=True)

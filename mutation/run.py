@@ -38,7 +38,7 @@ class Target:
 
 
 _NOT_METRICS = ("keras", "int8", "edge_output", "augment", "crop", "pipeline", "split",
-                "megadetector", "csv_rows")
+                "megadetector", "csv_rows", "resume")
 TARGETS = {
     "metrics": Target("kerascls/evaluation/metrics.py",
                       ("tests/test_metrics.py", "tests/test_contracts.py"),

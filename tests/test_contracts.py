@@ -692,3 +692,63 @@ def test_training_pipeline_augments_only_the_training_split(tmp_path):
         aug = first_batch(training=True, augment=augment)  # shuffled: match to the nearest
         diff = np.abs(aug[:, None] - plain[None]).reshape(4, 4, -1).mean(-1).min(1)
         assert (diff > 3).all(), (augment, diff)
+
+
+# -- resume semantics (README "Design": the same command resumes) ---------------------------
+
+
+def test_resume_restores_weights_and_epoch_and_keeps_one_history_row_per_epoch(tmp_path):
+    """A crash after epoch 1 (the epoch-end checkpoint is Backup's own addition, as step
+    checkpoints alone would lose the epoch); the rerun starts at epoch 2 from the saved
+    weights and ends with each epoch once in history.csv."""
+    import csv
+
+    import keras
+
+    from kerascls.training.callbacks import Backup, EpochHistory
+    from kerascls.training.train import refuse_finished_run
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 2, 32)
+
+    def model() -> keras.Model:
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        m.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        return m
+
+    class PowerCut(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise RuntimeError("power cut")
+
+    class Seen(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs, self.start = [], None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epochs.append(epoch)
+            self.start = self.start or [w.copy() for w in self.model.get_weights()]
+
+    history, backup = tmp_path / "history.csv", tmp_path / "backup"
+
+    def callbacks(*extra):
+        return [EpochHistory(history), Backup(str(backup), save_freq=1000), *extra]
+    first = model()
+    with pytest.raises(RuntimeError, match="power cut"):
+        first.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=callbacks(PowerCut()))
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
+    seen = Seen()
+    model().fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=callbacks(seen))
+    assert seen.epochs == [2, 3]  # resumed, not restarted
+    for got, want in zip(seen.start, first.get_weights()):
+        np.testing.assert_array_equal(got, want)  # from the checkpoint, not fresh weights
+    with open(history, newline="") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [0, 1, 2, 3]
+    assert not backup.exists()  # a finished run leaves no resume state
+    # a finished run is not trained over by accident; an interrupted one resumes
+    (tmp_path / "model.keras").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        refuse_finished_run(tmp_path, overwrite=False)
+    refuse_finished_run(tmp_path, overwrite=True)
+    backup.mkdir()
+    refuse_finished_run(tmp_path, overwrite=False)

@@ -54,12 +54,14 @@ def test_topk_confusion_and_per_class():
 
 
 def test_calibration_error():
-    # all confident at 0.9 and all right: ECE = 0.1, one populated bin
-    probs = np.tile([[0.9, 0.1]], (10, 1))
+    # all confident at 0.88 (not a bin midpoint) and all right: ECE = 0.12, one populated bin
+    probs = np.tile([[0.88, 0.12]], (10, 1))
     cal = M.calibration(probs, np.zeros(10))
-    assert cal["ece"] == pytest.approx(0.1)
+    assert cal["ece"] == pytest.approx(0.12)
     full = [b for b in cal["bins"] if b["count"]]
-    assert len(full) == 1 and full[0]["accuracy"] == 1.0 and full[0]["confidence"] == 0.9
+    assert len(full) == 1 and full[0]["accuracy"] == 1.0
+    assert full[0]["confidence"] == pytest.approx(0.88)
+    assert full[0]["lower"] == pytest.approx(13 / 15) and full[0]["upper"] == pytest.approx(14 / 15)
     # perfectly calibrated: half right at confidence 0.5
     assert M.calibration(np.tile([[0.5, 0.5]], (4, 1)), [0, 1, 0, 1])["ece"] == pytest.approx(0)
 

@@ -90,8 +90,11 @@ def test_megadetector_record_fields_by_hand():
     assert len(mdformat.sparse(many)) == 32 and mdformat.sparse(np.array([1.0, 0.0])) == {
         "0": 1.0}
     assert mdformat.classification_categories(["a", "b"]) == {"0": "a", "1": "b"}
-    assert [mdformat.detection_category(n) for n in
-            (" People ", "homo sapiens", "Vehicle", "bicycle", "fox")] == ["2", "2", "3", "3", "1"]
+    people = (" People ", "homo sapiens", "Homo_Sapiens", "human", "PERSON")
+    vehicles = ("Vehicle", "car", "truck", "motorcycle", "bicycle")
+    assert [mdformat.detection_category(n) for n in people] == ["2"] * 5
+    assert [mdformat.detection_category(n) for n in vehicles] == ["3"] * 5
+    assert [mdformat.detection_category(n) for n in ("fox", "cart", "human_hand")] == ["1"] * 3
 
 
 def test_megadetector_failure_record_and_info_block():
@@ -132,7 +135,14 @@ def test_megadetector_file_passes_the_official_validator(tmp_path):
               "detection_categories": dict(mdformat.DETECTION_CATEGORIES),
               "classification_categories": mdformat.classification_categories(labels)}
     out = tmp_path / "md.json"
-    assert mdformat.write_json(out, header, iter(_md_records(labels))) == 3
+
+    def records():
+        for rec in _md_records(labels):
+            # written under the temporary name the CLI knows to skip (.NAME.tmp), not yet
+            # at the final path
+            assert (tmp_path / ".md.json.tmp").exists() and not out.exists()
+            yield rec
+    assert mdformat.write_json(out, header, records()) == 3
     d = json.loads(out.read_text())
     assert list(d)[-1] == "images" and d["detection_categories"] == {
         "1": "animal", "2": "person", "3": "vehicle"}
@@ -473,6 +483,9 @@ def test_metrics_edge_cases_by_hand(tmp_path):
         1e-12)
     assert M.likelihood_report(np.array([[0.5], [0.25]]))["nll"] == pytest.approx(
         -np.log(0.125) / 2)
+    assert M.likelihood_report([0.5])["nll"] == pytest.approx(np.log(2))
+    one = M.calibration(np.array([[0.7, 0.3]]), [0], bins=4)
+    assert one["ece"] == pytest.approx(0.3) and [b["count"] for b in one["bins"]] == [0, 0, 1, 0]
     # class names that mean "no animal"
     assert [M.find_empty_class(n) for n in (["deer", " Empty "], ["none"], ["Nothing", "x"],
                                             ["blank_frame"], [])] == [1, 0, 0, None, None]

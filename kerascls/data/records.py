@@ -125,6 +125,26 @@ def write_bad_files(bad: list[BadFile], run_dir: Path) -> Path:
     return out
 
 
+def join_labels(labels: tuple[str, ...]) -> str:
+    """Labels as one ``a|b`` field; a ``|`` or ``\\`` inside a label is backslash-escaped,
+    so a class folder named ``a|b`` stays one class through the split files."""
+    return "|".join(lab.replace("\\", "\\\\").replace("|", "\\|") for lab in labels)
+
+
+def split_labels(text: str) -> tuple[str, ...]:
+    """The inverse of :func:`join_labels`: split at unescaped ``|``, unescape."""
+    labels, current, chars = [], [], iter(text)
+    for ch in chars:
+        if ch == "\\":
+            current.append(next(chars, "\\"))
+        elif ch == "|":
+            labels.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    return tuple(labels + ["".join(current)])
+
+
 def write_split_csv(records: list[Record], path: Path) -> None:
     """A split's file list, readable back with :func:`read_split_csv` (or a csv: source)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -132,14 +152,14 @@ def write_split_csv(records: list[Record], path: Path) -> None:
         w = csv.writer(f)
         w.writerow(SPLIT_COLUMNS)
         for r in records:
-            w.writerow([r.path, "|".join(r.labels), r.location, r.seq_id, r.datetime,
+            w.writerow([r.path, join_labels(r.labels), r.location, r.seq_id, r.datetime,
                         " ".join(map(str, r.bbox)) if r.bbox else ""])
 
 
 def read_split_csv(path: Path) -> list[Record]:
     """Records of a split file written by :func:`write_split_csv` (paths as written)."""
     with open(path, newline="") as f:
-        return [Record(row["filepath"], tuple(row["label"].split("|")), row["location"],
+        return [Record(row["filepath"], split_labels(row["label"]), row["location"],
                        row["seq_id"], row["datetime"],
                        tuple(float(v) for v in row["bbox"].split()) if row["bbox"] else None)
                 for row in csv.DictReader(f)]

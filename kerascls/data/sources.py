@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascls.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
-from kerascls.data.records import BadFile, Record, check_files
+from kerascls.data.records import BadFile, Record, check_files, split_labels
 from kerascls.data.splits import split_records
 
 DEFAULT_DATA = "fashion_mnist"
@@ -211,14 +211,15 @@ def _class_folders(root: Path) -> list[Record]:
 
 
 def _csv(path: str) -> FileSource:
-    """filepath,label[,location,datetime,seq_id]; paths relative to the CSV; ``a|b`` labels."""
+    """filepath,label[,location,datetime,seq_id]; paths relative to the CSV; ``a|b`` labels
+    (``\\|`` is a literal ``|`` inside a label, as the run's split files write it)."""
     file = _existing(path, "CSV file")
     with open(file, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"filepath", "label"} <= set(rows[0]):
         raise ValueError(f"{file}: needs a header with filepath and label columns")
     records = [Record(str(file.parent / row["filepath"]),
-                      tuple(x.strip() for x in row["label"].split("|") if x.strip()),
+                      tuple(x.strip() for x in split_labels(row["label"]) if x.strip()),
                       row.get("location") or "", row.get("seq_id") or "",
                       row.get("datetime") or "") for row in rows]
     unlabeled = next((r.path for r in records if not r.labels), None)

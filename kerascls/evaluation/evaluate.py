@@ -8,6 +8,7 @@ and, when a class is named empty/blank, ``empty_filter.csv`` to ``RUN/eval`` (or
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,10 +40,27 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
     metrics = (M.multilabel_report(probs, y, names) if multilabel
                else M.classification_report(probs, y, names))
     report = {"model": pred["model"], "data": pred["data"], "split": split, **metrics}
+    report["skipped"] = _skipped(pred, report)
     out = Path(output_dir) if output_dir else _default_report_dir(path, pred["run_dir"])
     write_report(report, out)
     report["output_dir"] = str(out)
     return report
+
+
+def _skipped(pred: dict, report: dict) -> dict:
+    """Images of the split that were not scored, and why; said on stderr, not only in JSON."""
+    listed = pred.get("listed")
+    unknown = int(report.get("skipped_unknown_labels", 0)) + int(pred.get("dropped", 0))
+    unreadable = max(int(listed) - len(pred["y"]) - int(pred.get("dropped", 0)), 0) \
+        if listed is not None else 0
+    skipped = {"count": unknown + unreadable, "unknown_label": unknown,
+               "unreadable": unreadable}
+    if skipped["count"]:
+        total = listed if listed is not None else len(pred["y"]) + int(pred.get("dropped", 0))
+        print(f"kerascls: warning: evaluate scored {report['count']} of {total} images: "
+              f"{unknown} with a label outside the model's classes, {unreadable} unreadable",
+              file=sys.stderr, flush=True)
+    return skipped
 
 
 def _default_report_dir(path: Path, run_dir: Path) -> Path:
@@ -107,6 +125,7 @@ def _multilabel_summary(report: dict) -> list[str]:
 def _predict_keras(path: Path, data: str | None, split: str, batch_size: int) -> dict:
     from kerascls.data.runs import task_of
     from kerascls.tflite.export import load_run, sample_images
+    from kerascls.training.heads import probability_model
     run = load_run(path)
     data = data or (run.config.data if run.config else None)
     if not data:
@@ -115,10 +134,32 @@ def _predict_keras(path: Path, data: str | None, split: str, batch_size: int) ->
     multi_hot = bool(run.config) and task_of(run.config) == "multilabel"
     x, y = sample_images(data, split, 10**9, shape, run_dir=run.path.parent,
                          multi_hot=multi_hot)
-    probs = run.model.predict(x, batch_size=batch_size, verbose=0)
+    model = probability_model(run.model, task_of(run.config) if run.config else None)
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
     names = list(run.config.class_names) if run.config else _source_names(data)
     return {"probs": np.asarray(probs), "y": y, "class_names": names, "model": str(path),
-            "data": data, "run_dir": run.path.parent}
+            "data": data, "run_dir": run.path.parent,
+            **_listed(data, split, run.path.parent, names, multi_hot, len(y))}
+
+
+def _listed(data: str, split: str, run_dir: Path, names: list[str], multi_hot: bool,
+            scored: int) -> dict:
+    """How many images the run's split list holds, and how many left out for their labels.
+
+    A file source's split is ``RUN/splits/SPLIT.csv``: every row is an image the run set
+    aside, so any row not scored is reported (``_skipped``).
+    """
+    from kerascls.data.records import read_split_csv
+    from kerascls.data.sources import is_file_spec
+    name = "val" if split == "validation" else split
+    file = Path(run_dir) / "splits" / f"{name}.csv"
+    if not is_file_spec(data) or not file.exists():
+        return {}
+    rows = read_split_csv(file)
+    dropped = 0
+    if multi_hot:  # records with a label outside the class list are left out there
+        dropped = sum(1 for r in rows if not set(r.labels) <= set(names))
+    return {"listed": len(rows), "dropped": dropped}
 
 
 def _source_names(data: str) -> list[str]:
@@ -144,5 +185,19 @@ def _predict_tflite(path: Path, data: str | None, split: str) -> dict:
                          multi_hot=task == "multilabel")
     labels = file.parent / "labels.txt"
     names = labels.read_text().splitlines() if labels.exists() else []
-    return {"probs": np.asarray(A.run_batch(it, x)), "y": y, "class_names": names,
-            "model": str(file), "data": data, "run_dir": file.parent}
+    probs = np.asarray(A.run_batch(it, x), np.float64)
+    output = json.loads(meta.read_text()).get("output", {}) if meta.exists() else {}
+    if output.get("activation") == "none":  # a logits bundle: as kerascls-edge reads it
+        probs = _activate(probs, task or "multiclass")
+    return {"probs": probs, "y": y, "class_names": names,
+            "model": str(file), "data": data, "run_dir": file.parent,
+            **_listed(data, split, file.parent.parent, names, task == "multilabel", len(y))}
+
+
+def _activate(logits: np.ndarray, task: str) -> np.ndarray:
+    """Softmax over K outputs of a multiclass head, else a sigmoid per output."""
+    z = logits.reshape(len(logits), -1)
+    if task == "multiclass" and z.shape[1] > 1:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+    return 1.0 / (1.0 + np.exp(-z))

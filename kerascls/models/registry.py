@@ -144,7 +144,8 @@ def create_model(name: str, num_classes: int = 1000,
         preprocess: put 0–255 → mean/std scaling inside the model, so an exported
             model takes raw pixels.
         mean, std: per-channel statistics on the 0–1 scale (ImageNet by default; with
-            ``weights="imagenet"``, the statistics those weights expect).
+            ``weights="imagenet"`` or a keras.applications file, the statistics those
+            weights expect, and a BGR-trained stem takes RGB).
         weights: ``"imagenet"`` (keras.applications' files, cached in ~/.keras/models)
             or a .keras / .weights.h5 / .h5 path; see ``kerascls.models.weights``.
         **overrides: family options (``norm=``, ``attention=``, ``drop_path=`` …).
@@ -155,9 +156,12 @@ def create_model(name: str, num_classes: int = 1000,
     """
     info = model_info(name)
     check_input_size(name, input_shape[0], input_shape[1], **overrides)
-    if weights == "imagenet" and mean is None and std is None:
-        from kerascls.models.weights import imagenet_stats
-        mean, std = imagenet_stats(name)
+    expected = None
+    if weights is not None:
+        from kerascls.models.weights import expected_input
+        expected = expected_input(name, weights)  # imagenet, or a keras.applications file
+    if expected and mean is None and std is None:
+        mean, std = expected.stats
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = ImagePreprocessing(mean=mean, std=std, name="preprocess")(inputs) if preprocess else inputs
     kwargs = {**info.defaults, **overrides}
@@ -166,6 +170,6 @@ def create_model(name: str, num_classes: int = 1000,
     model = keras.Model(inputs, outputs, name=name)
     if weights is not None:
         from kerascls.models.weights import load_weights
-        load_weights(model, name, weights)
+        load_weights(model, name, weights, flip_stem=bool(expected and expected.bgr and preprocess))
     return model
 

@@ -10,15 +10,27 @@ with Keras' own loader, and its variables are copied into ours in model order
 (``transfer``). Our families build their layers in the twin's order, so the copy is
 one-to-one; 1×1 Conv2D ↔ Dense weights (SE, MobileNetV3's head) are reshaped.
 A different head (K ≠ 1000 classes) or a ``notop`` file loads the backbone only.
+
+A keras.applications file given by path (``weights=PATH``) is recognised by its file name
+(``resnet50_weights_tf_dim_ordering_tf_kernels.h5``, ``efficientnetb0_notop.h5``,
+``convnext_tiny.h5``, ``weights_mobilenet_v3_small_224_1.0_float.h5`` …, also with a
+``.weights.h5`` ending) or by its layer layout (the twin's layers, no ``head``); it then
+gets exactly the ``weights="imagenet"`` input handling (``expected_input``): the twin's
+statistics in ``ImagePreprocessing`` and, for caffe-trained ResNets, the stem conv's
+input channels reversed so the model takes RGB. With ``preprocess=False`` the model is
+the twin itself (fed ``preprocess_input`` output, BGR for ResNet): no stem flip.
 """
 
 from __future__ import annotations
 
 import importlib
+import io
+import json
 import math
 import os
 import warnings
-from dataclasses import dataclass, field
+import zipfile
+from dataclasses import dataclass
 
 import keras
 
@@ -195,9 +207,126 @@ def load_imagenet(model: keras.Model, name: str) -> keras.Model:
     source = build_twin(name, include_top, model.input_shape[-1])
     source.load_weights(path)
     transfer(source, model, twin.top)
-    if twin.bgr:
-        _flip_stem(model)
     return model
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The input a weights file was trained on: statistics (0–1 scale) and channel order."""
+
+    stats: tuple[tuple[float, ...], tuple[float, ...]]
+    bgr: bool = False
+
+
+def expected_input(name: str, weights: str | os.PathLike | None) -> Expected | None:
+    """What ``weights`` expect as input, or None for our own files (and no weights).
+
+    ``"imagenet"`` and any keras.applications twin file (by name or layer layout) expect
+    the twin's preprocessing; ``create_model`` builds it in and flips a BGR stem.
+    """
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        twin = _twin(name)
+        return Expected(twin.stats, twin.bgr)
+    path = os.fspath(weights)
+    if name not in TWINS or not os.path.exists(path) or not is_twin_file(name, path):
+        return None
+    twin = TWINS[name]
+    stats = _file_stats(path) if twin.module == "efficientnet" else None
+    return Expected(stats or twin.stats, twin.bgr)
+
+
+def canonical_names(name: str) -> set[str]:
+    """File names keras.applications uses for ``name`` (and their ``.weights.h5`` twins)."""
+    files = TWINS[name].files if name in TWINS else ()
+    return {f for file in files for f in (file, file[:-3] + ".weights.h5")}
+
+
+def is_twin_file(name: str, path: str) -> bool:
+    """Whether ``path`` holds keras.applications weights (not a kerascls model's)."""
+    if os.path.basename(path) in canonical_names(name):
+        return True
+    if path.endswith(".keras"):
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+        return not _has_layer(config, "head")
+    if _is_legacy_h5(path):
+        return "head" not in _legacy_layer_names(path)
+    return _h5_keys(path) in _twin_keys(name)
+
+
+def _has_layer(config: dict, layer: str) -> bool:
+    return any(item.get("config", {}).get("name") == layer
+               for item in config.get("config", {}).get("layers", []))
+
+
+def _legacy_layer_names(path: str) -> set[str]:
+    import h5py
+    with h5py.File(path, "r") as f:
+        group = f.get("model_weights", f)
+        return {n.decode() if isinstance(n, bytes) else str(n)
+                for n in group.attrs.get("layer_names", [])}
+
+
+def _h5_keys(path: str) -> frozenset[str]:
+    """The ``layers/<class>_<n>`` entries of a Keras 3 ``.weights.h5``."""
+    import h5py
+    with h5py.File(path, "r") as f:
+        return frozenset(f"layers/{k}" for k in f.get("layers", {}))
+
+
+def _twin_keys(name: str) -> list[frozenset[str]]:
+    """The Keras 3 weight-file keys of the twin with and without its top."""
+    from kerascls.models.resnet import _file_keys
+    out = []
+    for top in (True, False):
+        twin = build_twin(name, top)
+        out.append(frozenset(key for _, key in _file_keys(twin)))
+        del twin
+    return out
+
+
+def _file_stats(path: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """EfficientNet: (mean, std) from the twin's input ``Normalization`` in the file.
+
+    Keras' official files store the ImageNet std where the variance belongs
+    (tensorflow/tensorflow#49930; ``weights="imagenet"`` corrects it with an extra
+    rescaling): those mean ImageNet statistics. Any other values are what the twin
+    computes from this file: ``(x/255 − mean) / √variance``.
+    """
+    values = _normalization_values(path)
+    if values is None:
+        return None
+    mean, var = (tuple(float(v) for v in a.reshape(-1)) for a in values)
+    if all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(mean + var, IMAGENET[0] + IMAGENET[1])):
+        return IMAGENET
+    return mean, tuple(max(math.sqrt(max(v, 0.0)), 1e-7) for v in var)
+
+
+def _normalization_values(path: str):
+    """(mean, variance) arrays of the layer ``normalization`` in an h5 / .keras file."""
+    import h5py
+    if path.endswith(".keras"):
+        with zipfile.ZipFile(path) as z:
+            data = io.BytesIO(z.read("model.weights.h5"))
+        with h5py.File(data, "r") as f:
+            return _keras3_normalization(f)
+    with h5py.File(path, "r") as f:
+        if "layer_names" in f.attrs or "model_weights" in f:
+            group = f.get("model_weights", f).get("normalization")
+            if group is None:
+                return None
+            names = [n.decode() if isinstance(n, bytes) else str(n)
+                     for n in group.attrs["weight_names"]]
+            by = {n.split("/")[-1].split(":")[0]: group[n][()] for n in names}
+            return by["mean"], by["variance"]
+        return _keras3_normalization(f)
+
+
+def _keras3_normalization(f):
+    group = f.get("layers/normalization/vars")
+    return (group["0"][()], group["1"][()]) if group is not None and len(group) >= 2 else None
 
 
 def _is_legacy_h5(path: str) -> bool:
@@ -244,14 +373,25 @@ def load_path(model: keras.Model, name: str, path: str) -> keras.Model:
         transfer(source, model, TWINS[name].top if name in TWINS else ())
     elif not _is_legacy_h5(path) and _own_format(model, path):
         from kerascls.models.resnet import load_keras_applications_weights
-        load_keras_applications_weights(model, path)  # class/position keys, head may differ
+        try:  # the same model (nested layers such as SqueezeExcite included)
+            model.load_weights(path)
+        except ValueError:  # class/position keys, head may differ
+            load_keras_applications_weights(model, path)
     else:
         _from_twin_file(model, name, path)
     return model
 
 
-def load_weights(model: keras.Model, name: str, weights: str | os.PathLike) -> keras.Model:
-    """``weights="imagenet"`` or a path, for ``create_model``."""
+def load_weights(model: keras.Model, name: str, weights: str | os.PathLike,
+                 flip_stem: bool = False) -> keras.Model:
+    """``weights="imagenet"`` or a path, for ``create_model``.
+
+    ``flip_stem``: the weights expect BGR and the model takes RGB (``expected_input``).
+    """
     if weights == "imagenet":
-        return load_imagenet(model, name)
-    return load_path(model, name, weights)
+        load_imagenet(model, name)
+    else:
+        load_path(model, name, weights)
+    if flip_stem:
+        _flip_stem(model)
+    return model

@@ -18,6 +18,7 @@ import numpy as np
 import kerascls
 from kerascls.tflite import audit as A
 from kerascls.tflite.convert import convert
+from kerascls.training.heads import output_activation, outputs_logits, probability_model
 from kerascls.utils import atomic_path
 
 EMPTY_NAMES = {"empty", "blank", "none", "nothing"}
@@ -95,7 +96,9 @@ def contract(run: LoadedRun, quantize: str) -> dict:
     names = list(cfg.class_names) if cfg else [str(i) for i in range(run.model.output_shape[-1])]
     args = cfg.model_args if cfg else {}
     task = args.get("task", "multiclass")
-    activation = "none" if args.get("logits") else ("softmax" if task == "multiclass" else "sigmoid")
+    units = int(run.model.output_shape[-1])
+    # a logits head is exported with its activation applied (``with_probabilities``)
+    activation = "none" if outputs_logits(run.model) else output_activation(task, units)
     return {"format": "kerascls-bundle", "format_version": 1,
             "kerascls_version": kerascls.__version__,
             "architecture": cfg.arch if cfg else run.model.name, "task": task,
@@ -160,10 +163,14 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
     shape = tuple(int(d) for d in run.model.input_shape[1:])
     if quantize == "int8" and not data:
         raise ValueError("int8 export needs calibration data: pass --data")
+    finetune = finetune_plan(quantize, data, qat_epochs, prune_sparsity, prune_epochs)
+    if finetune and outputs_logits(run.model):
+        raise ValueError("QAT and pruning export a logits head as logits: train without "
+                         "--model_arg logits=true, or export without --qat/--prune_sparsity")
+    run = with_probabilities(run)
     run_dir = run.path.parent if run.config else None
     calib = (sample_images(data, "train", calibration_samples, shape, seed, run_dir)[0]
              if data else None)
-    finetune = finetune_plan(quantize, data, qat_epochs, prune_sparsity, prune_epochs)
     report: dict = {"quantize": quantize}
     if finetune:
         from kerascls.tflite.tfmot_bridge import finetune_tflite
@@ -184,6 +191,13 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
     out = Path(output_dir) if output_dir else run.path.parent / "bundle"
     _write_bundle(out, tflite, contract(run, quantize), report)
     return report
+
+
+def with_probabilities(run: LoadedRun) -> LoadedRun:
+    """A logits head with its softmax/sigmoid applied: the bundle outputs probabilities
+    (model.json says which), int8-quantized on the 0–1 scale, as parity compares them."""
+    task = (run.config.model_args or {}).get("task") if run.config else None
+    return LoadedRun(probability_model(run.model, task), run.config, run.path)
 
 
 def finetune_plan(quantize: str, data: str | None, qat_epochs: int, prune_sparsity: float,

@@ -20,6 +20,7 @@ from kerascls.evaluation.metrics import write_csv
 from kerascls.models import create_model
 from kerascls.training.callbacks import Backup, EpochHistory, StopOnNaN, check_finite
 from kerascls.training.config import TrainConfig
+from kerascls.training import heads
 from kerascls.training.distribute import make_strategy, worker_count, worker_index
 from kerascls.training.multiworker import fit_multiworker, per_example_loss
 from kerascls.utils import atomic_path
@@ -53,32 +54,8 @@ HEAD_LAYERS = ("head", "predictions")
 
 
 def _loss(cfg: TrainConfig, num_classes: int) -> keras.losses.Loss:
-    """Cross-entropy matching the head and the labels the data pipeline emits."""
-    if data_runs.task_of(cfg) in ("binary", "multilabel"):
-        return keras.losses.BinaryCrossentropy(label_smoothing=cfg.label_smoothing)
-    if data_runs.options(cfg, training=True).one_hot:  # MixUp/CutMix: mixed float labels
-        return keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-    if cfg.label_smoothing:
-        return _SmoothedSparseCE(num_classes, cfg.label_smoothing)
-    return keras.losses.SparseCategoricalCrossentropy()
-
-
-class _SmoothedSparseCE(keras.losses.Loss):
-    """Sparse cross-entropy with label smoothing (Keras only offers it for one-hot labels)."""
-
-    def __init__(self, num_classes: int, smoothing: float, **kwargs):
-        super().__init__(**kwargs)
-        self.num_classes, self.smoothing = num_classes, smoothing
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "smoothing": self.smoothing}
-
-    def call(self, y_true, y_pred):
-        onehot = keras.ops.one_hot(keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"),
-                                   self.num_classes)
-        return keras.losses.categorical_crossentropy(onehot, y_pred,
-                                                     label_smoothing=self.smoothing)
+    """Cross-entropy matching the head (probabilities or logits) and the labels."""
+    return heads.loss(cfg, num_classes, data_runs.options(cfg, training=True).one_hot)
 
 
 def resolve(cfg: TrainConfig, source) -> TrainConfig:
@@ -138,6 +115,7 @@ def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
     keras.utils.set_random_seed(cfg.seed)
     source = load_source(cfg.data, crop_boxes=cfg.crop_boxes)
     cfg = resolve(cfg, source)
+    heads.check_classes(cfg)  # before any run directory is written
     run = Path(cfg.output_dir)
     refuse_finished_run(run, overwrite)
     run.mkdir(parents=True, exist_ok=True)
@@ -162,7 +140,7 @@ def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
     metrics = {"train_seconds": round(time.time() - started, 1),
                "replicas": int(strategy.num_replicas_in_sync)}
     if data.get("test") is not None:
-        metrics.update(data["test"](model))
+        metrics.update(data["test"](heads.probability_model(model, data_runs.task_of(cfg))))
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     plots.training_curves_png(run / "history.csv", run / "report" / "training_curves.png")
     return run
@@ -270,7 +248,8 @@ def _fit_phase(model: keras.Model, cfg: TrainConfig, phase: Phase, data: dict,
     set_backbone_trainable(model, not phase.frozen)
     steps = int(np.ceil(data["count"] / cfg.batch_size)) * (phase.last - phase.first)
     model.compile(optimizer=_optimizer(cfg, steps, phase.lr_factor),
-                  loss=_loss(cfg, len(cfg.class_names)), metrics=["accuracy"],
+                  loss=_loss(cfg, len(cfg.class_names)),
+                  metrics=heads.metrics(cfg, data_runs.options(cfg, training=True).one_hot),
                   jit_compile=True if cfg.xla else "auto")
     nan = StopOnNaN()
     backup = "backup" if phase.name == "train" else f"backup_{phase.name}"

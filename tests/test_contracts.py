@@ -634,6 +634,30 @@ def test_every_augmentation_changes_the_batch(name):
         mirrored = [np.allclose(a, b[:, ::-1]) for a, b in zip(x, images)]
         same = [np.allclose(a, b) for a, b in zip(x, images)]
         assert all(m or s for m, s in zip(mirrored, same)) and any(mirrored)
+    # still pictures on the 0–255 scale, not flattened or rescaled
+    assert x.min() >= 0 and x.max() <= 255.001 and x.max() > 150
+    assert x.std() > 0.5 * images.std()
+    cls = labels.argmax(1)
+    for i in np.flatnonzero(changed):
+        if name == "mixup":  # x_i = λ·x_i + (1 − λ)·x_j, and the labels alike
+            fits = []
+            for j in set(range(8)) - {i}:
+                d = images[i] - images[j]
+                lam = float(((x[i] - images[j]) * d).sum() / (d * d).sum())
+                fits.append((np.abs(lam * d + images[j] - x[i]).max(), j, lam))
+            err, j, lam = min(fits)
+            assert err < 0.01 and 0 <= lam <= 1, (i, err, lam)
+            want = lam * labels[i] + (1 - lam) * labels[j]
+            np.testing.assert_allclose(t[i], want, atol=1e-3)
+        if name == "cutmix":  # a box of another image x_j; its label weighs the box's area
+            box = np.abs(x[i] - images[i]).max(-1) > 1e-3
+            src = [j for j in range(8) if j != i and np.allclose(x[i][box], images[j][box],
+                                                                   atol=1e-3)]
+            assert src, i
+            rows, cols = np.nonzero(box)
+            assert box[rows.min():rows.max() + 1, cols.min():cols.max() + 1].mean() > 0.9
+            if cls[src[0]] != cls[i]:  # Keras weighs the box before clipping: ≈, not =
+                assert t[i, cls[src[0]]] == pytest.approx(box.mean(), abs=0.07)
     if name in ("mixup", "cutmix"):  # labels mixed like the images
         assert (t.max(1) < 0.999).any()
         np.testing.assert_allclose(t.sum(1), 1, atol=1e-5)

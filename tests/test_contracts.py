@@ -649,6 +649,11 @@ def test_every_augmentation_changes_the_batch(name):
             assert err < 0.01 and 0 <= lam <= 1, (i, err, lam)
             want = lam * labels[i] + (1 - lam) * labels[j]
             np.testing.assert_allclose(t[i], want, atol=1e-3)
+        if name == "erasing":  # one rectangle replaced, the rest untouched
+            box = np.abs(x[i] - images[i]).max(-1) > 1e-3
+            rows, cols = np.nonzero(box)
+            assert box[rows.min():rows.max() + 1, cols.min():cols.max() + 1].mean() > 0.9
+            assert box.mean() < 0.6
         if name == "cutmix":  # a box of another image x_j; its label weighs the box's area
             box = np.abs(x[i] - images[i]).max(-1) > 1e-3
             src = [j for j in range(8) if j != i and np.allclose(x[i][box], images[j][box],

@@ -35,6 +35,7 @@ class Target:
     module: str
     tests: tuple[str, ...]
     select: str
+    isolation: str = "fork"  # "forkserver" where tests run TensorFlow (not fork-safe)
 
 
 _NOT_METRICS = ("keras", "int8", "edge_output", "augment", "crop", "pipeline", "split",
@@ -49,12 +50,14 @@ TARGETS = {
                        "megadetector or csv_rows"),
     "decode": Target("export/kerascls_edge/decode.py",
                      ("tests/test_fidelity.py", "tests/test_edge.py"),
-                     "not bundle and not predict and not kill and not pip and not classify"
-                     " and not detections and not bursts and not tensorflow and not bad_inputs"),
+                     "not rendered and not rss and not camtrap and not bundle and not predict"
+                     " and not kill and not pip and not classify and not detections"
+                     " and not bursts and not tensorflow and not bad_inputs", "forkserver"),
     "transforms": Target("kerascls/data/transforms.py",
                          ("tests/test_contracts.py", "tests/test_data.py",
                           "tests/test_fidelity.py"),
-                         "augment or crop or pipeline or resize or transform or training"),
+                         "(augment or crop or pipeline or resize or letterbox or training) and"
+                         " not rendered and not rss and not camtrap", "forkserver"),
 }
 
 
@@ -70,7 +73,8 @@ def prepare(target: Target, clone: Path) -> None:
                f"source_paths = [\"kerascls/\", \"export/kerascls_edge/\"]\n"
                f"only_mutate = {_toml_list([target.module])}\n"
                f"pytest_add_cli_args_test_selection = {_toml_list(target.tests)}\n"
-               f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-k', target.select])}\n")
+               f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-k', target.select])}\n"
+               f"process_isolation = \"{target.isolation}\"\n")
     with open(clone / "pyproject.toml", "a") as f:
         f.write(section)
 

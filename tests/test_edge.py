@@ -126,6 +126,8 @@ def test_resize_modes_stretch_crop_pad() -> None:
     assert (crop[..., 1] > 150).all(), "centre crop keeps only the green middle"
     pad = decode(img, Preprocess(30, 30, 3, "pad")).arrays[0]
     assert pad.shape == (30, 30, 3) and pad[:8].max() == 0 and pad[-8:].max() == 0
+    rows = np.flatnonzero(pad.max(axis=(1, 2)) > 0)  # inner 30×10 (0.3125 × 96×32) at y=10
+    assert (rows[0], rows[-1]) == (10, 19)
     assert pad[15, 15, 1] > 150
     stretch = decode(img, Preprocess(16, 48, 3, "stretch")).arrays[0]
     assert stretch[8, 2, 0] > 150 and stretch[8, 24, 1] > 150 and stretch[8, 45, 2] > 150

@@ -345,7 +345,7 @@ def test_pixel_cap_refuses_before_decoding(tmp_path):
 def test_large_non_jpeg_reduction_matches_whole_image_conversion(tmp_path):
     """Strip-wise convert+reduce gives what converting then reducing the whole image gives."""
     for mode in ("P+t", "RGBA", "I;16", "L"):
-        path = render(tmp_path, f"r{len(mode)}{mode[0]}.png", 1200, 900, 3, mode)
+        path = render(tmp_path, f"r{len(mode)}{mode[0]}.png", 950, 900, 3, mode)
         img = Image.open(path)
         factor = edge.reduction(img.size, Preprocess(224, 224), [(0, 0, 1, 1)])
         assert factor == 4

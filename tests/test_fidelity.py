@@ -210,6 +210,21 @@ def test_crop_boxes_and_greyscale_models_match_the_device(tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
+def test_evaluate_and_export_samples_are_the_device_pixels(tmp_path):
+    """`evaluate` and export calibration/parity read images through the same pipeline."""
+    from kerascls.data.runs import sample_file_images, sample_records
+    for c, cls in enumerate(("deer", "fox")):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            render(tmp_path / cls, f"{i}.jpg", 597 + 131 * i, 448 + 57 * i, 10 * c + i,
+                   orientation=1 + (i + c) % 8, quality=90)
+    spec = f"folder:{tmp_path}"
+    x, _ = sample_file_images(spec, "train", 6, (224, 224, 3), seed=0)
+    recs = sample_records(spec, "train", 6, 0, None)
+    diff = np.abs(x - device_view(recs, (224, 224), "stretch")).reshape(len(recs), -1)
+    assert len(recs) == 6 and diff.mean(axis=1).max() <= 1.0
+
+
 # -- geometry pinned independently ---------------------------------------------------------
 
 

@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout
 sys.path.insert(0, str(ROOT / "export"))
 
-import numpy as np  # noqa: E402
+import numpy as np
+from kerascls_edge.decode import Preprocess, decode
 
-from kerascls.data.pipeline import PipelineOptions, file_dataset  # noqa: E402
-from kerascls.data.records import Record, check_files  # noqa: E402
-from kerascls_edge.decode import Preprocess, decode  # noqa: E402
+from kerascls.data.pipeline import PipelineOptions, file_dataset
+from kerascls.data.records import Record, check_files
 
 CAMTRAP = ROOT.parent / "shared" / "data" / "camtrap"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}

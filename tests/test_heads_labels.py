@@ -60,10 +60,10 @@ def render_folder(root: Path, per_class: int, classes=tuple(CLASSES), seed: int 
 
 def small_run(data: Path, out: Path, **kw) -> TrainConfig:
     """A tiny, real training config on image files (32×32, small_cnn, a few epochs)."""
-    base = dict(arch="small_cnn", data=f"folder:{data}", epochs=6, batch_size=16,
-                image_size=32, learning_rate=3e-3, warmup_steps=5, val_fraction=0.15,
-                test_fraction=0.2, output_dir=str(out), seed=0,
-                model_args={"widths": [8, 16, 32]})
+    base = {"arch": "small_cnn", "data": f"folder:{data}", "epochs": 6, "batch_size": 16,
+            "image_size": 32, "learning_rate": 3e-3, "warmup_steps": 5, "val_fraction": 0.15,
+            "test_fraction": 0.2, "output_dir": str(out), "seed": 0,
+            "model_args": {"widths": [8, 16, 32]}}
     base.update(kw)
     if "model_args" in kw:
         base["model_args"] = {"widths": [8, 16, 32], **kw["model_args"]}

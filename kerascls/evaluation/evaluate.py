@@ -43,6 +43,8 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
     report["skipped"] = _skipped(pred, report)
     out = Path(output_dir) if output_dir else _default_report_dir(path, pred["run_dir"])
     write_report(report, out)
+    if pred.get("paths"):
+        write_predictions(pred["paths"], probs, y, names, out / "predictions.csv")
     report["output_dir"] = str(out)
     return report
 
@@ -85,6 +87,24 @@ def write_report(report: dict, out: Path) -> None:
         plots.confusion_png(np.asarray(report["confusion_matrix"]), report["class_names"],
                             out / "confusion_matrix.png")
     plots.reliability_png(report["reliability"], report["ece"], out / "reliability.png")
+
+
+def write_predictions(paths: list[str], probs: np.ndarray, y, names: list[str],
+                      out: Path) -> None:
+    """``predictions.csv``: per image its file, label, top-1 and every class probability,
+    so a report can be compared image by image (e.g. with ``kerascls-edge predict``)."""
+    from kerascls.data.records import join_labels
+    probs = np.asarray(probs, np.float64).reshape(len(paths), -1)
+    y = np.asarray(y)
+    rows = []
+    for i, path in enumerate(paths):
+        label = (join_labels(tuple(n for n, v in zip(names, y[i]) if v > 0.5)) if y.ndim == 2
+                 else (names[int(y[i])] if 0 <= int(y[i]) < len(names) else ""))
+        top = int(probs[i].argmax())
+        rows.append({"filepath": path, "label": label, "top1": names[top],
+                     "top1_prob": round(float(probs[i, top]), 6),
+                     **{f"p_{n}": round(float(p), 6) for n, p in zip(names, probs[i])}})
+    M.write_csv(rows, out)
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -155,11 +175,15 @@ def _listed(data: str, split: str, run_dir: Path, names: list[str], multi_hot: b
     file = Path(run_dir) / "splits" / f"{name}.csv"
     if not is_file_spec(data) or not file.exists():
         return {}
+    from kerascls.data.runs import split_records
     rows = read_split_csv(file)
-    dropped = 0
+    scored_records = split_records(run_dir, split) or []  # the readable ones, in order
     if multi_hot:  # records with a label outside the class list are left out there
-        dropped = sum(1 for r in rows if not set(r.labels) <= set(names))
-    return {"listed": len(rows), "dropped": dropped}
+        scored_records = [r for r in scored_records if set(r.labels) <= set(names)]
+    dropped = sum(1 for r in rows if not set(r.labels) <= set(names)) if multi_hot else 0
+    paths = [r.path for r in scored_records]
+    return {"listed": len(rows), "dropped": dropped,
+            **({"paths": paths} if len(paths) == scored else {})}
 
 
 def _source_names(data: str) -> list[str]:

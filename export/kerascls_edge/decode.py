@@ -41,6 +41,7 @@ _DATETIME = 306
 _ORIENTATION = 274
 _TRUNCATED_LOCK = threading.Lock()
 TRUNCATED_WARNING = "truncated image: decoded the readable part, the rest is grey"
+JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a JPEG with more pictures appended (some cameras)
 SCALES = (8, 4, 2, 1)  # libjpeg's DCT scales (1/8 … 1/1); also the non-JPEG reduction factors
 # Formats without reduced-scale decoding are decoded whole: cap their pixels (and a JPEG's
 # pixels after DCT scaling). 24 MP is 96 MB in Pillow's 4-byte RGB(A)/I layout, which keeps
@@ -139,7 +140,7 @@ def _upright_size(img: Image.Image, orientation: int) -> tuple[int, int]:
 
 def _apply_draft(img: Image.Image, pre: Preprocess, regions: Sequence[Box]) -> None:
     """Ask libjpeg for the reduced-scale decode (1/2, 1/4, 1/8) :func:`reduction` chose."""
-    if img.format != "JPEG":
+    if img.format not in JPEG_FORMATS:
         return
     s = reduction(_upright_size(img, _orientation(img)), pre, regions)
     if s == 1:
@@ -264,7 +265,7 @@ def jpeg_coverage(path: Union[str, os.PathLike]) -> float:
 
 def _check_coverage(src: Source, img: Image.Image, strict: bool) -> list[str]:
     """Fail a JPEG most of whose data is missing (or any shortfall with ``strict``)."""
-    if isinstance(src, Image.Image) or img.format != "JPEG":
+    if isinstance(src, Image.Image) or img.format not in JPEG_FORMATS:
         return []
     cov = jpeg_coverage(src)
     if cov >= 1.0:
@@ -298,7 +299,7 @@ def _open_tolerant(src: Source, pre: Preprocess, regions: Sequence[Box], strict:
         if strict or isinstance(src, Image.Image) or not _is_truncation(e):
             raise
     else:
-        if lenient and img.format == "JPEG" and _jpeg_end_missing(src):
+        if lenient and img.format in JPEG_FORMATS and _jpeg_end_missing(src):
             if strict:
                 raise OSError("image file is truncated (no JPEG end marker)")
             return img, [TRUNCATED_WARNING]
@@ -442,7 +443,7 @@ def load_upright(src: Source, pre: Preprocess, regions: Sequence[Box] = ((0, 0, 
     path = None if isinstance(src, Image.Image) else src
     t, dt = capture_time(img, path)
     orientation = _orientation(img)
-    if img.format != "JPEG" and img.width * img.height > REDUCE_ABOVE:
+    if img.format not in JPEG_FORMATS and img.width * img.height > REDUCE_ABOVE:
         factor = reduction(_upright_size(img, orientation), pre, regions)
         img = _reduce_converted(img, factor, pre.channels)
     else:

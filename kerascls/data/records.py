@@ -21,7 +21,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 log = logging.getLogger("kerascls.data")
 
-FORMATS = {"JPEG": 0, "PNG": 1, "BMP": 1}  # 0: decode_jpeg (DCT scaling), 1: decode_image
+FORMATS = {"JPEG": 0, "MPO": 0, "PNG": 1, "BMP": 1}  # 0: decode_jpeg (DCT scaling), 1: other
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 SPLIT_COLUMNS = ("filepath", "label", "location", "seq_id", "datetime", "bbox")
 
@@ -82,7 +82,7 @@ def probe(path: str) -> tuple[dict, str]:
             lenient = ImageFile.LOAD_TRUNCATED_IMAGES
             if lenient and im.format == "JPEG" and _jpeg_end_missing(path):
                 return {}, "truncated JPEG (no end marker)"
-            if im.format == "JPEG" and jpeg_coverage(path) < 1.0:  # libjpeg fills it grey
+            if FORMATS[im.format] == 0 and jpeg_coverage(path) < 1.0:  # libjpeg fills it grey
                 return {}, "truncated JPEG (its data ends before the declared image does)"
         return {"width": w, "height": h, "orientation": orientation if 1 <= orientation <= 8
                 else 1, "fmt": FORMATS[im.format]}, ""

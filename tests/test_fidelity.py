@@ -269,13 +269,16 @@ def test_training_letterbox_offset_hand_worked(tmp_path):
 def test_dct_scale_choice_hand_worked(tmp_path):
     """The largest 1/r whose decode still covers the target (both sides; pad: one side)."""
     cases = [((597, 448), "stretch", 2), ((4000, 3000), "stretch", 8), ((2048, 1494), "crop", 4),
-             ((1046, 802), "stretch", 2), ((1046, 802), "pad", 4), ((500, 1), "pad", 2),
+             ((1046, 802), "stretch", 2), ((1046, 802), "pad", 4), ((500, 1), "pad", 1), ((5000, 3), "pad", 2),
              ((211, 157), "stretch", 1)]
     for (w, h), mode, want in cases:
         assert edge.reduction((w, h), Preprocess(224, 224, 3, mode), [(0, 0, 1, 1)]) == want
     path = render(tmp_path, "s.jpg", 597, 448, quality=90)
     img, _ = edge.load_upright(path, Preprocess(224, 224))
     assert img.size == (299, 224)  # libjpeg really decoded at 1/2
+    thin = render(tmp_path, "thin.jpg", 5000, 3, quality=90)
+    img, _ = edge.load_upright(thin, Preprocess(224, 224, 3, "pad"))
+    assert img.size == (2500, 2)
 
 
 def test_training_resize_matches_pillow_directly():

@@ -102,7 +102,8 @@ def reduction(size: tuple[int, int], pre: Preprocess, regions: Sequence[Box]) ->
         sx = max(bw * w, 1.0) / pre.width
         sy = max(bh * h, 1.0) / pre.height
         room = min(room, max(sx, sy) if pre.resize == "pad" else min(sx, sy))
-    return next((s for s in SCALES if s <= room), 1)
+    # libjpeg (through Pillow's draft) cannot shrink a side below one pixel per 1/s block
+    return next((s for s in SCALES if s <= room and s <= min(w, h)), 1)
 
 
 def reduced_size(size: tuple[int, int], factor: int) -> tuple[int, int]:

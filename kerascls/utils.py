@@ -31,6 +31,11 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             os.replace(tmp, final)
+    except OSError as e:
+        if e.errno is None or not str(e.filename or "").startswith(str(tmp)):
+            raise
+        # name the file the user asked for, not our temporary sibling
+        raise type(e)(e.errno, e.strerror, str(final)) from e
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -205,6 +205,9 @@ class Journal:
         for part in parts:
             try:
                 recs = read_part(part, self.n_classes)
+                names = [r["file"] for r in recs]
+                if len(set(names)) != len(names) or not self.done.isdisjoint(names):
+                    raise CorruptPart("it repeats images that another part holds")
             except CorruptPart as e:
                 print(f"kerascls-edge: warning: checkpoint part {part} is corrupt ({e}); "
                       "its images will be classified again", file=self.stderr or sys.stderr)

@@ -8,6 +8,7 @@ records (``FileSource``) that ``pipeline.file_dataset`` decodes in tf.data.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from dataclasses import dataclass, field
@@ -214,8 +215,7 @@ def _csv(path: str) -> FileSource:
     """filepath,label[,location,datetime,seq_id]; paths relative to the CSV; ``a|b`` labels
     (``\\|`` is a literal ``|`` inside a label, as the run's split files write it)."""
     file = _existing(path, "CSV file")
-    with open(file, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = _csv_rows(file)
     if not rows or not {"filepath", "label"} <= set(rows[0]):
         raise ValueError(f"{file}: needs a header with filepath and label columns")
     records = [Record(str(file.parent / row["filepath"]),
@@ -229,12 +229,73 @@ def _csv(path: str) -> FileSource:
     return FileSource(f"csv:{file}", names, records)
 
 
+def _read_text(file: Path, what: str) -> str:
+    """The file as UTF-8 (a BOM allowed); another encoding is named with its line."""
+    raw = file.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ValueError(f"{file}: line {line} is not UTF-8 (byte 0x{raw[e.start]:02x}); "
+                         f"save the {what} as UTF-8") from None
+
+
+def _csv_rows(file: Path) -> list[dict]:
+    """Rows of a CSV with a header; a row too short for filepath/label is named by its line."""
+    reader = csv.DictReader(io.StringIO(_read_text(file, "CSV"), newline=""))
+    rows = []
+    try:
+        for row in reader:
+            for col in ("filepath", "label"):
+                if col in reader.fieldnames and row.get(col) is None:
+                    raise ValueError(f"{file}: line {reader.line_num} has no {col} field "
+                                     "(too few columns)")
+            rows.append(row)
+    except csv.Error as e:
+        raise ValueError(f"{file}: line {reader.line_num}: {e}") from None
+    return rows
+
+
+def _load_coco(file: Path) -> dict:
+    """Parse and check a COCO Camera Traps file: errors name the file and the line or entry."""
+    try:
+        coco = json.loads(_read_text(file, "COCO file"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file}: line {e.lineno} column {e.colno}: not valid JSON "
+                         f"({e.msg})") from None
+    if not isinstance(coco, dict):
+        raise ValueError(f"{file}: not a COCO Camera Traps file (the top level is not an object)")
+    need = {"categories": ("id", "name"), "images": ("id", "file_name"),
+            "annotations": ("image_id", "category_id")}
+    for key, fields in need.items():
+        entries = coco.get(key, [])
+        if not isinstance(entries, list):
+            raise ValueError(f"{file}: {key!r} is not a list")
+        for i, entry in enumerate(entries):
+            _check_coco_entry(file, f"{key}[{i}]", entry, fields)
+    return coco
+
+
+def _check_coco_entry(file: Path, where: str, entry: object, fields: tuple) -> None:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{file}: {where} is not an object")
+    for f in fields:
+        value = entry.get(f)
+        kinds = str if f in ("file_name", "name") else (int, str)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise ValueError(f"{file}: {where} has no usable {f!r} (got {value!r:.40})")
+    box = entry.get("bbox")
+    if box is not None and not (isinstance(box, list) and len(box) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+        raise ValueError(f"{file}: {where}: bbox must be [x, y, width, height]")
+
+
 def _coco(rest: str, crop_boxes: bool) -> FileSource:
     """COCO Camera Traps JSON: labels from annotations, site/burst from the images."""
     file_part, _, root_part = rest.partition(":")
     file = _existing(file_part, "COCO file")
     root = _existing(root_part, "image root") if root_part else file.parent
-    coco = json.loads(file.read_text())
+    coco = _load_coco(file)
     cats = {c["id"]: str(c["name"]) for c in coco.get("categories", [])}
     images = {im["id"]: im for im in coco.get("images", [])}
     by_image: dict = {}

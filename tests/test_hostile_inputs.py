@@ -312,3 +312,82 @@ def test_coco_source_any_values(key, index, field, value, cut, whole):
             msg = str(e)
             assert "\n" not in msg.strip() and (str(f) in msg or "coco:" in msg), msg
         assert hashes(Path(t)) == before
+
+
+# -- the listed kerascls cases (issue 13, item 6) ------------------------------------------------
+
+
+def test_csv_row_without_label_field_names_file_and_line(tmp_path):
+    texture(tmp_path / "a.jpg", 0)
+    f = tmp_path / "d.csv"
+    f.write_text("filepath,label\na.jpg,cat\na.jpg\n")
+    with pytest.raises(ValueError, match=r"d\.csv: line 3 has no label field"):
+        _load(f"csv:{f}")
+
+
+def test_latin1_csv_names_file_and_line(tmp_path):
+    texture(tmp_path / "a.jpg", 0)
+    f = tmp_path / "d.csv"
+    f.write_bytes("filepath,label\na.jpg,cat\na.jpg,chevreuil \xe9t\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"d\.csv: line 3 is not UTF-8"):
+        _load(f"csv:{f}")
+
+
+@pytest.mark.parametrize("text, where", [
+    ('{"images": [{"id": 1, "file_name": "a.jpg"},\n {"id": 2,, }]}', "line 2 column"),
+    ('{"images": [{"id": 1}], "annotations": []}', "images[0] has no usable 'file_name'"),
+    ('{"images": [], "annotations": [{"image_id": 1}]}', "annotations[0] has no usable"),
+])
+def test_malformed_coco_names_file_and_place(tmp_path, text, where):
+    f = tmp_path / "c.json"
+    f.write_text(text)
+    with pytest.raises(ValueError) as e:
+        _load(f"coco:{f}")
+    assert str(f) in str(e.value) and where in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def keras_files(tmp_path_factory) -> Path:
+    """A good .keras, its first half, random bytes, and one naming a class nobody defines."""
+    pytest.importorskip("keras")
+    import zipfile
+
+    import keras
+
+    d = tmp_path_factory.mktemp("keras")
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    m.save(d / "good.keras")
+    data = (d / "good.keras").read_bytes()
+    (d / "half.keras").write_bytes(data[: len(data) // 2])
+    (d / "random.keras").write_bytes(np.random.default_rng(0).bytes(4000))
+    with zipfile.ZipFile(d / "good.keras") as zin, \
+            zipfile.ZipFile(d / "unknown.keras", "w") as zout:
+        for item in zin.infolist():
+            blob = zin.read(item.filename)
+            if item.filename == "config.json":
+                cfg = json.loads(blob)
+                cfg["config"]["layers"][-1].update(class_name="MysteryLayer", module="elsewhere")
+                blob = json.dumps(cfg).encode()
+            zout.writestr(item, blob)
+    return d
+
+
+@pytest.mark.parametrize("name, says", [("random", "not a .keras model"),
+                                        ("half", "not a .keras model"),
+                                        ("unknown", "'MysteryLayer'"),
+                                        ("missing", "model not found")])
+def test_unloadable_keras_files_say_why(keras_files, name, says):
+    import kerascls
+
+    with pytest.raises((ValueError, FileNotFoundError)) as e:
+        kerascls.load_model(keras_files / f"{name}.keras")
+    msg = str(e.value)
+    assert says in msg and "File not found" not in msg and "\n" not in msg
+
+
+def test_export_of_unknown_class_is_one_line(keras_files, cli, tmp_path):
+    proc = cli("export", f"--model={keras_files / 'unknown.keras'}",
+               f"--output_dir={tmp_path / 'b'}", check=False, timeout=240)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("kerascls: error:")]
+    assert proc.returncode in (1, 2) and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(errors) == 1 and "MysteryLayer" in errors[0]

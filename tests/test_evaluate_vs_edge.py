@@ -22,14 +22,17 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_heads_labels import render_folder, small_run
+from tests.test_heads_labels import SIZES, render_folder, small_run
 
 EDGE = [sys.executable, "-m", "kerascls_edge"]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return render_folder(tmp_path_factory.mktemp("e2e") / "images", per_class=24, seed=5)
+    # small awkward sizes, plus frames large enough for the reduced-scale JPEG decoders
+    sizes = (*SIZES, (1046, 802), (597, 448), (449, 1031))
+    return render_folder(tmp_path_factory.mktemp("e2e") / "images", per_class=24, seed=5,
+                         sizes=sizes)
 
 
 def _train(cfg) -> Path:
@@ -95,4 +98,4 @@ def test_evaluate_bundle_agrees_with_edge(head, data, tmp_path, cli):
     assert np.mean(top_same) >= 0.995, (np.mean(top_same), worst)
     assert worst <= 0.02
     accuracy = json.loads((run / "bundle_eval" / "metrics.json").read_text())["accuracy"]
-    assert accuracy >= 0.7  # learnable classes: the comparison is of a real classifier
+    assert accuracy >= 0.6  # 3 classes, chance 1/3: the comparison is of a real classifier

@@ -47,12 +47,13 @@ def texture(cls: str, w: int, h: int, seed: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def render_folder(root: Path, per_class: int, classes=tuple(CLASSES), seed: int = 0) -> Path:
+def render_folder(root: Path, per_class: int, classes=tuple(CLASSES), seed: int = 0,
+                  sizes=SIZES) -> Path:
     """``root/CLASS/*.jpg`` at awkward sizes; returns root."""
     for c, cls in enumerate(classes):
         (root / cls).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            w, h = SIZES[(i + c) % len(SIZES)]
+            w, h = sizes[(i + c) % len(sizes)]
             Image.fromarray(texture(cls, w, h, seed + 1000 * c + i)).save(
                 root / cls / f"img{i:03d}.jpg", quality=90)
     return root
@@ -83,12 +84,16 @@ def three_classes(tmp_path_factory) -> Path:
 
 def test_logits_head_trains_like_softmax(three_classes, tmp_path):
     """Same seed and data: a logits head must learn as the softmax head does."""
+    from kerascls.evaluation.evaluate import evaluate
     accs = {}
     for name, args in (("softmax", {}), ("logits", {"logits": True})):
         run = train(small_run(three_classes, tmp_path / name, model_args=args))
         metrics = json.loads((run / "metrics.json").read_text())
         accs[name] = metrics["accuracy"]
         assert 0.0 <= metrics["loss"] < 5.0  # NLL of probabilities, not of raw logits
+        report = evaluate(run)  # the saved model outputs logits; evaluate reads probabilities
+        assert abs(report["accuracy"] - metrics["accuracy"]) < 1e-6
+        assert report["ece"] < 0.5 and report["nll"] == pytest.approx(metrics["loss"], 1e-3)
     assert accs["softmax"] >= 0.8, accs  # 3 classes: chance is 1/3
     assert accs["logits"] >= accs["softmax"] - 0.1, accs
 

@@ -53,9 +53,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="classify images into MegaDetector-format JSON or CSV")
     p.add_argument("bundle", help="bundle directory, or a .tflite file (with --labels)")
     p.add_argument("images", nargs="+", help="image files and/or folders")
-    p.add_argument("-o", "--output", required=True, help="results file (.json or .csv)")
-    p.add_argument("--format", choices=("megadetector", "csv"), default=None,
-                   help="default: csv for a .csv output, else megadetector")
+    p.add_argument("-o", "--output", required=True,
+                   help="results file (.json or .csv), or a folder with --format camtrapdp")
+    p.add_argument("--format", choices=("megadetector", "csv", "camtrapdp"), default=None,
+                   help="default: csv for a .csv output, else megadetector; camtrapdp: a "
+                        "Camtrap DP 1.0 package in the --output folder")
     p.add_argument("--labels", help="labels file for a bare .tflite (line i = class i)")
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="interpreter threads (default: all cores)")
@@ -92,10 +94,37 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="seconds between progress lines on stderr (negative: none)")
 
 
+def _add_package_flags(p: argparse.ArgumentParser) -> None:
+    """What a Camtrap DP package needs that the results do not say."""
+    g = p.add_argument_group("Camtrap DP")
+    g.add_argument("--deployment", help="one deploymentID for all images (default: one per "
+                                        "top-level input folder)")
+    g.add_argument("--location", help="LAT,LON of the deployments (decimal degrees)")
+    g.add_argument("--utc_offset", default="Z",
+                   help="the camera clock's UTC offset, e.g. +02:00 (default Z)")
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("convert", help="MegaDetector-format JSON (ours or MegaDetector's) to "
+                                       "Camtrap DP or CSV")
+    p.add_argument("results", help="MegaDetector-format results file (.json)")
+    p.add_argument("--to", choices=("camtrapdp", "csv"), required=True)
+    p.add_argument("-o", "--output", required=True, help="package folder, or .csv file")
+    p.add_argument("--image_dir", help="the folder the results' file paths are relative to "
+                                       "(default: the file's image_base, else its folder)")
+    p.add_argument("--detection_threshold", type=_float_in(0.0, 1.0), default=None,
+                   help="boxes below this are not observations (default: the file's "
+                        "typical_detection_threshold, else 0.2)")
+    p.add_argument("--overwrite", action="store_true")
+    _add_package_flags(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_predict(sub)
+    _add_package_flags(sub.choices["predict"])
+    _add_convert(sub)
     info = sub.add_parser("info", help="print what the runtime reads from a bundle")
     info.add_argument("bundle")
     info.add_argument("--labels")
@@ -104,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_paths(args: argparse.Namespace) -> None:
     """A NUL byte cannot be in a file name: say so instead of failing deep inside a call."""
-    for value in [args.bundle, args.labels, getattr(args, "output", None),
+    for value in [getattr(args, "bundle", None), getattr(args, "labels", None),
+                  getattr(args, "output", None), getattr(args, "results", None),
                   getattr(args, "detections", None), *getattr(args, "images", [])]:
         if value is not None and "\0" in value:
             raise EdgeError(f"not a valid path (it holds a NUL byte): {value!r}")
@@ -119,6 +149,11 @@ def _predict(args: argparse.Namespace) -> int:
         from . import decode
         decode.max_pixels_default = args.max_pixels or None
     fmt = args.format or ("csv" if args.output.lower().endswith(".csv") else "megadetector")
+    package = None
+    if fmt == "camtrapdp":
+        from . import convert
+        package = convert.prepare_package(args)
+        fmt, args.output = "megadetector", str(package / convert.RESULTS_NAME)
     opts = Options(
         output=Path(args.output), format=fmt, top_k=args.top_k, recursive=args.recursive,
         resume=args.resume, overwrite=args.overwrite, checkpoint_every=args.checkpoint_every,
@@ -128,6 +163,9 @@ def _predict(args: argparse.Namespace) -> int:
         detection_threshold=args.detection_threshold, progress_every=args.progress_every,
         keep_checkpoint=args.keep_checkpoint, labels_path=args.labels)
     summary = predict(clf, args.images, opts)
+    if package is not None:
+        from . import convert
+        summary["camtrapdp"] = convert.package_from_run(args, clf, package)
     print(json.dumps(summary))
     if summary.get("unreadable"):
         print(f"{PROG}: warning: {summary['unreadable']} folder(s) or entries could not be "
@@ -190,6 +228,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     previous = _terminate_on_sigterm()
     try:
         _check_paths(args)
+        if args.command == "convert":
+            from .convert import convert_cli
+            return convert_cli(args)
         return _predict(args) if args.command == "predict" else _info(args)
     except EdgeError as e:
         print(f"{PROG}: error: {_one_line(str(e))}", file=sys.stderr)

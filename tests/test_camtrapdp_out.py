@@ -1,0 +1,207 @@
+"""Camtrap DP packages from kerascls-edge, validated by the standard's own check (frictionless).
+
+The profile and table schemas are the standard's 1.0.2 files in ../shared/data/camtrapdp,
+served on 127.0.0.1 (frictionless refuses a local-path profile and resolves the profile's
+remote $refs, which point at offline copies here). Real images, the real Coral .tflite.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import http.server
+import json
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "export"))
+
+from kerascls_edge.cli import main  # noqa: E402
+
+DATA = ROOT / ".." / "shared" / "data"
+STANDARD = DATA / "camtrapdp"
+CORAL = DATA / "models" / "coral"
+CORAL_MODEL = CORAL / "mobilenet_v2_1.0_224_quant.tflite"
+SPECIESNET = DATA / "camtrap" / "speciesnet_test_data"
+ENA24 = DATA / "camtrap" / "ena24_small"
+
+needs_data = pytest.mark.skipif(
+    not (CORAL_MODEL.is_file() and SPECIESNET.is_dir() and (ENA24 / "md_annotations.json")
+         .is_file() and (STANDARD / "camtrap-dp-profile.json").is_file()),
+    reason="../shared/data (Coral model, camera-trap frames, Camtrap DP schemas) absent")
+TABLES = ("deployments", "media", "observations")
+
+
+@pytest.fixture(scope="module")
+def schema_server(tmp_path_factory):
+    """The standard's files served on 127.0.0.1, with the offline-relaxed profile."""
+    frictionless = pytest.importorskip("frictionless")
+    if not (STANDARD / "camtrap-dp-profile.json").is_file():
+        pytest.skip(f"{STANDARD} absent (../shared/data)")
+    root = tmp_path_factory.mktemp("schemas")
+    for f in STANDARD.glob("*.json"):
+        shutil.copy(f, root / f.name)
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    text = (STANDARD / "camtrap-dp-profile.json").read_text()
+    text = text.replace('"pattern": "1\\\\.0\\\\.2"', f'"pattern": "{url.replace(".", "[.]")}"')
+    text = text.replace("https://specs.frictionlessdata.io/schemas/data-package.json",
+                        f"{url}/frictionless-data-package.json")
+    text = text.replace("http://json.schemastore.org/geojson.json", f"{url}/geojson.json")
+    (root / "relaxed-profile.json").write_text(text)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield url, frictionless
+    server.shutdown()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # noqa: D102
+        pass
+
+
+def validate(package: Path, server) -> list[str]:
+    """frictionless errors for `package`, its descriptor pointed at the served schemas."""
+    url, frictionless = server
+    desc = json.loads((package / "datapackage.json").read_text())
+    desc["profile"] = f"{url}/relaxed-profile.json"
+    for res in desc["resources"]:
+        if res["name"] in TABLES:
+            res["schema"] = f"{url}/{res['name']}-table-schema.json"
+    check = package / "_validate.datapackage.json"
+    check.write_text(json.dumps(desc))
+    try:
+        report = frictionless.validate(str(check))
+    finally:
+        check.unlink()
+    return [f"{e.type}: {e.message}" for task in report.tasks for e in task.errors] + \
+           [f"{e.type}: {e.message}" for e in report.errors]
+
+
+def rows(package: Path, table: str) -> list[dict]:
+    with open(package / f"{table}.csv", newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def digests(folder: Path) -> dict:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())
+            if p.is_file()}
+
+
+@needs_data
+def test_the_check_rejects_a_bad_package(schema_server) -> None:
+    """The recipe is a real check: the standard's example passes, a bad value fails."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        pkg = Path(d) / "example"
+        shutil.copytree(STANDARD / "example", pkg)
+        assert validate(pkg, schema_server) == []
+        obs = (pkg / "observations.csv").read_text().replace(",animal,", ",beast,", 1)
+        (pkg / "observations.csv").write_text(obs)
+        errors = validate(pkg, schema_server)
+        assert errors and any("observationType" in e or "constraint" in e for e in errors)
+
+
+@needs_data
+def test_whole_image_run_is_a_valid_package(tmp_path: Path, schema_server, capsys) -> None:
+    images = tmp_path / "cards" / "site_a"
+    images.mkdir(parents=True)
+    for name in ("african_elephants.jpg", "blank.jpg", "human.jpg", "ocelot.jpg"):
+        shutil.copy(SPECIESNET / name, images / name)
+    before = digests(images)
+    package = tmp_path / "cards"  # the package sits above the images: relative filePaths
+    rc = main(["predict", str(CORAL_MODEL), str(tmp_path / "cards"), "--recursive",
+               "--format", "camtrapdp", "-o", str(package), "--threads", "2",
+               "--location", "51.05,3.72", "--utc_offset", "+01:00", "--progress_every", "-1"])
+    assert rc == 0, capsys.readouterr().err
+    assert validate(package, schema_server) == []
+    media = rows(package, "media")
+    assert sorted(m["filePath"] for m in media) == sorted(f"site_a/{n}" for n in before)
+    assert {m["deploymentID"] for m in media} == {"site_a"}
+    elephant = next(m for m in media if m["fileName"] == "african_elephants.jpg")
+    assert elephant["timestamp"] == "2010-08-04T08:43:15+01:00"  # EXIF, with the given offset
+    assert all(m["fileMediatype"] == "image/jpeg" for m in media)
+    obs = rows(package, "observations")
+    assert len(obs) == 4 and all(o["observationLevel"] == "media" for o in obs)
+    assert all(o["classificationMethod"] == "machine" for o in obs)
+    assert all(o["classifiedBy"].startswith("mobilenet_v2_1.0_224_quant sha256:") for o in obs)
+    assert all(o["bboxX"] == "" for o in obs)  # whole images have no box
+    md = json.loads((package / "megadetector.json").read_text())
+    top = {im["file"].split("/")[-1]: md["classification_categories"][
+        im["detections"][0]["classifications"][0][0]] for im in md["images"]}
+    by_media = {m["mediaID"]: m["fileName"] for m in media}
+    for o in obs:  # the ImageNet model has no empty/person class: all "animal", named by label
+        assert o["observationType"] == "animal"
+        assert o["scientificName"] == top[by_media[o["mediaID"]]]
+        assert 0 < float(o["classificationProbability"]) <= 1
+    dep = rows(package, "deployments")
+    assert [d["deploymentID"] for d in dep] == ["site_a"] and dep[0]["latitude"] == "51.05"
+    assert digests(images) == before  # originals untouched
+
+
+@needs_data
+def test_detections_run_is_a_valid_package(tmp_path: Path, schema_server, capsys) -> None:
+    package = tmp_path / "pkg"
+    rc = main(["predict", str(CORAL_MODEL), str(ENA24), "--detections",
+               str(ENA24 / "md_annotations.json"), "--format", "camtrapdp", "-o", str(package),
+               "--threads", "2", "--detection_threshold", "0.3", "--deployment", "ena24",
+               "--location", "35.0,-80.0", "--progress_every", "-1"])
+    assert rc == 0, capsys.readouterr().err
+    assert validate(package, schema_server) == []
+    src = json.loads((ENA24 / "md_annotations.json").read_text())
+    boxes = [(im["file"], d) for im in src["images"] for d in im["detections"]
+             if d["conf"] >= 0.3]
+    obs = rows(package, "observations")
+    boxed = [o for o in obs if o["bboxX"]]
+    assert len(boxed) == len(boxes)
+    assert {o["deploymentID"] for o in obs} == {"ena24"}
+    for o in boxed:
+        assert 0 <= float(o["bboxX"]) <= 1 and 0 < float(o["bboxWidth"]) <= 1
+    # filePaths are relative to the image folder here (the images lie outside the package)
+    assert {m["filePath"] for m in rows(package, "media")} == {im["file"] for im in src["images"]}
+
+
+@needs_data
+def test_converted_megadetector_file_is_a_valid_package(tmp_path: Path, schema_server,
+                                                         capsys) -> None:
+    package = tmp_path / "pkg"
+    rc = main(["convert", str(ENA24 / "md_annotations.json"), "--to", "camtrapdp", "-o",
+               str(package), "--location", "35.0,-80.0"])
+    assert rc == 0, capsys.readouterr().err
+    assert validate(package, schema_server) == []
+    src = json.loads((ENA24 / "md_annotations.json").read_text())
+    thr = src["info"]["detector_metadata"]["typical_detection_threshold"]
+    obs = rows(package, "observations")
+    media = rows(package, "media")
+    assert len(media) == len(src["images"])
+    n_boxes = sum(d["conf"] >= thr for im in src["images"] for d in im["detections"])
+    assert sum(bool(o["bboxX"]) for o in obs) == n_boxes
+    first = src["images"][0]["detections"][0]
+    o = next(o for o in obs if o["mediaID"] == next(
+        m["mediaID"] for m in media if m["filePath"] == src["images"][0]["file"]))
+    assert o["scientificName"] == src["classification_categories"][first["classifications"][0][0]]
+    assert float(o["classificationProbability"]) == pytest.approx(first["classifications"][0][1])
+    assert [float(o[k]) for k in ("bboxX", "bboxY", "bboxWidth", "bboxHeight")] == \
+        pytest.approx(first["bbox"], abs=1e-4)
+    assert o["classifiedBy"] == "md_v5.0.0 + ecosystem1_v2"
+
+
+@needs_data
+def test_convert_to_csv_and_bad_input_errors(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r.csv"
+    assert main(["convert", str(ENA24 / "md_annotations.json"), "--to", "csv", "-o",
+                 str(out)]) == 0
+    got = list(csv.DictReader(out.open()))
+    src = json.loads((ENA24 / "md_annotations.json").read_text())
+    assert len(got) == sum(bool(d.get("classifications")) for im in src["images"]
+                           for d in im["detections"])
+    capsys.readouterr()
+    assert main(["convert", str(ENA24 / "md_annotations.json"), "--to", "camtrapdp", "-o",
+                 str(tmp_path / "p"), "--utc_offset", "+2"]) == 2
+    assert capsys.readouterr().err.startswith("kerascls-edge: error: --utc_offset")

@@ -83,6 +83,18 @@ def _efficientnet(b: int) -> Twin:
                 (f"efficientnetb{b}.h5", f"efficientnetb{b}_notop.h5"))
 
 
+# EfficientNetV2 S/M/L rescale to x/128 − 1 in-model: mean = std = 128/255 on the 0–1 scale
+V2_SML = ((128 / 255,) * 3, (128 / 255,) * 3)
+
+
+def _efficientnetv2(size: str) -> Twin:
+    """keras.applications' EfficientNetV2 files: ``efficientnetv2-b0.h5``, ``-s_notop.h5`` …"""
+    stem = f"efficientnetv2-{size}"
+    return Twin(f"EfficientNetV2{size.upper()}", "efficientnet_v2",
+                size if size.startswith("b") else f"-{size}",
+                (f"{stem}.h5", f"{stem}_notop.h5"), IMAGENET if size.startswith("b") else V2_SML)
+
+
 def _mobilenetv3(size: str) -> Twin:
     key = f"{size}_224_1.0_float"
     return Twin(f"MobileNetV3{size.capitalize()}", "mobilenet_v3", key,
@@ -94,6 +106,7 @@ TWINS: dict[str, Twin] = {
     **{f"resnet{d}": _resnet(d) for d in (50, 101, 152)},
     **{f"convnext_{s}": _convnext(s) for s in ("tiny", "small", "base", "large", "xlarge")},
     **{f"efficientnet_b{b}": _efficientnet(b) for b in range(8)},
+    **{f"efficientnetv2_{s}": _efficientnetv2(s) for s in ("b0", "b1", "b2", "b3", "s", "m", "l")},
     **{f"mobilenetv3_{s}": _mobilenetv3(s) for s in ("small", "large")},
 }
 
@@ -230,8 +243,8 @@ def expected_input(name: str, weights: str | os.PathLike | None) -> Expected | N
         twin = _twin(name)
         return Expected(twin.stats, twin.bgr)
     path = os.fspath(weights)
-    if name not in TWINS or not os.path.exists(path) or not is_twin_file(name, path):
-        return None
+    if name not in TWINS or not os.path.isfile(path) or not is_twin_file(name, path):
+        return None  # ours, or not a file: ``load_path`` says what is wrong with it
     twin = TWINS[name]
     stats = _file_stats(path) if twin.module == "efficientnet" else None
     return Expected(stats or twin.stats, twin.bgr)
@@ -247,13 +260,16 @@ def is_twin_file(name: str, path: str) -> bool:
     """Whether ``path`` holds keras.applications weights (not a kerascls model's)."""
     if os.path.basename(path) in canonical_names(name):
         return True
-    if path.endswith(".keras"):
-        with zipfile.ZipFile(path) as z:
-            config = json.loads(z.read("config.json"))
-        return not _has_layer(config, "head")
-    if _is_legacy_h5(path):
-        return "head" not in _legacy_layer_names(path)
-    return _h5_keys(path) in _twin_keys(name)
+    try:
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as z:
+                config = json.loads(z.read("config.json"))
+            return not _has_layer(config, "head")
+        if _is_legacy_h5(path):
+            return "head" not in _legacy_layer_names(path)
+        return _h5_keys(path) in _twin_keys(name)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return False  # unreadable as either: loading reports it
 
 
 def _has_layer(config: dict, layer: str) -> bool:

@@ -23,6 +23,7 @@ from kerascls.models import weights as W
 SIZE = (32, 32, 3)
 PREPROCESS = {"resnet": keras.applications.resnet.preprocess_input,
               "efficientnet": keras.applications.efficientnet.preprocess_input,
+              "efficientnet_v2": keras.applications.efficientnet_v2.preprocess_input,
               "convnext": keras.applications.convnext.preprocess_input,
               "mobilenet_v3": keras.applications.mobilenet_v3.preprocess_input}
 FAST = ["resnet50", "efficientnet_b0", "convnext_tiny", "mobilenetv3_small"]

@@ -166,6 +166,19 @@ def _special_outputs(tmp_path: Path) -> dict[str, Path]:
     return found
 
 
+def test_stdout_link_to_a_pipe_is_refused(bundle, tmp_path):
+    """`-o /dev/stdout` with stdout a pipe, through a link of our own (never /dev's)."""
+    img = texture(tmp_path / "a.jpg", 0)
+    link = tmp_path / "stdout.json"
+    link.symlink_to("/proc/self/fd/1")
+    proc = subprocess.run([sys.executable, "-m", "kerascls_edge", "predict", str(bundle),
+                           str(img), "-o", str(link), "--overwrite", "--threads", "1"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "export")})
+    assert proc.returncode == 2 and "not a regular file" in proc.stderr
+    assert os.path.islink(link)
+
+
 def test_non_regular_outputs_are_refused_and_stay(bundle, tmp_path, capsys):
     imgs = folder(tmp_path / "imgs", 1)
     for what, out in _special_outputs(tmp_path).items():

@@ -63,11 +63,12 @@ def check_output(output: Path, reads: Iterable[str], overwrite: bool) -> Path:
     if output.suffix.lower() in IMAGE_EXTENSIONS:
         raise EdgeError(f"refusing to write results to {output}: it has an image suffix "
                         f"(results are .json or .csv)")
+    st = _stat(str(output))  # what a symlink points to (e.g. /dev/stdout -> a pipe or a tty)
     if os.path.islink(output):
-        if not os.path.exists(output):
+        if st is None:
             raise EdgeError(f"refusing to write results to {output}: a symlink to nothing")
-        output = Path(os.path.realpath(output))
-    st = _stat(str(output))
+        if stat.S_ISREG(st.st_mode):
+            output = Path(os.path.realpath(output))
     if st is None:
         _check_parent(output)
         return output

@@ -428,3 +428,31 @@ def test_readme_command_1_needs_no_sudo_binary(tmp_path):
     proc = subprocess.run(["sh", "-c", apt_part], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "apt-get install -y dataset-fashion-mnist" in (tmp_path / "log").read_text()
+
+
+def test_fifo_named_like_an_image_is_a_failure_not_a_hang(bundle, tmp_path):
+    imgs = folder(tmp_path / "imgs", 1)
+    os.mkfifo(imgs / "pipe.jpg")
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "kerascls_edge", "predict", str(bundle),
+                           str(imgs), "-o", str(out), "--threads", "1"],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "export")})
+    assert proc.returncode == 1, proc.stderr
+    ims = {im["file"]: im for im in json.loads(out.read_text())["images"]}
+    assert "not a regular file" in ims["pipe.jpg"]["failure"] and "failure" not in ims["img0.jpg"]
+
+
+def test_deeply_nested_json_is_one_line(bundle, tmp_path, capsys):
+    deep = "[" * 100_000 + "]" * 100_000
+    img = texture(tmp_path / "a.jpg", 0)
+    b = make_bundle(tmp_path / "b")
+    (b / "model.json").write_text(deep)
+    rc, err = run(capsys, str(b), str(img), "-o", str(tmp_path / "r.json"))
+    assert rc == 2 and "model.json" in one_error(err)
+    (tmp_path / "imgs").mkdir()
+    md = tmp_path / "md.json"
+    md.write_text(deep)
+    rc, err = run(capsys, str(bundle), str(tmp_path / "imgs"), "--detections", str(md),
+                  "-o", str(tmp_path / "r2.json"))
+    assert rc == 2 and "md.json" in one_error(err)

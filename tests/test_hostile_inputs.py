@@ -337,6 +337,7 @@ def test_latin1_csv_names_file_and_line(tmp_path):
     ('{"images": [{"id": 1, "file_name": "a.jpg"},\n {"id": 2,, }]}', "line 2 column"),
     ('{"images": [{"id": 1}], "annotations": []}', "images[0] has no usable 'file_name'"),
     ('{"images": [], "annotations": [{"image_id": 1}]}', "annotations[0] has no usable"),
+    ("[" * 100_000, "nested too deeply"),
 ])
 def test_malformed_coco_names_file_and_place(tmp_path, text, where):
     f = tmp_path / "c.json"

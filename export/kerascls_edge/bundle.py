@@ -73,7 +73,7 @@ def _load_json(path: Path) -> dict:
     """Parse model.json, turning every failure into an EdgeError."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise EdgeError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict):
         raise EdgeError(f"{path}: expected a JSON object, got {_kind(data)}")

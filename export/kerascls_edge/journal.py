@@ -114,7 +114,7 @@ def read_part(path: Path, n_classes: int = 1 << 30) -> list[dict]:
                 out.append(rec)
     except (OSError, UnicodeDecodeError) as e:
         raise CorruptPart(str(e)) from None
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise CorruptPart(str(e).splitlines()[0] if str(e) else "unreadable") from None
     if out and not line.endswith("\n"):
         raise CorruptPart("truncated (no end of line after the last record)")
@@ -169,7 +169,7 @@ class Journal:
             old = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             old = None
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise EdgeError(f"cannot resume: {path} is unreadable ({e.__class__.__name__}); "
                             "use --overwrite to start over") from None
         if old is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import time
 from collections import deque
@@ -50,6 +51,7 @@ class Options:
     progress_every: float = 5.0
     keep_checkpoint: bool = False
     labels_path: Optional[str] = None  # a --labels file: read by the run, so never an output
+    post: Optional[object] = None  # taxonomy.Post: allow-list and roll-up (--allow, --rollup_*)
 
 
 def default_decode_threads(interpreter_threads: int) -> int:
@@ -86,6 +88,9 @@ def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+_NOT_REGULAR = "not a regular file (a FIFO, device or socket would block or never end)"
+
+
 def _scan(directory: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
     """One directory's image files and subfolders (name order) and the entries that failed.
 
@@ -98,13 +103,18 @@ def _scan(directory: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
         for e in it:
             # (name, is_dir, error) only: DirEntry objects cache stat results, ~1 KB per file.
             try:
-                entries.append((e.name, e.is_dir(), None))
+                is_dir = e.is_dir()
+                # a FIFO/device named like an image would block the decoder; a dangling
+                # link is left to fail at decode like any unreadable image
+                special = not is_dir and _is_image(e.name) and not e.is_file() and \
+                    os.path.exists(e.path)
+                entries.append((e.name, is_dir, _NOT_REGULAR if special else None))
             except OSError as err:  # e.g. a symlink loop (ELOOP)
-                entries.append((e.name, False, err))
+                entries.append((e.name, False, err.strerror or str(err)))
     for name, is_dir, err in sorted(entries, key=lambda t: t[0]):
         path = os.path.join(directory, name)
         if err is not None:
-            errors.append((path, f"cannot examine: {err.strerror or err}"))
+            errors.append((path, f"cannot examine: {err}"))
         elif is_dir:
             subdirs.append(path)
         elif _is_image(name):
@@ -162,7 +172,9 @@ def iter_items(inputs: Sequence[str], recursive: bool, base: str) -> Iterator[It
             for f, err in _walk(p, recursive, seen):
                 yield Item(f, _rel(f, base), error=err)
         else:
-            yield Item(p, _rel(p, base))
+            st = os.stat(p)
+            bad = None if stat.S_ISREG(st.st_mode) else f"cannot examine: {_NOT_REGULAR}"
+            yield Item(p, _rel(p, base), error=bad)
 
 
 # -- pipeline -----------------------------------------------------------------------------------
@@ -245,8 +257,11 @@ def _detections_job(clf: Classifier, strict: bool) -> Callable[[Item], Optional[
 def _classify_whole(clf: Classifier, item: Item, dec: Decoded, opts: Options,
                     empty: set[int]) -> dict:
     probs = clf.predict_array(dec.arrays[0])[0]
-    return image_record(item.rel, probs, clf.labels, empty, opts.top_k, dec.capture_time,
-                        dec.datetime, dec.warnings)
+    if opts.post is not None:
+        probs = opts.post.probs(probs, item.rel)
+    rec = image_record(item.rel, probs, clf.labels, empty, opts.top_k, dec.capture_time,
+                       dec.datetime, dec.warnings)
+    return opts.post.whole(rec, probs) if opts.post is not None else rec
 
 
 def _classify_detections(clf: Classifier, item: Item, dec: Optional[Decoded],
@@ -257,7 +272,10 @@ def _classify_detections(clf: Classifier, item: Item, dec: Optional[Decoded],
         return rec
     probs = clf.predict_array(np.stack(dec.arrays))
     for row, i in enumerate(item.det_index):
-        rec["detections"][i]["classifications"] = ranked(probs[row], opts.top_k)
+        p = opts.post.probs(probs[row], item.rel) if opts.post is not None else probs[row]
+        k_list = ranked(p, opts.top_k)
+        rec["detections"][i]["classifications"] = (opts.post.ranking(k_list, p)
+                                                   if opts.post is not None else k_list)
     if dec.warnings:
         rec["warnings"] = dec.warnings
     return rec
@@ -317,7 +335,7 @@ def load_md(path: Path) -> dict:
     """Read and validate a MegaDetector batch output file (the --detections input)."""
     try:
         md = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise EdgeError(f"cannot read detections file {path}: {e}") from None
     return _check_md(path, md)
 
@@ -331,7 +349,8 @@ def _meta(clf: Classifier, inputs: Sequence[str], opts: Options) -> dict:
             "inputs": [os.path.abspath(p) for p in inputs],
             "recursive": opts.recursive,
             "detections": str(Path(opts.detections).resolve()) if opts.detections else None,
-            "top_k": opts.top_k}
+            "top_k": opts.top_k,
+            **({"post": opts.post.metadata()} if opts.post is not None else {})}
 
 
 def _record_for(clf: Classifier, item: Item, result: object, opts: Options,
@@ -373,7 +392,9 @@ def _consume(clf: Classifier, items: Iterable[Item], journal: Journal, opts: Opt
 
 def _header(clf: Classifier, opts: Options, md: Optional[dict], base: str) -> dict:
     """Top-level keys of the output file, `images` excluded."""
-    extra = {"empty_classes": list(clf.spec.empty_classes), "top_k": opts.top_k}
+    extra = {"empty_classes": list(clf.spec.empty_classes), "top_k": opts.top_k,
+             **(opts.post.metadata() if opts.post is not None else {})}
+    labels = opts.post.out_labels() if opts.post is not None else clf.labels
     if opts.smooth != "none":
         extra["sequence_smoothing"] = {"method": opts.smooth, "gap_seconds": opts.sequence_gap}
     if md is not None:
@@ -384,12 +405,12 @@ def _header(clf: Classifier, opts: Options, md: Optional[dict], base: str) -> di
                                                           "classification_categories",
                                                           "classification_category_descriptions")}
         return {"info": info, **header,
-                "classification_categories": classification_categories(clf.labels)}
+                "classification_categories": classification_categories(labels)}
     info = info_block(clf.spec.name, clf.spec.thresholds, str(clf.spec.model_path), extra,
                       base={"detector": "none (kerascls-edge whole-image classifier)",
                             "image_base": base})
     return {"info": info, "detection_categories": dict(DETECTION_CATEGORIES),
-            "classification_categories": classification_categories(clf.labels)}
+            "classification_categories": classification_categories(labels)}
 
 
 def _final_records(journal: Journal, clf: Classifier, opts: Options) -> Iterator[dict]:
@@ -427,7 +448,8 @@ def _write(output: Path, recs: Iterable[dict], clf: Classifier, opts: Options,
     """Write the final file, naming the user's file (not our temp file) if it fails."""
     try:
         if opts.format == "csv":
-            return write_csv(output, recs, clf.labels)
+            labels = opts.post.out_labels() if opts.post is not None else clf.labels
+            return write_csv(output, recs, labels)
         return write_json(output, header, recs)
     except OSError as e:
         raise EdgeError(f"cannot write {output}: {e.strerror or e}") from None
@@ -451,7 +473,8 @@ def predict(clf: Classifier, inputs: Sequence[str], opts: Options,
     items = _md_items(md, base, opts) if md is not None else iter_items(inputs, opts.recursive,
                                                                         base)
     journal = Journal(output.with_name(output.name + ".partial"), opts.checkpoint_every,
-                      stderr=stderr, n_classes=len(clf.labels))
+                      stderr=stderr, n_classes=len(opts.post.out_labels() if opts.post
+                                                   is not None else clf.labels))
     skipped = journal.open(_meta(clf, inputs, opts), opts.resume, opts.overwrite)
     progress = Progress(opts.progress_every, stderr, skipped)
     _consume(clf, items, journal, opts, progress)

@@ -263,6 +263,8 @@ def _load_coco(file: Path) -> dict:
     except json.JSONDecodeError as e:
         raise ValueError(f"{file}: line {e.lineno} column {e.colno}: not valid JSON "
                          f"({e.msg})") from None
+    except RecursionError:
+        raise ValueError(f"{file}: nested too deeply to be a COCO Camera Traps file") from None
     if not isinstance(coco, dict):
         raise ValueError(f"{file}: not a COCO Camera Traps file (the top level is not an object)")
     need = {"categories": ("id", "name"), "images": ("id", "file_name"),

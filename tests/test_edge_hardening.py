@@ -380,7 +380,8 @@ def test_detection_file_wrong_types_give_one_line(bundle, tmp_path, capsys, det,
 @pytest.mark.parametrize("flag, value", [("--sequence_gap", "nan"), ("--sequence_gap", "inf"),
                                          ("--sequence_gap", "-1"),
                                          ("--detection_threshold", "nan"),
-                                         ("--decode_threads", "-2")])
+                                         ("--decode_threads", "-2"),
+                                         ("--threads", "100000")])
 def test_nonsense_numbers_are_refused(bundle, tmp_path, capsys, flag, value):
     img = texture(tmp_path / "a.jpg", 0)
     rc = main(["predict", str(bundle), str(img), "-o", str(tmp_path / "r.json"), flag, value])

@@ -20,11 +20,25 @@ from .bundle import EdgeError
 PROG = "kerascls-edge"
 
 
+MAX_THREADS = 256  # more would only exhaust memory: every thread has its own stack
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _thread_count(low: int):
+    """An argparse type: an int in [low, MAX_THREADS]."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= MAX_THREADS:
+            raise argparse.ArgumentTypeError(f"must be in [{low}, {MAX_THREADS}], got {value}")
+        return value
+    parse.__name__ = "int"
+    return parse
 
 
 def _nonneg_int(text: str) -> int:
@@ -59,9 +73,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="default: csv for a .csv output, else megadetector; camtrapdp: a "
                         "Camtrap DP 1.0 package in the --output folder")
     p.add_argument("--labels", help="labels file for a bare .tflite (line i = class i)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=_thread_count(1), default=None,
                    help="interpreter threads (default: all cores)")
-    p.add_argument("--decode_threads", type=_nonneg_int, default=None,
+    p.add_argument("--decode_threads", type=_thread_count(0), default=None,
                    help="decode threads prefetching ahead of inference (default: one per "
                         "core, at least --threads + 1; "
                         "0 decodes inline)")
@@ -200,7 +214,7 @@ def _terminate_on_sigterm() -> object:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split("\n"))
+    return " ".join(text.splitlines())
 
 
 def _user_path(filename: object, output: Optional[str]) -> str:
@@ -237,7 +251,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except OSError as e:
         where = _user_path(e.filename, getattr(args, "output", None))
-        print(f"{PROG}: error: {e.strerror or e}: {where}".rstrip(": "), file=sys.stderr)
+        print(_one_line(f"{PROG}: error: {e.strerror or e}: {where}".rstrip(": ")),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; results so far are checkpointed (rerun with --resume)",

@@ -130,10 +130,8 @@ def media_id(file: str) -> str:
 
 
 def _deployment_of(file: str, opts: PackageOptions, base: Path) -> str:
-    if opts.deployment:
-        return opts.deployment
-    parts = file.replace("\\", "/").lstrip("/").split("/")
-    return parts[0] if len(parts) > 1 else (base.name or "deployment")
+    from .taxonomy import deployment_of
+    return deployment_of(file, opts.deployment, base.name)
 
 
 def _file_path(image_path: Path, out_dir: Path, file: str) -> tuple[str, bool]:
@@ -197,6 +195,7 @@ class _Ctx:
     when: str
     det_names: dict
     cls_names: dict
+    first_taxon: Optional[int] = None  # classification ids from here on are rolled-up taxa
 
 
 def _observations(rec: dict, ctx: _Ctx, base_row: dict) -> list[dict]:
@@ -231,16 +230,25 @@ def _detection_fields(det: dict, ctx: _Ctx) -> dict:
         out.update(_box(det))
     else:
         out["count"] = ""  # a whole-image classifier does not count individuals
-    top = (det.get("classifications") or [None])[0]
-    if top is not None:
+    ranking = det.get("classifications") or []
+    if ranking:
+        top = ranking[0]
         label = str(ctx.cls_names.get(str(top[0]), top[0]))
         out["classificationProbability"] = f"{float(top[1]):.4f}"
         if kind == "animal":
             out["scientificName"] = ctx.opts.taxon_of(label)
         out["observationTags"] = f"label:{label}"
-        if len(top) > 2 and isinstance(top[2], str):  # rolled up: the raw top label kept
-            out["observationTags"] += f"|rolled_up_from:{top[2]}"
+        if ctx.first_taxon is not None and int(top[0]) >= ctx.first_taxon and len(ranking) > 1:
+            raw = ranking[1]  # rolled up: the raw top label follows the taxon
+            out["observationTags"] += (f"|rolledUpFrom:{ctx.cls_names.get(str(raw[0]), raw[0])}"
+                                       f"|rawProbability:{float(raw[1]):.4f}")
     return out
+
+
+def _first_taxon(md: dict) -> Optional[int]:
+    meta = ((md.get("info") or {}).get("classifier_metadata") or {}).get("taxonomy_rollup")
+    value = meta.get("first_taxon_id") if isinstance(meta, dict) else None
+    return value if isinstance(value, int) else None
 
 
 def _rows(md: dict, out_dir: Path, opts: PackageOptions, warn: TextIO):
@@ -249,7 +257,7 @@ def _rows(md: dict, out_dir: Path, opts: PackageOptions, warn: TextIO):
     tz = parse_offset(opts.utc_offset)
     ctx = _Ctx(md, opts, _threshold(md, opts), _classified_by(md, opts),
                _classification_time(md), md.get("detection_categories") or {},
-               md.get("classification_categories") or {})
+               md.get("classification_categories") or {}, _first_taxon(md))
     media, obs, spans, outside = [], [], {}, 0
     for rec in md.get("images") or []:
         file = str(rec["file"])

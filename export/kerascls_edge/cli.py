@@ -103,6 +103,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "for a 1 GB device; 0: no cap")
     p.add_argument("--strict", action="store_true",
                    help="treat truncated JPEGs as failures instead of decoding what is there")
+    p.add_argument("--rollup_threshold", type=_float_in(0.0, 1.0), default=None,
+                   help="top label below this: report the deepest taxon whose summed "
+                        "probability reaches it (needs taxonomy.csv in the bundle)")
+    p.add_argument("--allow", help="labels/taxa allowed at the site, one a line, or a CSV "
+                                   "with taxon[,deployment] columns; the rest are zeroed")
     p.add_argument("--progress_every", type=_float_in(-math.inf, math.inf, allow_inf=True),
                    default=5.0,
                    help="seconds between progress lines on stderr (negative: none)")
@@ -148,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_paths(args: argparse.Namespace) -> None:
     """A NUL byte cannot be in a file name: say so instead of failing deep inside a call."""
     for value in [getattr(args, "bundle", None), getattr(args, "labels", None),
+                  getattr(args, "allow", None),
                   getattr(args, "output", None), getattr(args, "results", None),
                   getattr(args, "detections", None), *getattr(args, "images", [])]:
         if value is not None and "\0" in value:
@@ -175,7 +181,8 @@ def _predict(args: argparse.Namespace) -> int:
         strict=args.strict, smooth=args.smooth, sequence_gap=args.sequence_gap,
         detections=Path(args.detections) if args.detections else None,
         detection_threshold=args.detection_threshold, progress_every=args.progress_every,
-        keep_checkpoint=args.keep_checkpoint, labels_path=args.labels)
+        keep_checkpoint=args.keep_checkpoint, labels_path=args.labels,
+        post=_post(clf, args))
     summary = predict(clf, args.images, opts)
     if package is not None:
         from . import convert
@@ -186,6 +193,18 @@ def _predict(args: argparse.Namespace) -> int:
               f"read; they are failure entries in {summary['output']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _post(clf, args: argparse.Namespace):
+    """--allow / --rollup_threshold (taxonomy.py), with deployments named as in Camtrap DP."""
+    from .runner import image_base
+    from .taxonomy import make_post
+
+    if args.rollup_threshold is None and not args.allow:
+        return None
+    base = args.images[0] if args.detections else image_base(args.images)
+    return make_post(clf, args.rollup_threshold, args.allow, args.deployment,
+                     Path(base).resolve().name)
 
 
 def _info(args: argparse.Namespace) -> int:

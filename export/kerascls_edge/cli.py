@@ -108,6 +108,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "probability reaches it (needs taxonomy.csv in the bundle)")
     p.add_argument("--allow", help="labels/taxa allowed at the site, one a line, or a CSV "
                                    "with taxon[,deployment] columns; the rest are zeroed")
+    p.add_argument("--sort_into", help="afterwards, link each image into SORT_INTO/LABEL/ "
+                                       "(below --sort_threshold: SORT_INTO/_uncertain/)")
+    p.add_argument("--copy", action="store_true", help="with --sort_into: copy, not link")
+    p.add_argument("--sort_threshold", type=_float_in(0.0, 1.0), default=None,
+                   help="with --sort_into (default: the bundle's default threshold)")
     p.add_argument("--progress_every", type=_float_in(-math.inf, math.inf, allow_inf=True),
                    default=5.0,
                    help="seconds between progress lines on stderr (negative: none)")
@@ -153,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_paths(args: argparse.Namespace) -> None:
     """A NUL byte cannot be in a file name: say so instead of failing deep inside a call."""
     for value in [getattr(args, "bundle", None), getattr(args, "labels", None),
-                  getattr(args, "allow", None),
+                  getattr(args, "allow", None), getattr(args, "sort_into", None),
                   getattr(args, "output", None), getattr(args, "results", None),
                   getattr(args, "detections", None), *getattr(args, "images", [])]:
         if value is not None and "\0" in value:
@@ -183,7 +188,12 @@ def _predict(args: argparse.Namespace) -> int:
         detection_threshold=args.detection_threshold, progress_every=args.progress_every,
         keep_checkpoint=args.keep_checkpoint, labels_path=args.labels,
         post=_post(clf, args))
+    if args.sort_into:
+        from .sortinto import check_target
+        check_target(Path(args.sort_into), args.images)
     summary = predict(clf, args.images, opts)
+    if args.sort_into:
+        summary["sort_into"] = _sort(args, clf, Path(summary["output"]), fmt)
     if package is not None:
         from . import convert
         summary["camtrapdp"] = convert.package_from_run(args, clf, package)
@@ -193,6 +203,19 @@ def _predict(args: argparse.Namespace) -> int:
               f"read; they are failure entries in {summary['output']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _sort(args: argparse.Namespace, clf, output: Path, fmt: str) -> dict:
+    """--sort_into: link or copy the images by the labels the run just wrote."""
+    from .runner import image_base
+    from .sortinto import labels_from_csv, labels_from_json, sort_into
+
+    blank = (clf.spec.empty_classes or ["blank"])[0]
+    labels = labels_from_csv(output, blank) if fmt == "csv" else labels_from_json(output, blank)
+    threshold = (args.sort_threshold if args.sort_threshold is not None
+                 else float(clf.spec.thresholds.get("default", 0.5)))
+    base = args.images[0] if args.detections else image_base(args.images)
+    return sort_into(labels, Path(base), Path(args.sort_into), threshold, args.copy)
 
 
 def _post(clf, args: argparse.Namespace):

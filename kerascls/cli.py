@@ -28,8 +28,9 @@ def _train_flags(fv: flags.FlagValues, m: str) -> None:
                          module_name=m)
     flags.DEFINE_integer("batch_size", 128, "Global batch size.", lower_bound=1,
                          flag_values=fv, module_name=m)
-    flags.DEFINE_integer("image_size", 0, "Square input size; 0 keeps the data's size.",
-                         lower_bound=0, flag_values=fv, module_name=m)
+    flags.DEFINE_integer("image_size", 0, "Square input size; 0 keeps the data's size, "
+                         "resized up to the architecture's minimum (`kerascls models`) when "
+                         "smaller.", lower_bound=0, flag_values=fv, module_name=m)
     flags.DEFINE_integer("channels", 0, "Input channels (1 or 3); 0 keeps the data's.",
                          lower_bound=0, upper_bound=4, flag_values=fv, module_name=m)
     flags.DEFINE_enum("optimizer", "adamw", ["adamw", "sgd"], "Optimizer.", flag_values=fv,
@@ -43,6 +44,9 @@ def _train_flags(fv: flags.FlagValues, m: str) -> None:
     flags.DEFINE_float("val_fraction", 0.1, "Share of training data held out for validation.",
                        lower_bound=0, upper_bound=0.9, flag_values=fv, module_name=m)
     flags.DEFINE_integer("max_train_images", 0, "Use a seeded subset of this many training "
+                         "images (0 = all); for smoke runs.", lower_bound=0, flag_values=fv,
+                         module_name=m)
+    flags.DEFINE_integer("max_test_images", 0, "Test on a seeded subset of this many test "
                          "images (0 = all); for smoke runs.", lower_bound=0, flag_values=fv,
                          module_name=m)
     flags.DEFINE_float("test_fraction", 0.1, "Image files without a test folder: share held "
@@ -180,7 +184,8 @@ def _models_flags(fv: flags.FlagValues, m: str) -> None:
 
 def _summary_flags(fv: flags.FlagValues, m: str) -> None:
     flags.DEFINE_string("arch", None, "Architecture name.", flag_values=fv, module_name=m)
-    flags.DEFINE_integer("image_size", 0, "Input size; 0 = the architecture's default.",
+    flags.DEFINE_integer("image_size", 0, "Input size; 0 = the architecture's default "
+                         "(at least its minimum, see `kerascls models`).",
                          lower_bound=0, flag_values=fv, module_name=m)
     flags.DEFINE_integer("channels", 3, "Input channels.", lower_bound=1, flag_values=fv,
                          module_name=m)
@@ -203,9 +208,8 @@ def cmd_train(fl, args) -> None:
                           {**{n: fl[n].value for n in names},
                            "model_args": parse_model_args(fl.model_arg)})
     cfg = TrainConfig(**values)
-    from kerascls.models import model_info
     from kerascls.tflite.export import finetune_plan
-    model_info(cfg.arch)  # fail on a bad name before loading data
+    check_image_size(cfg.arch, cfg.image_size, cfg.model_args)  # before data or files
     plan = finetune_plan("int8", cfg.data, int(fl.qat), fl.prune_sparsity, 2)  # fail early
     run = train(cfg, overwrite=fl.overwrite)
     print(f"run directory: {run}")
@@ -218,6 +222,22 @@ def cmd_train(fl, args) -> None:
         _print_export(export_bundle(run, quantize="int8", qat_epochs=int(fl.qat),
                                     prune_sparsity=fl.prune_sparsity))
         print(f"bundle: {run / 'bundle'}")
+
+
+def check_image_size(arch: str, size: int, model_args: dict | None = None) -> None:
+    """Refuse a bad ``--arch`` or an ``--image_size`` it cannot take, naming the limit.
+
+    0 means the data's (train) or the architecture's (summary) size, which is always valid.
+    """
+    from kerascls.models import model_info
+    from kerascls.models.registry import MAX_INPUT_SIZE
+    least = model_info(arch).min_size(**(model_args or {}))
+    if size and size < least:
+        raise ValueError(f"--image_size {size} is below {arch}'s minimum input size {least} "
+                         f"(its pooling stages need {least}×{least}); use {least} or more, or "
+                         "leave it out to resize smaller images up to it")
+    if size > MAX_INPUT_SIZE:
+        raise ValueError(f"--image_size {size} is above the maximum {MAX_INPUT_SIZE}")
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -287,13 +307,14 @@ def cmd_predict(fl, args) -> None:
 
 def cmd_models(fl, args) -> None:
     from kerascls.models import list_models, model_info
-    print(f"{'name':<22}{'family':<18}{'input':>6}{'params':>15}{'GMACs':>10}")
+    print(f"{'name':<22}{'family':<18}{'input':>6}{'min':>5}{'params':>15}{'GMACs':>10}")
     for name in list_models(fl.family):
         info = model_info(name)
         params, macs = _count(name, info) if fl.macs else (info.ref_params, None)
         params_text = "-" if params is None else f"{params:,}"
         macs_text = "" if macs is None else f"{macs / 1e9:.3f}"
-        print(f"{name:<22}{info.family:<18}{info.input_size:>6}{params_text:>15}{macs_text:>10}")
+        print(f"{name:<22}{info.family:<18}{info.input_size:>6}{info.min_input_size:>5}"
+              f"{params_text:>15}{macs_text:>10}")
 
 
 def _count(name: str, info) -> tuple[int, int | None]:
@@ -309,6 +330,7 @@ def _count(name: str, info) -> tuple[int, int | None]:
 def cmd_summary(fl, args) -> None:
     from kerascls.models import create_model, model_info
     from kerascls.summary import format_summary
+    check_image_size(fl.arch, fl.image_size)
     size = fl.image_size or model_info(fl.arch).input_size
     model = create_model(fl.arch, fl.num_classes, (size, size, fl.channels))
     print(format_summary(model))

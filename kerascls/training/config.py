@@ -34,6 +34,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     val_fraction: float = 0.1
     max_train_images: int = 0      # 0: all
+    max_test_images: int = 0       # 0: all (a seeded subset of the test split for smoke runs)
     test_fraction: float = 0.1     # file sources without a test folder: share held out for test
     resize: str = "stretch"        # stretch | crop | pad (file sources; written to model.json)
     augment: str = ""              # comma list: flip,rrc,randaugment,erasing,mixup,cutmix
@@ -47,7 +48,9 @@ class TrainConfig:
     input_shape: list = field(default_factory=list)
 
     def save(self, run_dir: Path) -> None:
-        (Path(run_dir) / "config.json").write_text(json.dumps(dataclasses.asdict(self), indent=2))
+        from kerascls.utils import atomic_path
+        with atomic_path(Path(run_dir) / "config.json") as tmp:
+            tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
     @classmethod
     def load(cls, run_dir: Path) -> "TrainConfig":

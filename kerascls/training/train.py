@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ from kerascls.data.pipeline import array_dataset
 from kerascls.data.sources import FileSource, holdout, load_source
 from kerascls.evaluation import plots
 from kerascls.evaluation.metrics import write_csv
-from kerascls.models import create_model
+from kerascls.models import create_model, model_info
+from kerascls.models.registry import check_input_size
 from kerascls.training.callbacks import Backup, EpochHistory, StopOnNaN, check_finite
 from kerascls.training.config import TrainConfig
 from kerascls.training import heads
@@ -58,14 +60,51 @@ def _loss(cfg: TrainConfig, num_classes: int) -> keras.losses.Loss:
     return heads.loss(cfg, num_classes, data_runs.options(cfg, training=True).one_hot)
 
 
+DATA_NAMES = {"fashion_mnist": "Fashion-MNIST"}
+
+
 def resolve(cfg: TrainConfig, source) -> TrainConfig:
-    """Fill the data-dependent fields (shape, classes, output dir) of a config."""
+    """Fill the data-dependent fields (shape, classes, output dir) of a config.
+
+    Without ``image_size``, images smaller than the architecture's minimum are resized up
+    to it (VGG on 28×28 Fashion-MNIST trains at 32×32); an ``image_size`` the architecture
+    cannot take raises ValueError before anything is written.
+    """
     h, w, c = source.image_shape
-    size = cfg.image_size or h
-    cfg.input_shape = [size, size if cfg.image_size else w, cfg.channels or c]
+    if cfg.image_size:
+        h = w = cfg.image_size
+        check_input_size(cfg.arch, h, w, **cfg.model_args)
+    least = model_info(cfg.arch).min_size(**cfg.model_args)
+    cfg.input_shape = [max(h, least), max(w, least), cfg.channels or c]
     cfg.class_names = list(source.class_names)
     cfg.output_dir = cfg.output_dir or f"runs/{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
+
+
+def resize_note(cfg: TrainConfig, source) -> str | None:
+    """The one line that says the data is resized up to the architecture's minimum."""
+    h, w, _ = source.image_shape
+    if cfg.image_size or (h, w) == tuple(cfg.input_shape[:2]):
+        return None
+    least = model_info(cfg.arch).min_size(**cfg.model_args)
+    name = DATA_NAMES.get(source.name, source.name)
+    return (f"{cfg.arch} needs at least {least}×{least}; {name}'s {h}×{w} images are "
+            f"resized to {cfg.input_shape[0]}×{cfg.input_shape[1]}")
+
+
+@contextlib.contextmanager
+def _undo_failed_start(run: Path, created: bool):
+    """Remove the run directory this run created if the block fails (before training starts).
+
+    A failed start (bad data, a model that does not build) then leaves nothing a rerun
+    of the same command trips over; a directory that existed before is left as it was.
+    """
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(run, ignore_errors=True)
+        raise
 
 
 @dataclass
@@ -104,7 +143,8 @@ def refuse_finished_run(run: Path, overwrite: bool) -> None:
 def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
     """Train as ``cfg`` says; returns the run directory.
 
-    The run directory gets ``config.json`` (before training, so a crash keeps it),
+    The run directory gets ``config.json`` (when training starts, so a crash keeps it; a
+    start that fails earlier removes the directory it created),
     ``history.csv`` (one row per epoch), ``logs/`` (TensorBoard), ``backup/`` (resume state,
     removed when the run ends), ``model.keras``, ``metrics.json`` (test metrics when the data
     has a test split) and ``report/training_curves.png``. A rerun of the same command after a
@@ -116,15 +156,21 @@ def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
     source = load_source(cfg.data, crop_boxes=cfg.crop_boxes)
     cfg = resolve(cfg, source)
     heads.check_classes(cfg)  # before any run directory is written
+    note = resize_note(cfg, source)
+    if note:
+        print(note, flush=True)
     run = Path(cfg.output_dir)
     refuse_finished_run(run, overwrite)
+    created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
-    cfg.save(run)
-    data = (_file_data(cfg, source, run) if isinstance(source, FileSource)
-            else _array_data(cfg, source))
+    with _undo_failed_start(run, created):
+        data = (_file_data(cfg, source, run) if isinstance(source, FileSource)
+                else _array_data(cfg, source))
     started = time.time()
     with _precision(cfg.mixed_precision), strategy.scope():
-        model = _build_model(cfg)
+        with _undo_failed_start(run, created):
+            model = _build_model(cfg)
+        cfg.save(run)
         if worker_count() > 1:
             _fit_workers(model, cfg, data, run, strategy)
         else:
@@ -276,9 +322,19 @@ def _array_data(cfg: TrainConfig, source) -> dict:
                              channels=ch, seed=cfg.seed)
     val_ds = (array_dataset(va_x, va_y, 512, training=False, image_size=size, channels=ch)
               if len(va_y) else None)
-    test = ((lambda m: evaluate_arrays(m, *source.split("test"), cfg))
+    test = ((lambda m: evaluate_arrays(m, *_test_subset(cfg, *source.split("test")), cfg))
             if source.x_test is not None else None)
     return {"train": train_ds, "val": val_ds, "count": len(tr_y), "test": test}
+
+
+def _test_subset(cfg: TrainConfig, *arrays):
+    """``max_test_images`` of the test split (seeded, order kept), or all of it."""
+    n = len(arrays[0])
+    if not cfg.max_test_images or cfg.max_test_images >= n:
+        return arrays
+    keep = np.sort(np.random.default_rng(cfg.seed).permutation(n)[:cfg.max_test_images])
+    return tuple(a[keep] if isinstance(a, np.ndarray) else [a[i] for i in keep]
+                 for a in arrays)
 
 
 def _file_data(cfg: TrainConfig, source: FileSource, run: Path) -> dict:
@@ -289,7 +345,7 @@ def _file_data(cfg: TrainConfig, source: FileSource, run: Path) -> dict:
               if splits["val"] else None)
 
     def test(model: keras.Model) -> dict:
-        ds, y = data_runs.dataset(splits["test"], cfg, training=False)
+        ds, y = data_runs.dataset(_test_subset(cfg, splits["test"])[0], cfg, training=False)
         return task_metrics(model.predict(ds, verbose=0), y, data_runs.task_of(cfg))
     return {"train": train_ds, "val": val_ds, "count": len(splits["train"]),
             "class_weight": data_runs.fit_class_weight(splits["train"], cfg),

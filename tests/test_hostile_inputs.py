@@ -259,6 +259,60 @@ def test_any_file_name_is_classified_and_written(work, capsys, names, fmt):
             assert len(text.strip().splitlines()) >= 1 + len(names)
 
 
+# -- output paths --------------------------------------------------------------------------------
+
+OUTPUT_KINDS = ["absent", "foreign", "input", "hardlink to input", "directory", "fifo",
+                "symlink to input", "symlink to foreign", "dangling symlink", "image suffix"]
+
+
+def _make_output(t: Path, kind: str, foreign: bytes, image: Path) -> Path:
+    out = t / ("out.png" if kind == "image suffix" else "out.json")
+    if kind == "foreign":
+        out.write_bytes(foreign)
+    elif kind == "input":
+        return image
+    elif kind == "hardlink to input":
+        os.link(image, out)
+    elif kind == "directory":
+        out.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(out)
+    elif kind == "symlink to input":
+        out.symlink_to(image)
+    elif kind == "symlink to foreign":
+        (t / "notes.txt").write_bytes(foreign)
+        out.symlink_to(t / "notes.txt")
+    elif kind == "dangling symlink":
+        out.symlink_to(t / "nowhere")
+    return out
+
+
+@needs_coral
+@given(kind=st.sampled_from(OUTPUT_KINDS), overwrite=st.booleans(),
+       foreign=st.binary(max_size=64), fmt=st.sampled_from(["json", "csv"]))
+def test_outputs_never_destroy_what_they_should_not(work, capsys, kind, overwrite, foreign,
+                                                    fmt):
+    with tempfile.TemporaryDirectory() as t:
+        t = Path(t)
+        image = shutil.copy(work / "imgs" / "im0.jpg", t / "im0.jpg")
+        out = _make_output(t, kind, foreign, Path(image))
+        before = hashes(Path(image), work / "bundle")
+        notes = hashes(t / "notes.txt") if (t / "notes.txt").exists() else {}
+        args = [str(work / "bundle"), str(image), "-o", str(out), "--format",
+                "csv" if fmt == "csv" else "megadetector"] + (["--overwrite"] if overwrite else [])
+        rc = edge(capsys, *args)
+        assert hashes(Path(image), work / "bundle") == before
+        may_replace = kind == "absent" or (overwrite and kind in ("foreign",
+                                                                   "symlink to foreign"))
+        assert (rc == 0) == may_replace, (kind, overwrite, rc)
+        if kind == "symlink to foreign":
+            assert out.is_symlink() and (overwrite or hashes(t / "notes.txt") == notes)
+        if kind == "foreign" and not overwrite:
+            assert out.read_bytes() == foreign
+        if kind in ("directory", "fifo"):
+            assert not out.is_file()
+
+
 # -- kerascls --data csv: / coco: ----------------------------------------------------------------
 
 USER_ERRORS = (ValueError, FileNotFoundError)

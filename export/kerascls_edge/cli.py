@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_package_flags(sub.choices["predict"])
     _add_convert(sub)
+    rep = sub.add_parser("report", help="a static HTML page to review results with thumbnails")
+    rep.add_argument("results", help="results file: our JSON or CSV, or MegaDetector's JSON")
+    rep.add_argument("-o", "--output", required=True, help="the page (.html)")
+    rep.add_argument("--image_dir", help="the folder the results' file paths are relative to")
+    rep.add_argument("--page_size", type=_positive_int, default=60, help="images per page")
+    rep.add_argument("--overwrite", action="store_true")
     info = sub.add_parser("info", help="print what the runtime reads from a bundle")
     info.add_argument("bundle")
     info.add_argument("--labels")
@@ -284,6 +290,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     previous = _terminate_on_sigterm()
     try:
         _check_paths(args)
+        if args.command == "report":
+            from .report import build, check_page_output
+            check_page_output(Path(args.output), Path(args.results), args.overwrite)
+            print(json.dumps(build(Path(args.results), Path(args.output), args.image_dir,
+                                   page_size=args.page_size)))
+            return 0
         if args.command == "convert":
             from .convert import convert_cli
             return convert_cli(args)

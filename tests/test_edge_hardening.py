@@ -205,6 +205,15 @@ def test_directory_output_refused_before_inference(bundle, tmp_path, capsys):
     assert rc == 2 and "does not exist" in one_error(err)
 
 
+def test_a_failed_final_write_names_the_output(bundle, tmp_path, capsys):
+    imgs = folder(tmp_path / "imgs", 1)
+    out = tmp_path / "r.json"
+    (tmp_path / ".r.json.tmp").mkdir()  # our temp file's name is taken by a folder
+    rc, err = run(capsys, str(bundle), str(imgs), "-o", str(out))
+    line = one_error(err)
+    assert rc == 2 and str(out) in line and ".tmp" not in line
+
+
 def test_write_errors_name_the_users_file_not_our_temp_file():
     from kerascls_edge.cli import _user_path
 

@@ -89,9 +89,13 @@ def test_page_shows_counts_and_the_class_filter_works(run, capsys) -> None:
     n = len(md["images"])
     failures = [im for im in md["images"] if im.get("failure")]
     assert len(failures) == 1
+    thumbs = sorted((tmp / "review_thumbs").glob("*.jpg"))  # thumbnails beside the page
+    assert n - 1 <= len(thumbs) <= n  # the truncated JPEG may have none
 
     dom = browser(tmp, page, "")
     assert len(cards(dom)) == n and text_of(dom, "nshown") == str(n)
+    srcs = re.findall(r'<img [^>]*src="(review_thumbs/[^"]+)"', dom)
+    assert sorted(srcs) == sorted(f"review_thumbs/{p.name}" for p in thumbs)
     assert text_of(dom, "nproblems") == str(sum(bool(im.get("failure") or im.get("warnings"))
                                                 for im in md["images"]))
     assert "african_elephants_truncated_file.jpg" in dom.split('id="problems"')[1]
@@ -120,7 +124,8 @@ def test_page_shows_counts_and_the_class_filter_works(run, capsys) -> None:
 def test_megadetector_file_paged_with_boxes(tmp_path: Path, capsys) -> None:
     page = tmp_path / "md.html"
     assert main(["report", str(ENA24 / "md_annotations.json"), "-o", str(page),
-                 "--page_size", "5"]) == 0, capsys.readouterr().err
+                 "--page_size", "5", "--inline"]) == 0, capsys.readouterr().err
+    assert not (tmp_path / "md_thumbs").exists()  # one self-contained file
     src = json.loads((ENA24 / "md_annotations.json").read_text())
     dom = browser(tmp_path, page, "page=2")
     assert len(cards(dom)) == 5 and text_of(dom, "npage") == "2"
@@ -128,6 +133,7 @@ def test_megadetector_file_paged_with_boxes(tmp_path: Path, capsys) -> None:
     last = browser(tmp_path, page, "page=99")  # clamped to the last page
     assert len(cards(last)) == len(src["images"]) - 5 * ((len(src["images"]) - 1) // 5)
     assert dom.count('class="box"') >= 5  # detector boxes drawn on the thumbnails
+    assert dom.count('src="data:image/jpeg;base64,') == 5
 
 
 def test_report_refuses_to_replace_a_foreign_file(tmp_path: Path, capsys) -> None:

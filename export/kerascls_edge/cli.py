@@ -154,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", required=True, help="the page (.html)")
     rep.add_argument("--image_dir", help="the folder the results' file paths are relative to")
     rep.add_argument("--page_size", type=_positive_int, default=60, help="images per page")
+    rep.add_argument("--inline", action="store_true",
+                     help="thumbnails inside the page (one file; slow past a few thousand)")
     rep.add_argument("--overwrite", action="store_true")
     info = sub.add_parser("info", help="print what the runtime reads from a bundle")
     info.add_argument("bundle")
@@ -294,7 +296,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .report import build, check_page_output
             check_page_output(Path(args.output), Path(args.results), args.overwrite)
             print(json.dumps(build(Path(args.results), Path(args.output), args.image_dir,
-                                   page_size=args.page_size)))
+                                   page_size=args.page_size, inline=args.inline)))
             return 0
         if args.command == "convert":
             from .convert import convert_cli

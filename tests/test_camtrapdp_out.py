@@ -171,8 +171,11 @@ def test_detections_run_is_a_valid_package(tmp_path: Path, schema_server, capsys
 def test_converted_megadetector_file_is_a_valid_package(tmp_path: Path, schema_server,
                                                          capsys) -> None:
     package = tmp_path / "pkg"
+    taxonomy = tmp_path / "taxonomy.csv"
+    taxonomy.write_text("label,kingdom,class,family,genus,species,commonName\n"
+                        "grey_fox,Animalia,Mammalia,Canidae,Urocyon,cinereoargenteus,Grey fox\n")
     rc = main(["convert", str(ENA24 / "md_annotations.json"), "--to", "camtrapdp", "-o",
-               str(package), "--location", "35.0,-80.0"])
+               str(package), "--location", "35.0,-80.0", "--taxonomy", str(taxonomy)])
     assert rc == 0, capsys.readouterr().err
     assert validate(package, schema_server) == []
     src = json.loads((ENA24 / "md_annotations.json").read_text())
@@ -190,6 +193,11 @@ def test_converted_megadetector_file_is_a_valid_package(tmp_path: Path, schema_s
     assert [float(o[k]) for k in ("bboxX", "bboxY", "bboxWidth", "bboxHeight")] == \
         pytest.approx(first["bbox"], abs=1e-4)
     assert o["classifiedBy"] == "md_v5.0.0 + ecosystem1_v2"
+    names = {o["scientificName"] for o in obs}
+    assert "Urocyon cinereoargenteus" in names and "grey_fox" not in names  # mapped
+    assert "american_crow" in names  # a label the taxonomy does not know stays as it is
+    desc = json.loads((package / "datapackage.json").read_text())
+    assert {"scientificName": "Urocyon cinereoargenteus"} in desc["taxonomic"]
 
 
 @needs_data
@@ -205,3 +213,15 @@ def test_convert_to_csv_and_bad_input_errors(tmp_path: Path, capsys) -> None:
     assert main(["convert", str(ENA24 / "md_annotations.json"), "--to", "camtrapdp", "-o",
                  str(tmp_path / "p"), "--utc_offset", "+2"]) == 2
     assert capsys.readouterr().err.startswith("kerascls-edge: error: --utc_offset")
+
+
+@needs_data
+def test_a_foreign_package_is_not_replaced(tmp_path: Path, capsys) -> None:
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "datapackage.json").write_text('{"name": "someone else\'s"}')
+    for argv in (["convert", str(ENA24 / "md_annotations.json"), "--to", "camtrapdp"],
+                 ["predict", str(CORAL_MODEL), str(ENA24), "--format", "camtrapdp"]):
+        assert main([*argv, "-o", str(pkg)]) == 2
+        assert "refusing to replace" in capsys.readouterr().err
+    assert sorted(p.name for p in pkg.iterdir()) == ["datapackage.json"]

@@ -139,6 +139,8 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detection_threshold", type=_float_in(0.0, 1.0), default=None,
                    help="boxes below this are not observations (default: the file's "
                         "typical_detection_threshold, else 0.2)")
+    p.add_argument("--taxonomy", help="taxonomy.csv mapping the file's labels to scientific "
+                                      "names (docs/bundle.md)")
     p.add_argument("--overwrite", action="store_true")
     _add_package_flags(p)
 

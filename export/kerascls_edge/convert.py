@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional
 
 from .bundle import EdgeError
-from .camtrapdp import PackageOptions, parse_location, parse_offset, write_package
+from .camtrapdp import PackageOptions, _check_out_dir, parse_location, parse_offset, write_package
 from .runner import load_md
 
 RESULTS_NAME = "megadetector.json"
@@ -41,7 +41,7 @@ def prepare_package(args: argparse.Namespace) -> Path:
     if out.exists() and not out.is_dir():
         raise EdgeError(f"with --format camtrapdp, --output is a folder; {out} is a file")
     _package_options(args, None)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out, args.overwrite)  # a foreign datapackage.json is refused up front
     return out
 
 
@@ -104,6 +104,11 @@ def convert_cli(args: argparse.Namespace) -> int:
         n = _csv(md, out)
         print(json.dumps({"images": n, "output": str(out)}))
         return 0
-    opts = _package_options(args, _image_dir(args, md))
+    taxon_of = None
+    if args.taxonomy:
+        from .taxonomy import read_taxonomy
+        names = [str(v) for v in (md.get("classification_categories") or {}).values()]
+        taxon_of = read_taxonomy(Path(args.taxonomy), names).scientific_name
+    opts = _package_options(args, _image_dir(args, md), taxon_of)
     print(json.dumps(write_package(md, Path(args.output), opts)))
     return 0

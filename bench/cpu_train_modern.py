@@ -1,6 +1,7 @@
 """CPU training-step throughput of the modern families against keras.applications.
 
-``convnext_tiny`` vs ``ConvNeXtTiny`` and ``efficientnet_b0`` vs ``EfficientNetB0``, same
+``convnext_tiny`` vs ``ConvNeXtTiny``, ``efficientnet_b0`` vs ``EfficientNetB0`` and
+``efficientnetv2_b0`` vs ``EfficientNetV2B0``, same
 process, same batch, interleaved rounds, medians — ``bench/cpu_train.py``'s method and
 code (``common.build_pair``/``interleaved``/``report``), with these pairs added to its
 twin table. Target: ours/theirs ≥ 0.95.
@@ -20,7 +21,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import common  # noqa: E402  (bench/common.py; puts the checkout on sys.path)
 import cpu_train  # noqa: E402
 
-MODERN = {"convnext_tiny": "ConvNeXtTiny", "efficientnet_b0": "EfficientNetB0"}
+MODERN = {"convnext_tiny": "ConvNeXtTiny", "efficientnet_b0": "EfficientNetB0",
+          "efficientnetv2_b0": "EfficientNetV2B0"}
 
 
 def main(argv: list[str] | None = None) -> None:

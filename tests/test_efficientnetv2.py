@@ -170,6 +170,7 @@ def test_family_options():
 # --- int8 -----------------------------------------------------------------------------
 
 def test_int8_export_has_no_float_ops():
-    from tests.test_zoo2_int8 import audit  # same subprocess conversion as the other families
+    # the same subprocess conversion and op audit as the other families
+    from tests.test_zoo2_int8 import audit
     result = audit("efficientnetv2_b0", 32)
     assert not result["float"], result

@@ -115,7 +115,7 @@ def efficientnetv2(x, *, config: str = "b", width: float = 1.0, depth: float = 1
     if attention not in (None, "none", "se"):
         raise ValueError(f"attention must be 'se' or None, got {attention!r}")
     stages = STAGES[config]
-    repeats = [int(math.ceil(depth * row[1])) for row in stages]
+    repeats = [math.ceil(depth * row[1]) for row in stages]
     total = float(sum(row[1] for row in stages))  # keras divides by the unscaled count
     x = keras.layers.Conv2D(round_filters(stages[0][2], width), 3, 2, padding="same",
                             use_bias=False, name="stem_conv")(x)

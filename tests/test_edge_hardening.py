@@ -466,3 +466,14 @@ def test_deeply_nested_json_is_one_line(bundle, tmp_path, capsys):
     rc, err = run(capsys, str(bundle), str(tmp_path / "imgs"), "--detections", str(md),
                   "-o", str(tmp_path / "r2.json"))
     assert rc == 2 and "md.json" in one_error(err)
+
+
+def test_bundle_whose_model_is_a_fifo_is_refused_not_a_hang(tmp_path):
+    b = make_bundle(tmp_path / "b")
+    (b / "model.tflite").unlink()
+    os.mkfifo(b / "model.tflite")
+    img = texture(tmp_path / "a.jpg", 0)
+    proc = subprocess.run([sys.executable, "-m", "kerascls_edge", "predict", str(b), str(img),
+                           "-o", str(tmp_path / "r.json")], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT / "export")})
+    assert proc.returncode == 2 and "no model.tflite" in proc.stderr

@@ -231,7 +231,7 @@ def load_spec(model_path: Union[str, os.PathLike],
     if path.is_dir():
         tflite = path / "model.tflite"
         if not tflite.is_file():
-            found = sorted(path.glob("*.tflite"))
+            found = sorted(p for p in path.glob("*.tflite") if p.is_file())
             if len(found) != 1:
                 raise EdgeError(f"{path}: no model.tflite in the bundle directory")
             tflite = found[0]

@@ -37,13 +37,13 @@ needs_coral = pytest.mark.skipif(not (CORAL / "mobilenet_v2_1.0_224_quant.tflite
                                  reason="the Coral model is in ../shared/data (absent here)")
 ERROR_LINE = re.compile(r"^kerascls-edge: error: [^\n]+$")
 
-settings.register_profile("default", max_examples=25, deadline=None, derandomize=True,
+settings.register_profile("kerascls", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow,
                                                  HealthCheck.function_scoped_fixture])
 settings.register_profile("long", max_examples=250, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow,
                                                  HealthCheck.function_scoped_fixture])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "kerascls"))
 
 # JSON values of every kind, the raw material of wrong-typed fields.
 json_values = st.recursive(

@@ -109,6 +109,10 @@ def _train_flags_more(fv: flags.FlagValues, m: str) -> None:
                          flag_values=fv, module_name=m)
     flags.DEFINE_float("finetune_lr_factor", 0.1, "Fine-tuning learning rate as a multiple "
                        "of --learning_rate.", lower_bound=0, flag_values=fv, module_name=m)
+    flags.DEFINE_string("taxonomy", None, "taxonomy.csv (label, kingdom … species, "
+                        "scientificName, commonName; docs/bundle.md): kept in the run and its "
+                        "bundles for kerascls-edge roll-up and Camtrap DP names.",
+                        flag_values=fv, module_name=m)
 
 
 def _evaluate_flags(fv: flags.FlagValues, m: str) -> None:
@@ -211,7 +215,10 @@ def cmd_train(fl, args) -> None:
     from kerascls.tflite.export import finetune_plan
     check_image_size(cfg.arch, cfg.image_size, cfg.model_args)  # before data or files
     plan = finetune_plan("int8", cfg.data, int(fl.qat), fl.prune_sparsity, 2)  # fail early
+    taxonomy = _read_taxonomy(fl.taxonomy) if fl.taxonomy else None  # fail before training
     run = train(cfg, overwrite=fl.overwrite)
+    if taxonomy is not None:
+        (run / "taxonomy.csv").write_text(taxonomy, encoding="utf-8")
     print(f"run directory: {run}")
     from kerascls.training.distribute import worker_index
     if worker_index() != 0:  # other workers of a multi-worker run write no metrics
@@ -222,6 +229,20 @@ def cmd_train(fl, args) -> None:
         _print_export(export_bundle(run, quantize="int8", qat_epochs=int(fl.qat),
                                     prune_sparsity=fl.prune_sparsity))
         print(f"bundle: {run / 'bundle'}")
+
+
+def _read_taxonomy(path: str) -> str:
+    """The --taxonomy file's text, refused unless it is a CSV with a `label` column."""
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read --taxonomy {path}: {e}") from None
+    if "label" not in [h.strip() for h in (text.splitlines() or [""])[0].split(",")]:
+        raise ValueError(f"--taxonomy {path}: the first line must be a CSV header with a "
+                         "'label' column (docs/bundle.md)")
+    return text
 
 
 def check_image_size(arch: str, size: int, model_args: dict | None = None) -> None:

@@ -232,3 +232,54 @@ def test_allow_list_per_deployment_in_a_run(tmp_path: Path, cat_bundle: Path,
     assert all(labels[int(c)] in CATS for c, _ in at_a)
     at_b = by_file["site_b/parrot.jpg"]["detections"][0]["classifications"]
     assert at_b == [[str(labels.index("macaw")), 1.0]]
+
+
+# -- training side: kerascls train --taxonomy keeps it in the run and the bundle ----------------
+
+
+def _textured(root: Path) -> Path:
+    """Three classes of rendered textures (gradients + noise + a blob), 8 images each."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:64]
+    for c, name in enumerate(["ocelot", "margay", "empty"]):
+        (root / name).mkdir(parents=True)
+        for j in range(8):
+            base = (xx * (1 + c) + yy * (2 - c % 2)) % 256
+            img = np.stack([base, np.roll(base, 7 * c, 1), 255 - base], -1).astype(np.float32)
+            img += rng.normal(0, 18, img.shape)
+            cy, cx = rng.integers(10, 38), rng.integers(10, 54)
+            img[(yy - cy) ** 2 + (xx - cx) ** 2 < 60] *= 0.4 + 0.3 * c
+            Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / name / f"{j}.jpg")
+    return root
+
+
+def test_train_refuses_a_taxonomy_without_label_column(cli, tmp_path: Path) -> None:
+    bad = tmp_path / "tax.csv"
+    bad.write_text("name,genus\nocelot,Leopardus\n")
+    proc = cli("train", f"--taxonomy={bad}", f"--output_dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode != 0 and "'label' column" in proc.stderr
+    assert not (tmp_path / "run").exists()  # refused before any training
+
+
+@pytest.mark.slow  # a (tiny) training and int8 export: about a minute on 2 busy cores
+def test_train_taxonomy_reaches_the_bundle_and_the_device(cli, tmp_path: Path,
+                                                         capsys) -> None:
+    data = _textured(tmp_path / "imgs")
+    tax = tmp_path / "tax.csv"
+    tax.write_text(SMALL)
+    run = tmp_path / "run"
+    cli("train", f"--data=folder:{data}", "--image_size=32", "--epochs=1", "--batch_size=4",
+        "--val_fraction=0.2", "--test_fraction=0.2", f"--taxonomy={tax}",
+        f"--output_dir={run}")
+    assert (run / "taxonomy.csv").read_text() == SMALL
+    cli("export", f"--model={run}", "--calibration_samples=8", "--parity_samples=8")
+    assert (run / "bundle" / "taxonomy.csv").read_text() == SMALL
+    out = tmp_path / "r.json"
+    assert main(["predict", str(run / "bundle"), str(data), "--recursive", "-o", str(out),
+                 "--rollup_threshold", "0.99", "--threads", "1", "--progress_every", "-1"]) == 0
+    md = json.loads(out.read_text())
+    assert validate_md(out) == []
+    cats = md["classification_categories"]
+    assert {"Leopardus", "Felidae", "Carnivora"} <= set(cats.values())
+    assert md["info"]["classifier_metadata"]["taxonomy_rollup"]["first_taxon_id"] == 3

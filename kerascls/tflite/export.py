@@ -189,7 +189,7 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
                                        shape, seed, run_dir)
         report["parity"] = parity(run.model, tflite, images, labels)
     out = Path(output_dir) if output_dir else run.path.parent / "bundle"
-    _write_bundle(out, tflite, contract(run, quantize), report)
+    _write_bundle(out, tflite, contract(run, quantize), report, run_dir)
     return report
 
 
@@ -238,9 +238,13 @@ def _size_and_latency(model, tflite: bytes, quantize: str, shape) -> dict:
             "float_latency_ms": A.latency_ms(A.interpreter(ref), image)}
 
 
-def _write_bundle(out: Path, tflite: bytes, meta: dict, report: dict) -> None:
+def _write_bundle(out: Path, tflite: bytes, meta: dict, report: dict,
+                  run_dir: Path | None = None) -> None:
+    taxonomy = Path(run_dir) / "taxonomy.csv" if run_dir else None  # kerascls train --taxonomy
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
+        if taxonomy is not None and taxonomy.is_file():
+            (tmp / "taxonomy.csv").write_bytes(taxonomy.read_bytes())
         (tmp / "model.tflite").write_bytes(tflite)
         (tmp / "labels.txt").write_text("\n".join(meta["class_names"]) + "\n")
         (tmp / "model.json").write_text(json.dumps(meta, indent=2))

@@ -218,7 +218,8 @@ def cmd_train(fl, args) -> None:
     taxonomy = _read_taxonomy(fl.taxonomy) if fl.taxonomy else None  # fail before training
     run = train(cfg, overwrite=fl.overwrite)
     if taxonomy is not None:
-        (run / "taxonomy.csv").write_text(taxonomy, encoding="utf-8")
+        (run / ".taxonomy.csv.tmp").write_text(taxonomy, encoding="utf-8")
+        os.replace(run / ".taxonomy.csv.tmp", run / "taxonomy.csv")
     print(f"run directory: {run}")
     from kerascls.training.distribute import worker_index
     if worker_index() != 0:  # other workers of a multi-worker run write no metrics

@@ -28,6 +28,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -330,9 +331,11 @@ def _normalization_values(path: str):
             return _keras3_normalization(f)
     with h5py.File(path, "r") as f:
         if "layer_names" in f.attrs or "model_weights" in f:
-            group = f.get("model_weights", f).get("normalization")
-            if group is None:
+            root = f.get("model_weights", f)
+            name = next((n for n in root if re.fullmatch(r"normalization(_\d+)?", n)), None)
+            if name is None:  # a twin built after others in one process: normalization_1
                 return None
+            group = root[name]
             names = [n.decode() if isinstance(n, bytes) else str(n)
                      for n in group.attrs["weight_names"]]
             by = {n.split("/")[-1].split(":")[0]: group[n][()] for n in names}

@@ -118,7 +118,8 @@ def test_whole_image_run_is_a_valid_package(tmp_path: Path, schema_server, capsy
     package = tmp_path / "cards"  # the package sits above the images: relative filePaths
     rc = main(["predict", str(CORAL_MODEL), str(tmp_path / "cards"), "--recursive",
                "--format", "camtrapdp", "-o", str(package), "--threads", "2",
-               "--location", "51.05,3.72", "--utc_offset", "+01:00", "--progress_every", "-1"])
+               "--location", "51.05,3.72", "--utc_offset", "+01:00", "--progress_every", "-1",
+               "--smooth", "mean"])
     assert rc == 0, capsys.readouterr().err
     assert validate(package, schema_server) == []
     media = rows(package, "media")
@@ -140,6 +141,7 @@ def test_whole_image_run_is_a_valid_package(tmp_path: Path, schema_server, capsy
         assert o["observationType"] == "animal"
         assert o["scientificName"] == top[by_media[o["mediaID"]]]
         assert 0 < float(o["classificationProbability"]) <= 1
+    assert all(o["eventID"].startswith("site_a-") for o in obs)  # bursts are events
     dep = rows(package, "deployments")
     assert [d["deploymentID"] for d in dep] == ["site_a"] and dep[0]["latitude"] == "51.05"
     assert digests(images) == before  # originals untouched

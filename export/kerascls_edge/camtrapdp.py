@@ -214,10 +214,10 @@ def _observations(rec: dict, ctx: _Ctx, base_row: dict) -> list[dict]:
         if not _is_whole(det) and float(det.get("conf", 0)) < ctx.threshold:
             continue
         rows.append({**common, **_detection_fields(det, ctx)})
-    if not rows:
-        conf = max([float(d.get("conf", 0)) for d in rec["detections"]] or [0.0])
+    if not rows:  # boxes all below the threshold: P(blank) ~ 1 - the best box's confidence
+        confs = [float(d.get("conf", 0)) for d in rec["detections"]]
         rows.append({**common, "observationType": "blank",
-                     "classificationProbability": f"{1.0 - conf:.4f}"})
+                     "classificationProbability": f"{1.0 - max(confs):.4f}" if confs else ""})
     return rows
 
 
@@ -272,8 +272,10 @@ def _rows(md: dict, out_dir: Path, opts: PackageOptions, warn: TextIO):
         media.append({"mediaID": mid, "deploymentID": dep, "timestamp": _iso_z(when),
                       "filePath": fpath, "filePublic": "false", "fileName": Path(file).name,
                       "fileMediatype": mimetypes.guess_type(file)[0] or "image/jpeg"})
+        seq = rec.get("sequence") if isinstance(rec.get("sequence"), dict) else {}
         base_row = {"deploymentID": dep, "mediaID": mid, "eventStart": _iso_z(when),
-                    "eventEnd": _iso_z(when)}
+                    "eventEnd": _iso_z(when),  # a burst (--smooth) is the event
+                    "eventID": f"{dep}-{seq['id']}" if seq.get("id") is not None else ""}
         for k, row in enumerate(_observations(rec, ctx, base_row)):
             obs.append({"observationID": f"{mid}-{k}", **row})
     if outside:

@@ -74,7 +74,7 @@ def _twin(name: str, seed: int = 0, input_stats: tuple | None = None) -> keras.M
 
 
 def _set_input_stats(model: keras.Model, mean, variance) -> None:
-    norm = model.get_layer("normalization")
+    norm = next(la for la in model.layers if isinstance(la, keras.layers.Normalization))
     norm.adapt_mean.assign(np.asarray(mean, "float32"))
     norm.adapt_variance.assign(np.asarray(variance, "float32"))
     norm.finalize_state()
@@ -196,3 +196,15 @@ def test_explicit_stats_win_over_the_file(tmp_path):
     model = create_model("mobilenetv3_small", 1000, SIZE, weights=path, mean=(0.5,) * 3,
                          std=(0.25,) * 3)
     assert model.get_layer("preprocess").std == (0.25,) * 3
+
+
+def test_efficientnet_statistics_under_a_suffixed_name(tmp_path):
+    """A twin built after another in one process names its layer ``normalization_1``."""
+    keras.applications.EfficientNetB0(weights=None, input_shape=SIZE)
+    theirs = keras.applications.EfficientNetB0(weights=None, input_shape=SIZE)
+    mean, var = EFFICIENTNET_STATS
+    _set_input_stats(theirs, mean, var)
+    path = _save(theirs, tmp_path, "efficientnet_b0", ".h5")
+    got = W.expected_input("efficientnet_b0", path).stats
+    np.testing.assert_allclose(got[0], mean, atol=1e-6)
+    np.testing.assert_allclose(got[1], np.sqrt(var), atol=1e-6)

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import http.server
 import json
+import os
 import shutil
 import sys
 import threading
@@ -227,3 +228,36 @@ def test_a_foreign_package_is_not_replaced(tmp_path: Path, capsys) -> None:
         assert main([*argv, "-o", str(pkg)]) == 2
         assert "refusing to replace" in capsys.readouterr().err
     assert sorted(p.name for p in pkg.iterdir()) == ["datapackage.json"]
+
+
+@pytest.mark.parametrize("content", [b"{}", b'{"images": [{"detections": []}]}',
+                                     b"\xff\xd8 not json", b'{"images": 3}'])
+@pytest.mark.parametrize("command", ["camtrapdp", "csv", "report"])
+def test_bad_results_files_are_one_line_errors(tmp_path: Path, capsys, content: bytes,
+                                               command: str) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    out = tmp_path / ("out.html" if command == "report" else "out.csv" if command == "csv"
+                      else "pkg")
+    argv = (["report", str(bad), "-o", str(out)] if command == "report"
+            else ["convert", str(bad), "--to", command, "-o", str(out)])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kerascls-edge: error: ") and err.count("\n") == 1, err
+    assert not out.exists() or out.is_dir() and not any(out.iterdir())
+
+
+@needs_data
+def test_non_utf8_file_name_gives_a_valid_package(tmp_path: Path, schema_server,
+                                                  capsys) -> None:
+    site = tmp_path / "card" / "site_a"
+    site.mkdir(parents=True)
+    name = os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name, not UTF-8
+    shutil.copy(SPECIESNET / "ocelot.jpg", site / name)
+    pkg = tmp_path / "card"
+    assert main(["predict", str(CORAL_MODEL), str(pkg), "--recursive", "--format",
+                 "camtrapdp", "-o", str(pkg), "--location", "1,2", "--threads", "2",
+                 "--progress_every", "-1"]) == 0, capsys.readouterr().err
+    (pkg / "media.csv").read_bytes().decode("utf-8")  # valid UTF-8
+    assert validate(pkg, schema_server) == []
+    assert rows(pkg, "media")[0]["fileName"] == "caf\\xe9.jpg"

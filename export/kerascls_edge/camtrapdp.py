@@ -289,7 +289,8 @@ def _csv_text(rows: Iterable[dict], fields: Sequence[str]) -> str:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore", lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
+    from .mdformat import csv_text  # non-UTF-8 file names: escaped as `ls -b` shows them
+    w.writerows({k: csv_text(v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 

@@ -88,11 +88,10 @@ def read_results(path: Path) -> tuple[list[dict], dict]:
     """Entries and page facts from our MD JSON / CSV or MegaDetector's own JSON."""
     if Path(path).suffix.lower() == ".csv":
         return _read_csv(path), {}
-    try:
-        md = json.loads(Path(path).read_text(encoding="utf-8"))
-        images = md["images"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise EdgeError(f"cannot read results {path}: {e}") from None
+    from .runner import load_md
+
+    md = load_md(Path(path))  # every field read here is checked: one-line errors
+    images = md["images"]
     cls = md.get("classification_categories") or {}
     det_names = md.get("detection_categories") or {}
     return [_entry_json(r, cls, det_names) for r in images], md.get("info") or {}

@@ -232,6 +232,40 @@ def test_allow_list_per_deployment_in_a_run(tmp_path: Path, cat_bundle: Path,
     assert all(labels[int(c)] in CATS for c, _ in at_a)
     at_b = by_file["site_b/parrot.jpg"]["detections"][0]["classifications"]
     assert at_b == [[str(labels.index("macaw")), 1.0]]
+    assert "warning" not in capsys.readouterr().err  # every name is known
+    allow.write_text("Felis catus\nFelis catsu\n")  # a typo is pointed out
+    assert main(["predict", str(cat_bundle), str(images), "--recursive", "--allow", str(allow),
+                 "--threads", "2", "--progress_every", "-1", "-o", str(out)]) == 0
+    assert "no label or taxon of the model answers to: felis catsu" in capsys.readouterr().err
+
+
+ENA24 = DATA / "camtrap" / "ena24_small"
+
+
+@needs_coral
+@pytest.mark.skipif(not (ENA24 / "md_annotations.json").is_file(), reason="ENA24 absent")
+def test_rollup_and_allow_on_detector_boxes_stay_valid(tmp_path: Path, cat_bundle: Path,
+                                                      schema_server, capsys) -> None:  # noqa: F811
+    allow = tmp_path / "allow.txt"
+    allow.write_text("Felidae\nAra\n")
+    common = [str(cat_bundle), str(ENA24), "--detections", str(ENA24 / "md_annotations.json"),
+              "--rollup_threshold", "0.9", "--allow", str(allow), "--threads", "2",
+              "--progress_every", "-1", "--detection_threshold", "0.3"]
+    out = tmp_path / "r.json"
+    assert main(["predict", *common, "-o", str(out)]) == 0, capsys.readouterr().err
+    assert validate_md(out) == []
+    md = json.loads(out.read_text())
+    cats = md["classification_categories"]
+    allowed = {*CATS, "cougar, puma, catamount, mountain lion, painter, panther, Felis concolor",
+               "macaw", "Felis catus", "Felis", "Felidae", "Carnivora", "Mammalia", "Chordata",
+               "Animalia"}
+    tops = [cats[d["classifications"][0][0]] for im in md["images"] for d in im["detections"]
+            if d.get("classifications")]
+    assert len(tops) >= 15 and set(tops) <= allowed
+    pkg = tmp_path / "pkg"
+    assert main(["predict", *common, "--format", "camtrapdp", "-o", str(pkg),
+                 "--location", "35,-80"]) == 0
+    assert validate(pkg, schema_server) == []
 
 
 # -- training side: kerascls train --taxonomy keeps it in the run and the bundle ----------------

@@ -277,6 +277,24 @@ def make_post(clf, rollup_threshold: Optional[float], allow_path: Optional[str],
         raise EdgeError(f"--rollup_threshold needs a taxonomy: no {FILE_NAME} beside "
                         f"{clf.spec.model_path}")
     empty = {i for i, n in enumerate(clf.labels) if n in set(clf.spec.empty_classes)}
+    allow = read_allow(Path(allow_path)) if allow_path else None
+    if allow is not None:
+        _warn_unknown(allow, tax, clf.labels)
     return Post(list(clf.labels), empty, tax,
                 Rollup(tax, rollup_threshold) if rollup_threshold is not None else None,
-                read_allow(Path(allow_path)) if allow_path else None, deployment, base_name)
+                allow, deployment, base_name)
+
+
+def _warn_unknown(allow: AllowList, tax: Optional[Taxonomy], labels: Sequence[str]) -> None:
+    """A name no label answers to is most often a typo: say so (it still allows nothing)."""
+    import sys
+
+    known: set[str] = set()
+    for i, label in enumerate(labels):
+        known |= tax.names_of(i) if tax else {label.strip().lower()}
+    names = set(allow.everywhere or set()).union(*allow.by_deployment.values())
+    unknown = sorted(names - known)
+    if unknown:
+        more = f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        print(f"kerascls-edge: warning: --allow names {len(unknown)} that no label or taxon of "
+              f"the model answers to: {', '.join(unknown[:5])}{more}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""`kerascls-edge` command line: `predict` (images -> MegaDetector JSON / CSV) and `info`.
+"""`kerascls-edge` command line: `predict`, `convert`, `report` and `info`.
 
 argparse rather than absl (the kerascls CLI's choice) keeps the edge install down to numpy,
 Pillow and LiteRT; the flags still follow kerascls's snake_case names.
@@ -120,9 +120,10 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _add_package_flags(p: argparse.ArgumentParser) -> None:
     """What a Camtrap DP package needs that the results do not say."""
-    g = p.add_argument_group("Camtrap DP")
+    g = p.add_argument_group("Camtrap DP and deployments")
     g.add_argument("--deployment", help="one deploymentID for all images (default: one per "
-                                        "top-level input folder)")
+                                        "top-level input folder); also what --allow's "
+                                        "deployment column matches")
     g.add_argument("--location", help="LAT,LON of the deployments (decimal degrees)")
     g.add_argument("--utc_offset", default="Z",
                    help="the camera clock's UTC offset, e.g. +02:00 (default Z)")

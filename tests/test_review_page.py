@@ -142,3 +142,23 @@ def test_report_refuses_to_replace_a_foreign_file(tmp_path: Path, capsys) -> Non
     assert main(["report", str(ENA24 / "md_annotations.json"), "-o", str(page)]) == 2
     assert "kerascls-edge: error: refusing to replace" in capsys.readouterr().err
     assert page.read_text() == "<html>mine</html>"
+
+
+def test_hostile_names_are_shown_as_text(tmp_path: Path, capsys) -> None:
+    """A file name or label with quotes and markup is text on the page, never markup."""
+    evil = 'x" onerror="document.title=1"><b id="pwn">.jpg'
+    md = {"info": {"format_version": "1.4"}, "detection_categories": {"1": "animal"},
+          "classification_categories": {"0": '<i id="pwn2">fox</i>'},
+          "images": [{"file": evil, "detections": [{"category": "1", "conf": 0.9,
+                      "bbox": [0.1, 0.1, 0.2, 0.2], "classifications": [["0", 0.8]]}]}]}
+    src = tmp_path / "md.json"
+    src.write_text(json.dumps(md))
+    page = tmp_path / "p.html"
+    assert main(["report", str(src), "-o", str(page)]) == 0, capsys.readouterr().err
+    dom = browser(tmp_path, page, "").split("<script>")[0]  # the rendered part
+    assert "<b id=" not in dom and "<i id=" not in dom  # no element was injected
+    assert '&lt;b id="pwn"&gt;.jpg</div>' in dom  # the name shown as text
+    assert "<title>Review: md.json</title>" in dom
+    import html
+    (label, conf), = cards(dom)  # the attribute is intact: quotes inside were escaped
+    assert html.unescape(label) == '<i id="pwn2">fox</i>' and conf == 0.8

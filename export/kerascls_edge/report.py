@@ -220,7 +220,8 @@ header h1{font-size:18px;margin:0 0 4px}
 const DATA = %DATA%;
 const META = %META%;
 const $ = (id) => document.getElementById(id);
-function esc(s) { const d = document.createElement("span"); d.textContent = s; return d.innerHTML; }
+const ESC = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"};
+function esc(s) { return String(s).replace(/[&<>"']/g, c => ESC[c]); }
 function state() {
   const h = new URLSearchParams(location.hash.slice(1));
   return {label: h.get("label") || "", min: parseFloat(h.get("min") || "0") || 0,

@@ -261,3 +261,14 @@ def test_non_utf8_file_name_gives_a_valid_package(tmp_path: Path, schema_server,
     (pkg / "media.csv").read_bytes().decode("utf-8")  # valid UTF-8
     assert validate(pkg, schema_server) == []
     assert rows(pkg, "media")[0]["fileName"] == "caf\\xe9.jpg"
+
+
+@needs_data
+def test_convert_our_json_to_csv_equals_a_csv_run(tmp_path: Path, capsys) -> None:
+    common = [str(CORAL_MODEL), str(SPECIESNET), "--threads", "2", "--progress_every", "-1",
+              "--top_k", "3"]
+    assert main(["predict", *common, "-o", str(tmp_path / "r.json")]) == 0
+    assert main(["predict", *common, "-o", str(tmp_path / "direct.csv")]) == 0
+    assert main(["convert", str(tmp_path / "r.json"), "--to", "csv", "-o",
+                 str(tmp_path / "converted.csv")]) == 0, capsys.readouterr().err
+    assert (tmp_path / "converted.csv").read_text() == (tmp_path / "direct.csv").read_text()

@@ -397,11 +397,11 @@ def test_splits_partition_records_and_never_share_a_group(rows, fractions, seed)
 # -- metrics against scikit-learn and by hand -----------------------------------------------
 
 
-def _probs(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _probs(n: int, c: int, seed: int, signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, c, n)
     logits = rng.normal(0, 1.5, (n, c))
-    logits[np.arange(n), y] += rng.normal(1.0, 1.0, n)  # better than chance, not perfect
+    logits[np.arange(n), y] += rng.normal(signal, 1.0, n)  # better than chance, not perfect
     p = np.exp(logits)
     return p / p.sum(1, keepdims=True), y
 
@@ -410,6 +410,12 @@ def _probs(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def test_accuracy_top5_nll_against_sklearn(seed):
     probs, y = _probs(300, 7, seed)
     rep = M.classification_report(probs, y, list("abcdefg"))
+    assert rep["class_names"] == list("abcdefg")
+    ece, rows = _ece_reference(probs, y, 15)
+    assert [(b["count"], b["accuracy"], b["confidence"]) for b in rep["reliability"]] == \
+        pytest.approx(rows, rel=1e-9, abs=1e-12)
+    assert json.dumps(rep["confusion_matrix"]).replace(".", "") == json.dumps(
+        rep["confusion_matrix"])  # counts are written as integers
     assert rep["accuracy"] == pytest.approx(skm.accuracy_score(y, probs.argmax(1)))
     assert rep["top5_accuracy"] == pytest.approx(
         skm.top_k_accuracy_score(y, probs, k=5, labels=range(7)))
@@ -422,6 +428,37 @@ def test_accuracy_top5_nll_against_sklearn(seed):
     for k in (1, 2, 3):
         assert M.topk_accuracy(probs, y, k) == pytest.approx(
             skm.top_k_accuracy_score(y, probs, k=k, labels=range(7)))
+
+
+def test_topk_with_many_classes_against_sklearn():
+    probs, y = _probs(300, 1000, 4, signal=4.0)
+    for k in (1, 2, 5):
+        assert M.topk_accuracy(probs, y, k) == pytest.approx(
+            skm.top_k_accuracy_score(y, probs, k=k, labels=range(1000)))
+    assert M.topk_accuracy(probs, y) == M.topk_accuracy(probs, y, 1)  # the default is top-1
+
+
+def test_float32_model_outputs_are_scored_in_float64():
+    """What a model or an int8 bundle returns is float32; the metrics must equal the same
+    numbers computed in float64 (10,000 logs summed in float32 drift in the 7th digit)."""
+    probs, y = _probs(2000, 5, 6)
+    p32 = probs.astype(np.float32)
+    p64 = p32.astype(np.float64)
+    rep = M.classification_report(p32, y, list("abcde"))
+    assert rep["log_likelihood"] == pytest.approx(
+        np.sum(np.log(p64[np.arange(2000), y])), rel=1e-13)
+    assert rep["ece"] == pytest.approx(_ece_reference(p64, y, 15)[0], rel=1e-12)
+    p1, y1 = p32[:, 0], (y == 0).astype(int)
+    assert M.binary_likelihood(y1, p1)["log_likelihood"] == pytest.approx(
+        np.sum(np.log(np.where(y1 == 1, p1.astype(np.float64), 1 - p1.astype(np.float64)))),
+        rel=1e-13)
+    np.testing.assert_array_equal(M.two_class(p1[:, None]),
+                                  np.stack([1 - p1.astype(np.float64), p1], 1))
+    truth = (probs[:, :3] > 0.3).astype(int)
+    ml = M.multilabel_report(p32[:, :3], truth, list("abc"))
+    q = p64[:, :3]
+    assert ml["log_likelihood"] == pytest.approx(
+        np.sum(np.log(np.where(truth > 0, q, 1 - q))), rel=1e-13)
 
 
 def test_per_class_against_sklearn_with_a_class_never_predicted():
@@ -463,8 +500,42 @@ def test_multilabel_report_against_sklearn():
     stricter = M.multilabel_report(probs, truth, list("abcd"), threshold=0.9)
     assert stricter["threshold"] == 0.9 and stricter["exact_match"] == pytest.approx(
         skm.accuracy_score(truth, (probs >= 0.9).astype(int)))
-    none = M.multilabel_report(probs[:, :1], np.zeros((120, 1)), ["a"])
+    assert rep["class_names"] == list("abcd")
+    p, r, f, support = skm.precision_recall_fscore_support(truth, pred, zero_division=0)
+    got = rep["per_class"]
+    np.testing.assert_allclose([[g["precision"], g["recall"], g["f1"]] for g in got],
+                               np.stack([p, r, f], 1))
+    assert [g["support"] for g in got] == support.tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN-mean or 0/0 warnings on the way
+        none = M.multilabel_report(probs[:, :1], np.zeros((120, 1)), ["a"])
     assert np.isnan(none["mAP"]) and np.isnan(none["per_class"][0]["ap"])
+
+
+def test_multilabel_report_by_hand():
+    """Three images, three classes, threshold 0.5 (p ≥ 0.5 is a yes):
+
+    a: truth 1,1,0; p .5 (yes, exactly at the threshold), .4 (no), .6 (yes) → tp 1, fp 1,
+       fn 1: precision .5, recall .5, F1 .5 (p + r = 1).
+    b: truth 0,0,0; p .1 .2 .3 (never yes) → 0/0 everywhere: 0, 0, 0, AP NaN.
+    c: truth 1,0,1; p .9 .2 .45 → tp 1, fn 1: precision 1, recall .5, F1 2/3.
+    micro: tp 2, fp 1, fn 2 → P 2/3, R 1/2, F1 4/7. Exact match: image 2 only (1/3).
+    """
+    truth = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 1]])
+    probs = np.array([[0.5, 0.1, 0.9], [0.4, 0.2, 0.2], [0.6, 0.3, 0.45]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rep = M.multilabel_report(probs, truth, ["a", "b", "c"])
+    rows = {r["class"]: r for r in rep["per_class"]}
+    assert (rows["a"]["precision"], rows["a"]["recall"], rows["a"]["f1"]) == (0.5, 0.5, 0.5)
+    assert (rows["b"]["precision"], rows["b"]["recall"], rows["b"]["f1"]) == (0, 0, 0)
+    assert np.isnan(rows["b"]["ap"]) and rows["b"]["support"] == 0
+    assert rows["c"]["precision"] == 1 and rows["c"]["recall"] == 0.5
+    assert rows["c"]["f1"] == pytest.approx(2 / 3)
+    assert rep["micro_f1"] == pytest.approx(4 / 7)
+    assert rep["macro_f1"] == pytest.approx((0.5 + 0 + 2 / 3) / 3)
+    assert rep["exact_match"] == pytest.approx(1 / 3)
+    assert [r["support"] for r in rep["per_class"]] == [2, 0, 2]
 
 
 def test_metrics_edge_cases_by_hand(tmp_path):
@@ -479,6 +550,7 @@ def test_metrics_edge_cases_by_hand(tmp_path):
     # a probability of 0 for the true class: finite, log(1e-12); slightly above 1 counts as 1
     lik = M.likelihood_report([0.0, 1.0000001])
     assert lik["log_likelihood"] == pytest.approx(np.log(1e-12))
+    assert M.likelihood_report([1.0000001, 1.5])["log_likelihood"] == 0.0  # clipped to 1
     assert lik["nll"] == pytest.approx(-np.log(1e-12) / 2) and lik["likelihood"] == pytest.approx(
         1e-12)
     assert M.likelihood_report(np.array([[0.5], [0.25]]))["nll"] == pytest.approx(
@@ -497,6 +569,11 @@ def test_metrics_edge_cases_by_hand(tmp_path):
     out = tmp_path / "p.csv"
     M.write_csv([{"class": "a", "f1": 0.5}, {"class": "b", "f1": 1.0}], out)
     assert out.read_text().splitlines() == ["class,f1", "a,0.5", "b,1.0"]
+    M.write_csv([{"threshold": 0.5}], out)
+    assert out.read_text().splitlines() == ["threshold", "0.5"]
+    # a binary head's p(class 1) becomes two columns; two columns stay as they are
+    two = np.array([[0.3, 0.7], [0.9, 0.1]])
+    np.testing.assert_array_equal(M.two_class(two), two)
 
 
 def test_per_class_against_sklearn_with_a_class_absent_from_the_labels():
@@ -518,6 +595,25 @@ def test_average_precision_against_sklearn():
         scores = rng.uniform(size=50) + 0.3 * pos
         assert M.average_precision(scores, pos) == pytest.approx(
             skm.average_precision_score(pos, scores))
+
+
+def test_average_precision_with_tied_scores():
+    """Quantized outputs tie: equal scores are one threshold, whatever their order.
+
+    100 images all at 0.5, the first 10 positive: one threshold, precision 0.1 → AP 0.1
+    (ranking the positives first because they come first would claim 1.0).
+    """
+    pos = np.arange(100) < 10
+    assert M.average_precision(np.full(100, 0.5), pos) == pytest.approx(0.1)
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        pos = rng.uniform(size=60) < 0.3
+        scores = np.round(rng.uniform(size=60) + 0.3 * pos, 1)  # a few distinct levels
+        ap = M.average_precision(scores, pos)
+        assert ap == pytest.approx(skm.average_precision_score(pos, scores), rel=1e-12)
+        shuffle = rng.permutation(60)
+        assert M.average_precision(scores[shuffle], pos[shuffle]) == pytest.approx(ap,
+                                                                                   rel=1e-12)
 
 
 def test_ece_and_reliability_bins_by_hand():

@@ -156,14 +156,19 @@ def two_class(probs: np.ndarray) -> np.ndarray:
 def average_precision(scores: np.ndarray, positive: np.ndarray) -> float:
     """Area under the precision-recall curve, Σ_n (R_n − R_{n−1}) · P_n (scikit-learn's AP).
 
+    The thresholds n are the distinct scores: images with equal scores (common with int8
+    outputs, 256 levels) count as one step, so the result does not depend on their order.
     NaN for a class with no positive image: it has no recall to average over.
     """
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    pos = np.asarray(positive, bool)[order]
+    scores = np.asarray(scores, np.float64)
+    order = np.argsort(-scores, kind="stable")
+    pos, ranked = np.asarray(positive, bool)[order], scores[order]
     if not pos.any():
         return float("nan")
-    precision = np.cumsum(pos) / np.arange(1, len(pos) + 1)
-    return float(precision[pos].sum() / pos.sum())
+    last = np.append(ranked[1:] != ranked[:-1], True)  # the end of each run of equal scores
+    tp = np.cumsum(pos)[last]
+    precision = tp / (np.flatnonzero(last) + 1)  # images at or above each threshold
+    return float(np.sum(np.diff(tp, prepend=0) * precision) / pos.sum())
 
 
 def _prf(tp, fp, fn) -> tuple:

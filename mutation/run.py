@@ -66,12 +66,20 @@ def _toml_list(items) -> str:
 
 
 def prepare(target: Target, clone: Path) -> None:
-    """A clean clone of HEAD with the mutmut section for this target."""
+    """A clean clone of HEAD with the mutmut section for this target.
+
+    mutmut names a mutant after its file's path (``export/kerascls_edge/x.py`` would be
+    module ``export.kerascls_edge.x``, never imported under that name), so the clone moves
+    the edge package to the top (``kerascls_edge/``, with ``export/kerascls_edge`` a link
+    to it, where the tests look).
+    """
     subprocess.run(["rm", "-rf", str(clone)], check=True)
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    (clone / "export" / "kerascls_edge").rename(clone / "kerascls_edge")
+    (clone / "export" / "kerascls_edge").symlink_to(Path("..") / "kerascls_edge")
     section = (f"\n[tool.mutmut]\n"
-               f"source_paths = [\"kerascls/\", \"export/kerascls_edge/\"]\n"
-               f"only_mutate = {_toml_list([target.module])}\n"
+               f"source_paths = [\"kerascls/\", \"kerascls_edge/\"]\n"
+               f"only_mutate = {_toml_list([target.module.removeprefix('export/')])}\n"
                f"pytest_add_cli_args_test_selection = {_toml_list(target.tests)}\n"
                f"pytest_add_cli_args = {_toml_list(['-p', 'no:cacheprovider', '-k', target.select])}\n"
                f"process_isolation = \"{target.isolation}\"\n")

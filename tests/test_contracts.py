@@ -357,7 +357,13 @@ def test_split_by_hand_two_classes():
         got = {s: sorted({r.location for r in v}) for s, v in parts.items()}
         assert got == {"train": ["L2"], "val": ["L1"], "test": ["L3", "L4"]}, seed
         assert sum(map(len, parts.values())) == len(recs)
-    assert split_records(recs, 0.25, 0.25) == split_records(recs, 0.25, 0.25, seed=0)
+
+
+def test_split_seed_orders_equal_groups_and_defaults_to_zero():
+    recs = _recs({f"site{i}": (2, "deer") for i in range(12)}, "location")
+    by_seed = [split_records(recs, 0.25, 0.25, seed=s) for s in range(4)]
+    assert len({tuple(r.path for r in p["test"]) for p in by_seed}) > 1  # the seed matters
+    assert split_records(recs, 0.25, 0.25) == by_seed[0]  # and the default is seed 0
 
 
 @pytest.mark.parametrize("val, test", [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5), (-0.1, 0.2),
@@ -411,7 +417,7 @@ def test_accuracy_top5_nll_against_sklearn(seed):
     probs, y = _probs(300, 7, seed)
     rep = M.classification_report(probs, y, list("abcdefg"))
     assert rep["class_names"] == list("abcdefg")
-    ece, rows = _ece_reference(probs, y, 15)
+    rows = _ece_reference(probs, y, 15)[1]
     assert [(b["count"], b["accuracy"], b["confidence"]) for b in rep["reliability"]] == \
         pytest.approx(rows, rel=1e-9, abs=1e-12)
     assert json.dumps(rep["confusion_matrix"]).replace(".", "") == json.dumps(

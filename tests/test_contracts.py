@@ -10,6 +10,7 @@ the test names the place: ``export/README.md`` (MegaDetector ``conf``), README "
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -78,6 +79,23 @@ def test_megadetector_record_fields_by_hand():
     assert det["classifications"] == [["2", 0.99], ["3", 0.0098], ["1", 0.0002]]
     assert rec["_k"] == det["classifications"]
     assert rec["_p"] == {"2": 0.99, "3": 0.0098}  # kept for smoothing: ≥ 0.001 only
+    edge = mdformat.image_record("e.jpg", np.array([0.001, 0.876544, 0.122456]),
+                                 ["a", "empty", "b"], {1}, 3, None, None, [])
+    assert edge["detections"] == []  # an empty top class
+    assert edge["_p"] == {"1": 0.8765, "2": 0.1225, "0": 0.001}  # 0.001 itself is kept
+    odd = mdformat.image_record("o.jpg", np.array([0.123456, 0.876544, 0.0]),
+                                ["deer", "fox", "blank"], {2}, 1, None, None, [])
+    assert odd["detections"][0]["conf"] == 1.0  # 1 − 0, and never above 1
+    near = mdformat.image_record("n.jpg", np.array([0.123456, 0.2, 0.676544]),
+                                 ["empty", "fox", "deer"], {0}, 1, None, None, [])
+    assert near["detections"][0]["conf"] == 0.8765  # 1 − 0.123456, 4 places
+    # outputs that are not probabilities (a mislabelled head) still give a conf in [0, 1]
+    over = mdformat.image_record("v.jpg", np.array([1.2, 0.0]), ["deer", "fox"], set(),
+                                 1, None, None, [])
+    assert over["detections"][0]["conf"] == 1.0
+    under = mdformat.image_record("u.jpg", np.array([1.5, 0.6, 0.6]), ["deer", "empty", "blank"],
+                                  {1, 2}, 1, None, None, [])
+    assert under["detections"][0]["conf"] == 0.0
     assert mdformat.public(rec) == {k: rec[k] for k in ("file", "detections", "datetime",
                                                         "warnings")}
     bare = mdformat.image_record("2.jpg", np.array([0.3, 0.7]), ["a", "b"], set(), 5, None,
@@ -97,6 +115,32 @@ def test_megadetector_record_fields_by_hand():
     assert [mdformat.detection_category(n) for n in ("fox", "cart", "human_hand")] == ["1"] * 3
 
 
+@pytest.mark.parametrize("name, cell", [
+    ("deer.jpg", "deer.jpg"),
+    ("caf\udce9.jpg", "caf\\xe9.jpg"),  # byte 0xE9 that was not UTF-8 (PEP 383): as ls -b
+    ("\udc80\udcff", "\\x80\\xff"),  # the two ends of PEP 383's range
+    ("\udc7f.jpg", "\\udc7f.jpg"),  # just below it: a real lone surrogate
+    ("\udd00", "\\udd00"), ("\ud800", "\\ud800"), ("\udfff", "\\udfff"),
+    ("\udce9\ud800", "\\udce9\\ud800"),  # mixed: nothing is taken for a byte
+    ("\udce9\ue000", "\\xe9\ue000"),  # U+E000 is a character, not a surrogate
+    ("\ud7ff\ue000", "\ud7ff\ue000")])
+def test_csv_rows_file_names_that_are_not_utf8(name, cell):
+    assert mdformat.csv_text(name) == cell
+    cell.encode("utf-8")  # the cell is valid UTF-8
+    assert mdformat.csv_text(7) == 7 and mdformat.csv_text(None) is None
+
+
+def test_csv_rows_non_utf8_name_in_the_csv_file(tmp_path):
+    import csv
+    rec = mdformat.image_record("x/caf\udce9.jpg", np.array([0.2, 0.8]), ["empty", "deer"],
+                                {0}, 2, None, None, ["a", "b"])
+    out = tmp_path / "r.csv"
+    mdformat.write_csv(out, [rec], ["empty", "deer"])
+    with open(out, newline="", encoding="utf-8") as f:  # strict UTF-8
+        row, = csv.DictReader(f)
+    assert row["file"] == "x/caf\\xe9.jpg" and row["warnings"] == "a;b"
+
+
 def test_megadetector_failure_record_and_info_block():
     rec = mdformat.failure_record("x.jpg", OSError("cannot identify image file\nmore"))
     assert rec == {"file": "x.jpg", "failure": "OSError: cannot identify image file",
@@ -108,9 +152,19 @@ def test_megadetector_failure_record_and_info_block():
     assert info["format_version"] == "1.6" and info["classifier"] == "tiny"
     assert info["image_base"] == "/data"
     import datetime as dt
-    when = dt.datetime.strptime(info["classification_completion_time"], "%Y-%m-%d %H:%M:%S")
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    assert abs((now - when).total_seconds()) < 120  # UTC, now
+    import time
+    tz = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Kathmandu"  # UTC+5:45: a local clock would show
+    time.tzset()
+    try:
+        stamp = mdformat.info_block("t", {}, "m")["classification_completion_time"]
+    finally:
+        os.environ.pop("TZ") if tz is None else os.environ.__setitem__("TZ", tz)
+        time.tzset()
+    for s in (info["classification_completion_time"], stamp):
+        when = dt.datetime.strptime(s, "%Y-%m-%d %H:%M:%S")
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        assert abs((now - when).total_seconds()) < 120  # UTC, now
     meta = info["classifier_metadata"]
     assert meta["typical_classification_threshold"] == 0.6 and meta["top_k"] == 3
     assert meta["thresholds"] == {"default": 0.6, "deer": 0.8} and meta["model"] == "m.tflite"
@@ -191,6 +245,7 @@ def test_csv_rows_by_hand(tmp_path):
     assert a["detection"] == "" and a["bbox"] == "" and a["failure"] == ""
     assert (b["label"], b["warnings"], b["top_k"]) == ("empty", "truncated",
                                                        "empty:0.8000;deer:0.1000")
+    assert (b["datetime"], b["failure"], b["sequence_id"]) == ("", "", "")
     assert c["failure"] == "OSError: broken" and c["label"] == "" and c["top_k"] == ""
     # detections mode (an input MegaDetector file): one row per classified box
     md_rec = {"file": "d.jpg", "detections": [
@@ -203,6 +258,7 @@ def test_csv_rows_by_hand(tmp_path):
         (0, "fox", "0.6000", "0.1000 0.2000 0.3000 0.4000"),
         (2, "deer", "0.9000", "0.0000 0.0000 1.0000 1.0000")]
     assert rows[0]["top_k"] == "fox:0.6000;deer:0.3000" and rows[0]["file"] == "d.jpg"
+    assert (rows[0]["datetime"], rows[0]["failure"], rows[0]["warnings"]) == ("", "", "")
     assert list(mdformat.csv_rows({"file": "e.jpg", "detections": []}, labels)) == []
 
 

@@ -1,7 +1,8 @@
 """``kerascls evaluate``: a full report of a Keras run or an exported TFLite model.
 
-Writes ``metrics.json``, ``per_class.csv``, ``confusion_matrix.png``, ``reliability.png``
-and, when a class is named empty/blank, ``empty_filter.csv`` to ``RUN/eval`` (or
+Writes ``metrics.json``, ``per_class.csv``, ``confusion_matrix.png``, ``reliability.png``,
+``report.html`` (multiclass: a static page to look at, see ``report_html``) and, when a
+class is named empty/blank, ``empty_filter.csv`` to ``RUN/eval`` (or
 ``output_dir``), so a run directory keeps its own evaluation beside the model.
 """
 
@@ -45,6 +46,10 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
     write_report(report, out)
     if pred.get("paths"):
         write_predictions(pred["paths"], probs, y, names, out / "predictions.csv")
+    if not multilabel:  # the page to look at: file thumbnails, or the arrays' own pixels
+        from kerascls.evaluation.report_html import write_html_report
+        write_html_report(report, probs, y, out, paths=pred.get("paths"),
+                          images=None if pred.get("paths") else pred.get("x"))
     report["output_dir"] = str(out)
     return report
 
@@ -157,8 +162,8 @@ def _predict_keras(path: Path, data: str | None, split: str, batch_size: int) ->
     model = probability_model(run.model, task_of(run.config) if run.config else None)
     probs = model.predict(x, batch_size=batch_size, verbose=0)
     names = list(run.config.class_names) if run.config else _source_names(data)
-    return {"probs": np.asarray(probs), "y": y, "class_names": names, "model": str(path),
-            "data": data, "run_dir": run.path.parent,
+    return {"probs": np.asarray(probs), "y": y, "x": x, "class_names": names,
+            "model": str(path), "data": data, "run_dir": run.path.parent,
             **_listed(data, split, run.path.parent, names, multi_hot, len(y))}
 
 
@@ -213,7 +218,7 @@ def _predict_tflite(path: Path, data: str | None, split: str) -> dict:
     output = json.loads(meta.read_text()).get("output", {}) if meta.exists() else {}
     if output.get("activation") == "none":  # a logits bundle: as kerascls-edge reads it
         probs = _activate(probs, task or "multiclass")
-    return {"probs": probs, "y": y, "class_names": names,
+    return {"probs": probs, "y": y, "x": x, "class_names": names,
             "model": str(file), "data": data, "run_dir": file.parent,
             **_listed(data, split, file.parent.parent, names, task == "multilabel", len(y))}
 

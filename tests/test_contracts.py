@@ -510,10 +510,15 @@ def test_float32_model_outputs_are_scored_in_float64():
     assert rep["log_likelihood"] == pytest.approx(
         np.sum(np.log(p64[np.arange(2000), y])), rel=1e-13)
     assert rep["ece"] == pytest.approx(_ece_reference(p64, y, 15)[0], rel=1e-12)
+    observed = p32[np.arange(2000), y]
+    assert M.log_likelihood(observed) == pytest.approx(np.sum(np.log(p64[np.arange(2000), y])),
+                                                       rel=1e-13)
     p1, y1 = p32[:, 0], (y == 0).astype(int)
-    assert M.binary_likelihood(y1, p1)["log_likelihood"] == pytest.approx(
-        np.sum(np.log(np.where(y1 == 1, p1.astype(np.float64), 1 - p1.astype(np.float64)))),
-        rel=1e-13)
+    want = np.sum(np.log(np.where(y1 == 1, p1.astype(np.float64), 1 - p1.astype(np.float64))))
+    assert M.binary_likelihood(y1, p1)["log_likelihood"] == pytest.approx(want, rel=1e-13)
+    # a binary head's output is a column (N, 1), its labels too
+    assert M.binary_likelihood(y1[:, None], p1[:, None])["log_likelihood"] == pytest.approx(
+        want, rel=1e-13)
     np.testing.assert_array_equal(M.two_class(p1[:, None]),
                                   np.stack([1 - p1.astype(np.float64), p1], 1))
     truth = (probs[:, :3] > 0.3).astype(int)

@@ -58,6 +58,20 @@ def _train_flags(fv: flags.FlagValues, m: str) -> None:
                         "erasing,mixup,cutmix.", flag_values=fv, module_name=m)
     flags.DEFINE_bool("crop_boxes", False, "coco: train on annotation-box crops.",
                       flag_values=fv, module_name=m)
+    flags.DEFINE_float("detection_threshold", 0.2, "md: detections at or above this confidence "
+                       "become crops (kerascls-edge predict's default).", lower_bound=0,
+                       upper_bound=1, flag_values=fv, module_name=m)
+    flags.DEFINE_string("detection_categories", "animal", "md: comma list of MegaDetector "
+                        "category names or ids to crop.", flag_values=fv, module_name=m)
+    flags.DEFINE_float("crop_padding", 0.0, "md: widen each crop side by this fraction of the "
+                       "box (recorded in the bundle).", lower_bound=0, flag_values=fv,
+                       module_name=m)
+    flags.DEFINE_bool("square_crops", False, "md: square crops (recorded in the bundle).",
+                      flag_values=fv, module_name=m)
+    flags.DEFINE_integer("min_crop_px", 0, "md: drop detector boxes whose shorter side is under this "
+                         "many pixels.", lower_bound=0, flag_values=fv, module_name=m)
+    flags.DEFINE_string("empty_class", "", "md: images with no detection become this class "
+                        "(whole frame).", flag_values=fv, module_name=m)
     flags.DEFINE_enum("balance", "none", ["none", "weights", "sample"], "Imbalanced classes: "
                       "class weights or oversampling.", flag_values=fv, module_name=m)
     flags.DEFINE_string("cache", "auto", "Image files: auto|memory|none|FILE_PREFIX.",

@@ -42,6 +42,8 @@ class ModelSpec:
     task: str = "multiclass"
     thresholds: dict = field(default_factory=lambda: {"default": 0.5})
     empty_classes: list[str] = field(default_factory=list)
+    crop_padding: float = 0.0  # model.json crop: how --detections boxes become crops
+    crop_square: bool = False
     from_bundle: bool = False
 
 
@@ -187,6 +189,13 @@ def _channels(inp: Fields) -> int:
     return value
 
 
+def _crop_square(crop: Fields) -> bool:
+    value = crop.get("square", False)
+    if not isinstance(value, bool):
+        crop.fail(crop._name("square"), f"expected true or false, got {_kind(value)}")
+    return value
+
+
 def _thresholds(meta: Fields) -> dict:
     th = meta.obj("thresholds")
     for k, v in th.data.items():
@@ -216,6 +225,8 @@ def _spec_from_json(model_path: Path, meta_dict: dict, labels: list[str],
         task=meta.str_("task", "multiclass", TASKS),
         thresholds=_thresholds(meta),
         empty_classes=meta.str_list("empty_classes", []),
+        crop_padding=meta.obj("crop").number("padding", 0.0),
+        crop_square=_crop_square(meta.obj("crop")),
         from_bundle=True,
     )
 

@@ -467,3 +467,31 @@ def decode(src: Source, pre: Preprocess, regions: Optional[Sequence[Box]] = None
     img, out = load_upright(src, pre, regions, strict, cap)
     out.arrays = [resize_region(img, r, pre) for r in regions]
     return out
+
+
+def crop_region(region: Box, size: tuple[int, int], padding: float = 0.0,
+                square: bool = False) -> Box:
+    """A detector box grown into the classifier's crop: the one crop rule of train and device.
+
+    ``padding`` widens each side by that fraction of the box's width (left/right) and height
+    (top/bottom); ``square`` then grows the shorter side (in pixels of the upright ``size``
+    image, centred) to the longer one. The result is clipped to the image, so a crop at the
+    border stays inside it (and may lose its squareness there, as MegaDetector's crop
+    scripts do). Normalized [x, y, w, h] in and out.
+    """
+    x, y, w, h = (float(v) for v in region)
+    x, y, w, h = x - padding * w, y - padding * h, w * (1 + 2 * padding), h * (1 + 2 * padding)
+    if square:
+        W, H = size
+        side = max(w * W, h * H)
+        x, w = x - (side / W - w) / 2, side / W
+        y, h = y - (side / H - h) / 2, side / H
+    left, top = min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0)
+    right, bottom = min(max(x + w, left), 1.0), min(max(y + h, top), 1.0)
+    return left, top, right - left, bottom - top
+
+
+def upright_file_size(path: Union[str, os.PathLike]) -> tuple[int, int]:
+    """(width, height) of an image file after its EXIF orientation, from its header."""
+    with Image.open(path) as img:
+        return _upright_size(img, _orientation(img))

@@ -22,7 +22,7 @@ import numpy as np
 
 from .bundle import EdgeError, Fields, _kind, is_number
 from .classifier import Classifier
-from .decode import Box, Decoded
+from .decode import Box, Decoded, crop_region, upright_file_size
 from .journal import Journal, bundle_identity
 from .mdformat import (DETECTION_CATEGORIES, classification_categories, failure_record,
                        image_record, info_block, ranked, write_csv, write_json)
@@ -250,8 +250,17 @@ def _detections_job(clf: Classifier, strict: bool) -> Callable[[Item], Optional[
     def job(item: Item) -> Optional[Decoded]:
         if not item.regions:
             return None
-        return clf.decode(item.path, regions=item.regions, strict=strict)
+        return clf.decode(item.path, regions=_crops(clf, item), strict=strict)
     return job
+
+
+def _crops(clf: Classifier, item: Item) -> list[Box]:
+    """The bundle's crop rule (model.json ``crop``) applied to the item's detector boxes."""
+    pad, square = clf.spec.crop_padding, clf.spec.crop_square
+    if not pad and not square:
+        return item.regions
+    size = upright_file_size(item.path) if square else (1, 1)
+    return [crop_region(r, size, pad, square) for r in item.regions]
 
 
 def _classify_whole(clf: Classifier, item: Item, dec: Decoded, opts: Options,

@@ -90,7 +90,7 @@ class FileSource:
         return out
 
 
-FILE_KINDS = ("folder", "csv", "coco")
+FILE_KINDS = ("folder", "csv", "coco", "md", "camtrapdp")
 
 
 def is_file_spec(spec: str) -> bool:
@@ -99,7 +99,7 @@ def is_file_spec(spec: str) -> bool:
 
 
 def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
-                classes: list[str] | None = None, check: bool = True):
+                classes: list[str] | None = None, check: bool = True, detection=None):
     """Resolve a ``--data`` spec to an ``ArraySource`` or a checked ``FileSource``.
 
     Args:
@@ -108,6 +108,7 @@ def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
         crop_boxes: COCO only: one example per annotation box (the animal crop).
         classes: the class list to hold file labels to (default: the labels found).
         check: probe the files (drop broken ones). Off only for tests of the parsers.
+        detection: ``md:`` only: a ``camtrap_sources.DetectionOptions`` (default: defaults).
 
     Raises:
         ValueError: unknown kind, missing file, no readable image, a class with no image,
@@ -122,11 +123,19 @@ def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
     if kind == "tfds":
         return _tfds(rest)
     readers = {"folder": _folder, "csv": _csv, "coco": _coco}
+    if kind in ("md", "camtrapdp") and rest:
+        from kerascls.data import camtrap_sources as cs
+        source = (cs.md_source(rest, detection or cs.DetectionOptions()) if kind == "md"
+                  else cs.camtrapdp_source(rest, crop_boxes))
+        source.class_names = _class_list(source, classes)
+        return source.check() if check else source
     if kind not in readers or not rest:
         raise ValueError(f"unknown data source {spec!r}; use fashion_mnist, tfds:NAME[:SPLIT], "
-                         "folder:PATH, csv:FILE or coco:FILE[:IMAGE_ROOT]")
+                         "folder:PATH, csv:FILE, coco:FILE[:IMAGE_ROOT], md:RESULTS.json[:LABELS.csv] "
+                         "or camtrapdp:DATAPACKAGE.json[:MEDIA_ROOT]")
     if crop_boxes and kind != "coco":
-        raise ValueError("crop_boxes needs a coco: source (boxes come from its annotations)")
+        raise ValueError("crop_boxes needs a coco: or camtrapdp: source (boxes come from its "
+                         "annotations)")
     source = readers[kind](rest, crop_boxes) if kind == "coco" else readers[kind](rest)
     source.class_names = _class_list(source, classes)
     return source.check() if check else source

@@ -110,7 +110,16 @@ def contract(run: LoadedRun, quantize: str) -> dict:
                       "interpolation": "bilinear"},
             "output": {"activation": activation}, "quantization": quantize,
             "thresholds": {"default": 0.5},
-            "empty_classes": [n for n in names if n.lower() in EMPTY_NAMES]}
+            "empty_classes": [n for n in names if n.lower() in EMPTY_NAMES],
+            **_crop_rule(cfg)}
+
+
+def _crop_rule(cfg) -> dict:
+    """``crop`` of an md: run: the detector-box rule kerascls-edge --detections applies."""
+    if not cfg or not str(getattr(cfg, "data", "")).startswith("md:"):
+        return {}
+    from kerascls.data.camtrap_sources import options_from_config
+    return {"crop": options_from_config(cfg).crop.as_json()}
 
 
 def owning_layer(tensor: str, layer_names: list[str]) -> str:

@@ -39,6 +39,12 @@ class TrainConfig:
     resize: str = "stretch"        # stretch | crop | pad (file sources; written to model.json)
     augment: str = ""              # comma list: flip,rrc,randaugment,erasing,mixup,cutmix
     crop_boxes: bool = False       # coco: train on annotation-box crops
+    detection_threshold: float = 0.2  # md: detections at or above this confidence are crops
+    detection_categories: str = "animal"  # md: comma list of category names or ids
+    crop_padding: float = 0.0      # md: crop = box widened by this fraction per side
+    square_crops: bool = False     # md: grow the crop's shorter side to the longer
+    min_crop_px: int = 0           # md: drop boxes whose shorter side is under this (px)
+    empty_class: str = ""          # md: images without a detection become this class
     balance: str = "none"          # none | weights (class_weight) | sample (oversampling)
     cache: str = "auto"            # auto | memory | none | file path prefix
     seed: int = 0

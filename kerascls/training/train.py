@@ -153,7 +153,9 @@ def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
     """
     strategy = make_strategy(cfg.devices)  # before any op: logical CPUs are set up here
     keras.utils.set_random_seed(cfg.seed)
-    source = load_source(cfg.data, crop_boxes=cfg.crop_boxes)
+    from kerascls.data.camtrap_sources import options_from_config
+    source = load_source(cfg.data, crop_boxes=cfg.crop_boxes,
+                         detection=options_from_config(cfg))
     cfg = resolve(cfg, source)
     heads.check_classes(cfg)  # before any run directory is written
     note = resize_note(cfg, source)

@@ -25,7 +25,7 @@ def browser(tmp_path: Path, page: Path, fragment: str = "", screenshot: Path | N
            "--disable-background-networking", "--no-first-run", "--disable-component-update",
            "--disable-sync", f"--user-data-dir={profile}", f"--window-size={size}"]
     cmd += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    proc = subprocess.run([*cmd, f"{page.resolve().as_uri()}#{fragment}"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([*cmd, f"{page.resolve().as_uri()}#{fragment}"], check=False,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout

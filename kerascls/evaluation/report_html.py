@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -109,7 +110,10 @@ def write_html_report(report: dict, probs: np.ndarray, y, out: Path,
     if paths is not None and len(paths) != len(y):
         paths = None  # a list that does not line up is worse than none
     items = _items(probs, y, paths, images, Path(out), per_cell, size)
+    root = os.path.commonpath([str(p) for p in paths]) if paths is not None and len(
+        paths) > 1 else ""
     data = {"names": list(report["class_names"]), "items": items, "mistakes": MISTAKES,
+            "root": os.path.join(root, "") if root else "",
             "title": f"Evaluation: {report.get('model', '')}"}
     summary = (f"accuracy {report['accuracy']:.4f} · top-5 {report['top5_accuracy']:.4f} · "
                f"NLL {report['nll']:.4f} · ECE {report['ece']:.4f} · "
@@ -158,7 +162,7 @@ td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px;text-align:right}
 </section>
 <section id="cell"></section>
 <section><h2>Per class</h2>%PERCLASS%</section>
-<section><h2>Most confident mistakes</h2><div id="mistakes" class="grid"></div></section>
+<section><h2>Most confident mistakes</h2><p id="root"></p><div id="mistakes" class="grid"></div></section>
 <script>
 "use strict";
 const DATA = %DATA%;
@@ -175,8 +179,10 @@ function card(e) {
   const img = e.t ? `<img loading="lazy" alt="${esc(e.f)}" src="${e.t}">`
                   : `<div class="noimg"></div>`;
   return `<div class="card" data-file="${esc(e.f)}" data-true="${e.y}" data-pred="${e.p}" ` +
-    `data-conf="${e.c}">${img}<div>${esc(DATA.names[e.y])} → <b>${esc(DATA.names[e.p])}</b>` +
-    ` ${e.c.toFixed(2)}</div><div class="file">${esc(e.f)}</div></div>`;
+    `data-conf="${e.c}" title="${esc(e.f)}">${img}<div>${esc(DATA.names[e.y])} → ` +
+    `<b>${esc(DATA.names[e.p])}</b> ${e.c.toFixed(2)}</div><div class="file">` +
+    `${esc(DATA.root && e.f.startsWith(DATA.root) ? e.f.slice(DATA.root.length) : e.f)}` +
+    `</div></div>`;
 }
 function selected() {
   const m = /^(\\d+)-(\\d+)$/.exec(new URLSearchParams(location.hash.slice(1)).get("cell") || "");
@@ -204,6 +210,7 @@ function render() {
 }
 const wrong = DATA.items.filter(e => e.y !== e.p).sort((a, b) => b.c - a.c).slice(0, DATA.mistakes);
 $("mistakes").innerHTML = wrong.length ? wrong.map(card).join("") : "<p>No mistakes.</p>";
+if (DATA.root) $("root").textContent = `files under ${DATA.root}`;
 window.onhashchange = render;
 render();
 </script></body></html>

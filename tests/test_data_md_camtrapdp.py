@@ -169,3 +169,144 @@ def test_md_bad_files_are_one_line_errors(tmp_path, text, needle):
 def test_md_unknown_category_is_named(scene):
     with pytest.raises(ValueError, match="'bird' is not among"):
         load_source(f"md:{scene / 'md.json'}", detection=DetectionOptions(categories=("bird",)))
+
+
+# -- Camtrap DP ---------------------------------------------------------------------------------
+
+EXAMPLE = ENA24.parents[1] / "camtrapdp" / "example" / "datapackage.json"
+MEDIA_COLS = ["mediaID", "deploymentID", "captureMethod", "timestamp", "filePath", "filePublic",
+              "fileName", "fileMediatype"]
+OBS_COLS = ["observationID", "deploymentID", "mediaID", "eventID", "eventStart", "eventEnd",
+            "observationLevel", "observationType", "scientificName", "count", "bboxX", "bboxY",
+            "bboxWidth", "bboxHeight", "classificationMethod"]
+
+
+def _csv(path: Path, cols: list[str], rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, cols)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def build_package(d: Path, per_class: int = 12) -> Path:
+    """A package shaped like the standard's example: 4 deployments (2 at one location),
+    events of 2 frames; foxes and deer labelled per event, blanks per media file, some
+    deer with boxes per media file (media-level wins over its event's label)."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "media").mkdir(exist_ok=True)
+    deps = [("dep1", "locA"), ("dep2", "locB"), ("dep3", "locC"), ("dep4", "locA")]
+    _csv(d / "deployments.csv", ["deploymentID", "locationID", "latitude", "longitude",
+                                 "deploymentStart", "deploymentEnd"],
+         [{"deploymentID": dep, "locationID": loc, "latitude": 51.5, "longitude": 4.7,
+           "deploymentStart": "2020-05-01T00:00:00+02:00",
+           "deploymentEnd": "2020-07-01T00:00:00+02:00"} for dep, loc in deps])
+    media, obs, n = [], [], 0
+    for k, label in enumerate(["Vulpes vulpes", "Capreolus capreolus", "blank"]):
+        for e in range(per_class // 2):
+            dep = deps[(e + k) % 4][0]
+            event = f"ev{k}{e}"
+            start = f"2020-06-{1 + e:02d}T{10 + k:02d}:00:00+02:00"
+            end = f"2020-06-{1 + e:02d}T{10 + k:02d}:00:05+02:00"
+            for j in range(2):
+                mid = f"m{n}"
+                n += 1
+                name = render(d / "media", f"{mid}.jpg", 160, 120, seed=17 * k + n, quality=90)
+                media.append({"mediaID": mid, "deploymentID": dep,
+                              "captureMethod": "activityDetection",
+                              "timestamp": f"2020-06-{1 + e:02d}T{10 + k:02d}:00:0{2 * j}+02:00",
+                              "filePath": f"media/{Path(name).name}", "filePublic": "false",
+                              "fileName": Path(name).name, "fileMediatype": "image/jpeg"})
+                if label == "blank":
+                    obs.append({"observationID": f"o{mid}", "deploymentID": dep, "mediaID": mid,
+                                "eventID": event, "eventStart": start, "eventEnd": end,
+                                "observationLevel": "media", "observationType": "blank",
+                                "classificationMethod": "human"})
+                elif label == "Capreolus capreolus" and j == 0:
+                    obs.append({"observationID": f"o{mid}", "deploymentID": dep, "mediaID": mid,
+                                "eventID": event, "eventStart": start, "eventEnd": end,
+                                "observationLevel": "media", "observationType": "animal",
+                                "scientificName": label, "count": 1, "bboxX": 0.25,
+                                "bboxY": 0.2, "bboxWidth": 0.5, "bboxHeight": 0.6,
+                                "classificationMethod": "machine"})
+            if label != "blank":
+                obs.append({"observationID": f"o{event}", "deploymentID": dep, "eventID": event,
+                            "eventStart": start, "eventEnd": end, "observationLevel": "event",
+                            "observationType": "animal", "scientificName": label, "count": 1,
+                            "classificationMethod": "human"})
+    _csv(d / "media.csv", MEDIA_COLS, media)
+    _csv(d / "observations.csv", OBS_COLS, obs)
+    (d / "datapackage.json").write_text(json.dumps({
+        "profile": "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2/"
+                   "camtrap-dp-profile.json", "name": "rendered", "created": "2026-01-01T00:00:00Z",
+        "resources": [{"name": n, "path": f"{n}.csv", "profile": "tabular-data-resource",
+                       "format": "csv", "mediatype": "text/csv", "encoding": "UTF-8"}
+                      for n in ("deployments", "media", "observations")]}))
+    return d / "datapackage.json"
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> Path:
+    return build_package(tmp_path_factory.mktemp("ctdp") / "pkg")
+
+
+def test_camtrapdp_labels_locations_events_and_boxes(package):
+    src = load_source(f"camtrapdp:{package}", crop_boxes=True)
+    assert src.class_names == ["Capreolus capreolus", "Vulpes vulpes", "blank"]
+    by_name = {Path(r.path).name: r for r in src.records}
+    assert len(src.records) == 36 and len(by_name) == 36
+    fox = by_name["m0.jpg"]
+    assert fox.labels == ("Vulpes vulpes",) and fox.seq_id == "ev00" and fox.location == "locA"
+    deer_boxed, deer_event = by_name["m12.jpg"], by_name["m13.jpg"]
+    assert deer_boxed.bbox == pytest.approx((40, 24, 80, 72))  # 160×120 frame
+    assert deer_event.bbox is None and deer_event.labels == ("Capreolus capreolus",)
+    assert by_name["m24.jpg"].labels == ("blank",)
+    # a location's deployments stay together in one split
+    parts = src.splits(0.2, 0.2, 0)
+    where = {r.location: s for s, recs in parts.items() for r in recs}
+    assert all(where[r.location] == s for s, recs in parts.items() for r in recs)
+
+
+def _edit(package: Path, table: str, line: int, column: str, value: str) -> None:
+    path = package.parent / f"{table}.csv"
+    rows = list(csv.reader(open(path, newline="")))
+    if line == 1:
+        rows[0][rows[0].index(column)] = value
+    else:
+        rows[line - 1][rows[0].index(column)] = value
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+@pytest.mark.parametrize("table, line, column, value, needle", [
+    ("media", 3, "timestamp", "2020-06-31T10:00", r"media.csv: line 3: timestamp"),
+    ("media", 4, "timestamp", "2020-06-01T10:00:00", "no time zone"),
+    ("observations", 1, "count", "counted", r"observations.csv: line 1: unknown column"),
+    ("observations", 2, "mediaID", "nope", r"observations.csv: line 2: mediaID 'nope'"),
+    ("observations", 5, "eventEnd", "yesterday", r"observations.csv: line 5: eventEnd"),
+])
+def test_camtrapdp_bad_rows_name_file_and_line(tmp_path, table, line, column, value, needle):
+    pkg = build_package(tmp_path / "pkg", per_class=2)
+    if column == "mediaID":  # line 2 is a media-level observation only for blanks; force one
+        _edit(pkg, table, line, "observationLevel", "media")
+    _edit(pkg, table, line, column, value)
+    with pytest.raises(ValueError, match=needle):
+        load_source(f"camtrapdp:{pkg}", check=False)
+
+
+@pytest.mark.skipif(not EXAMPLE.exists(), reason="../shared/data/camtrapdp/example absent")
+def test_camtrapdp_standard_example_says_its_media_are_remote(tmp_path):
+    with pytest.raises(ValueError, match=r"413 of its 423 image media files are remote URLs"):
+        load_source(f"camtrapdp:{EXAMPLE}")
+    src = load_source(f"camtrapdp:{EXAMPLE}:{tmp_path}", check=False)  # parses every row
+    assert len(src.records) >= 400 and "Anas platyrhynchos" in src.class_names
+
+
+def test_camtrapdp_package_trains_and_evaluates(package, tmp_path, cli):
+    run = tmp_path / "run"
+    cli("train", f"--data=camtrapdp:{package}", "--crop_boxes", "--image_size=32",
+        "--epochs=1", "--batch_size=8", "--val_fraction=0.2", "--test_fraction=0.2",
+        f"--output_dir={run}", timeout=600)
+    test_files = (run / "splits" / "test.csv").read_text().splitlines()[1:]
+    assert test_files
+    out = cli("evaluate", f"--model={run}").stdout
+    assert f"images: {len(test_files)}" in out

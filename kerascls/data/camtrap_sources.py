@@ -171,3 +171,199 @@ def md_source(rest: str, opts: DetectionOptions) -> CropSource:
     src = CropSource(f"md:{rest}", sorted({r.labels[0] for r in records}), records)
     src.crop = opts.crop
     return src
+
+
+# -- Camtrap DP ---------------------------------------------------------------------------------
+
+CAMTRAPDP_FIELDS = {  # Camtrap DP 1.0 table schemas: the columns each table may have
+    "media": ("mediaID", "deploymentID", "captureMethod", "timestamp", "filePath", "filePublic",
+              "fileName", "fileMediatype", "exifData", "favorite", "mediaComments"),
+    "observations": (
+        "observationID", "deploymentID", "mediaID", "eventID", "eventStart", "eventEnd",
+        "observationLevel", "observationType", "cameraSetupType", "scientificName", "count",
+        "lifeStage", "sex", "behavior", "individualID", "individualPositionRadius",
+        "individualPositionAngle", "individualSpeed", "bboxX", "bboxY", "bboxWidth",
+        "bboxHeight", "classificationMethod", "classifiedBy", "classificationTimestamp",
+        "classificationProbability", "observationTags", "observationComments"),
+    "deployments": (
+        "deploymentID", "locationID", "locationName", "latitude", "longitude",
+        "coordinateUncertainty", "deploymentStart", "deploymentEnd", "setupBy", "cameraID",
+        "cameraModel", "cameraDelay", "cameraHeight", "cameraDepth", "cameraTilt",
+        "cameraHeading", "detectionDistance", "timestampIssues", "baitUse", "featureType",
+        "habitat", "deploymentGroups", "deploymentTags", "deploymentComments"),
+}
+CAMTRAPDP_REQUIRED = {
+    "media": ("mediaID", "deploymentID", "timestamp", "filePath", "fileMediatype"),
+    "observations": ("observationID", "deploymentID", "eventStart", "eventEnd",
+                     "observationLevel", "observationType"),
+    "deployments": ("deploymentID",),
+}
+BBOX = ("bboxX", "bboxY", "bboxWidth", "bboxHeight")
+
+
+@dataclass
+class _Row:
+    """One CSV row and where it came from (for one-line errors)."""
+
+    file: Path
+    line: int
+    data: dict
+
+    def fail(self, why: str) -> ValueError:
+        return ValueError(f"{self.file}: line {self.line}: {why}")
+
+    def time(self, key: str):
+        from datetime import datetime
+        text = (self.data.get(key) or "").strip()
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise self.fail(f"{key} {text!r} is not an ISO 8601 date-time") from None
+        if value.tzinfo is None:
+            raise self.fail(f"{key} {text!r} has no time zone (Camtrap DP needs one)")
+        return value
+
+
+def _table(pkg: Path, descriptor: dict, name: str, required: bool = True) -> list[_Row]:
+    """Rows of one resource of the package, its columns checked against the standard."""
+    res = next((r for r in descriptor.get("resources") or [] if isinstance(r, dict)
+                and r.get("name") == name), None)
+    if res is None or not isinstance(res.get("path"), str):
+        if required:
+            raise ValueError(f"{pkg}: no {name!r} resource with a path")
+        return []
+    file = pkg.parent / res["path"]
+    if not file.exists():
+        raise ValueError(f"{pkg}: resource {name!r}: {file} not found")
+    import csv as _csv
+    import io
+    reader = _csv.DictReader(io.StringIO(_read_text(file, "CSV"), newline=""))
+    header = reader.fieldnames or []
+    unknown = [c for c in header if c not in CAMTRAPDP_FIELDS[name]]
+    if unknown:
+        raise ValueError(f"{file}: line 1: unknown column {unknown[0]!r} (not in the Camtrap DP "
+                         f"{name} schema)")
+    missing = [c for c in CAMTRAPDP_REQUIRED[name] if c not in header]
+    if missing:
+        raise ValueError(f"{file}: line 1: required column {missing[0]!r} is missing")
+    rows = []
+    try:
+        for row in reader:
+            rows.append(_Row(file, reader.line_num, row))
+    except _csv.Error as e:
+        raise ValueError(f"{file}: line {reader.line_num}: {e}") from None
+    return rows
+
+
+def _observation_label(row: _Row) -> str:
+    """scientificName for animals; the observation type for blank/human/vehicle/…"""
+    kind = (row.data.get("observationType") or "").strip()
+    if kind == "animal":
+        name = (row.data.get("scientificName") or "").strip()
+        return name
+    return kind
+
+
+def _bbox(row: _Row) -> tuple[float, float, float, float] | None:
+    values = [(row.data.get(k) or "").strip() for k in BBOX]
+    if not any(values):
+        return None
+    try:
+        box = tuple(float(v) for v in values)
+    except ValueError:
+        raise row.fail(f"bbox {values} is not 4 numbers") from None
+    if not (all(0 <= v <= 1 for v in box) and box[2] > 0 and box[3] > 0):
+        raise row.fail(f"bbox {values} is not a box of the image (fractions 0..1)")
+    return box
+
+
+def _media_files(pkg: Path, media: list[_Row], root: Path | None) -> dict[str, tuple]:
+    """mediaID → (path, row) for image media; remote files need a MEDIA_ROOT."""
+    out, remote = {}, []
+    for row in media:
+        d = row.data
+        if not (d.get("fileMediatype") or "").startswith("image/"):
+            continue
+        row.time("timestamp")
+        path = (d.get("filePath") or "").strip()
+        if "://" in path:
+            if root is None:
+                remote.append(path)
+                continue
+            path = (d.get("fileName") or "").strip() or path.rsplit("/", 1)[-1]
+        out[d["mediaID"]] = (str(((root or pkg.parent) / path).resolve()), row)
+    if remote:
+        raise ValueError(f"{pkg}: {len(remote)} of its {len(remote) + len(out)} image media "
+                         f"files are remote URLs (e.g. {remote[0]}); download them and give "
+                         f"camtrapdp:{pkg}:MEDIA_ROOT (files are looked up there by fileName)")
+    return out
+
+
+def camtrapdp_source(rest: str, crop_boxes: bool = False) -> CropSource:
+    """``camtrapdp:DATAPACKAGE.json[:MEDIA_ROOT]``: Camera Trap Data Package 1.0.
+
+    Label: scientificName (observationType for blank/human/vehicle/…). Location for splits:
+    the deployment's locationID (else deploymentID); sequence: eventID. Media-level
+    observations label their media file (one crop per bbox with ``crop_boxes``); event-level
+    ones label every image of the deployment taken within the event, unless the image has
+    media-level observations of its own.
+    """
+    pkg_part, _, root_part = rest.partition(":")
+    pkg = _existing(pkg_part, "Camtrap DP datapackage.json")
+    root = _existing(root_part, "media root") if root_part else None
+    try:
+        descriptor = json.loads(_read_text(pkg, "datapackage.json"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{pkg}: line {e.lineno} column {e.colno}: not valid JSON "
+                         f"({e.msg})") from None
+    if not isinstance(descriptor, dict):
+        raise ValueError(f"{pkg}: not a data package (the top level is not an object)")
+    deployments = {r.data["deploymentID"]: (r.data.get("locationID") or "").strip()
+                   for r in _table(pkg, descriptor, "deployments", required=False)}
+    media = _table(pkg, descriptor, "media")
+    files = _media_files(pkg, media, root)
+    media_obs: dict[str, list[_Row]] = {}
+    events: list[_Row] = []
+    known_media = {r.data["mediaID"] for r in media}
+    for row in _table(pkg, descriptor, "observations"):
+        start, end = row.time("eventStart"), row.time("eventEnd")
+        if end < start:
+            raise row.fail("eventEnd is before eventStart")
+        if not _observation_label(row):
+            continue  # an animal not identified (yet): nothing to learn from
+        level = (row.data.get("observationLevel") or "").strip()
+        if level == "media":
+            mid = (row.data.get("mediaID") or "").strip()
+            if not mid:
+                raise row.fail("a media-level observation without mediaID")
+            if mid not in known_media:
+                raise row.fail(f"mediaID {mid!r} is not in the media table")
+            media_obs.setdefault(mid, []).append(row)
+        elif level == "event":
+            events.append(row)
+        else:
+            raise row.fail(f"observationLevel {level!r} is neither media nor event")
+    records = []
+    for mid, (path, mrow) in files.items():
+        dep = mrow.data["deploymentID"]
+        common = {"path": path, "location": deployments.get(dep) or dep,
+                  "datetime": mrow.data["timestamp"]}
+        obs = media_obs.get(mid)
+        if not obs:
+            when = mrow.time("timestamp")
+            obs = [e for e in events if e.data["deploymentID"] == dep
+                   and e.time("eventStart") <= when <= e.time("eventEnd")]
+        if not obs:
+            continue
+        seq = next((o.data.get("eventID") for o in obs if o.data.get("eventID")), "") or ""
+        boxed = [o for o in obs if crop_boxes and _bbox(o)]
+        records += [Record(labels=(_observation_label(o),), bbox=_bbox(o), seq_id=seq, **common)
+                    for o in boxed]
+        rest_obs = [o for o in obs if o not in boxed]
+        if rest_obs:
+            labels = tuple(dict.fromkeys(_observation_label(o) for o in rest_obs))
+            records.append(Record(labels=labels, seq_id=seq, **common))
+    if not records:
+        raise ValueError(f"{pkg}: no image media file with a labelled observation")
+    return CropSource(f"camtrapdp:{rest}", sorted({lab for r in records for lab in r.labels}),
+                      records)

@@ -310,3 +310,34 @@ def test_camtrapdp_package_trains_and_evaluates(package, tmp_path, cli):
     assert test_files
     out = cli("evaluate", f"--model={run}").stdout
     assert f"images: {len(test_files)}" in out
+
+
+def test_md_run_exports_its_crop_rule_and_the_device_applies_it(tmp_path, cli):
+    """train on md: crops → export → model.json ``crop`` → kerascls-edge --detections."""
+    from kerascls_edge.cli import main
+    d = tmp_path / "imgs"
+    d.mkdir()
+    images, rows = [], []
+    for i in range(16):
+        render(d, f"{i}.jpg", 320, 240, seed=i, quality=90)
+        images.append({"file": f"{i}.jpg", "detections": [
+            {"category": "1", "conf": 0.9, "bbox": [0.1 + 0.02 * i, 0.2, 0.3, 0.4]}]})
+        rows.append((f"{i}.jpg", "fox" if i % 2 else "deer", f"site{i}"))
+    write_md(d / "md.json", images)
+    write_labels(d / "labels.csv", rows)
+    run = tmp_path / "run"
+    cli("train", f"--data=md:{d / 'md.json'}:{d / 'labels.csv'}", "--crop_padding=0.1",
+        "--square_crops", "--image_size=32", "--epochs=1", "--batch_size=8",
+        "--val_fraction=0.25", "--test_fraction=0.25", f"--output_dir={run}", timeout=600)
+    config = json.loads((run / "config.json").read_text())
+    assert config["crop_padding"] == 0.1 and config["square_crops"] is True
+    cli("export", f"--model={run}", "--calibration_samples=4", "--parity_samples=4",
+        timeout=600)
+    meta = json.loads((run / "bundle" / "model.json").read_text())
+    assert meta["crop"] == {"padding": 0.1, "square": True, "min_px": 0}
+    out = tmp_path / "out.json"
+    assert main(["predict", str(run / "bundle"), str(d), "--detections", str(d / "md.json"),
+                 "-o", str(out), "--threads", "1"]) == 0
+    got = json.loads(out.read_text())["images"]
+    assert all(im["detections"][0]["classifications"] for im in got)
+    assert Classifier(run / "bundle").spec.crop_square is True

@@ -44,13 +44,15 @@ def cards(dom: str, section: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    """A 3-class run trained briefly (so it makes mistakes), evaluated by the CLI."""
+    """A 3-class run trained as test_evaluate_vs_edge's (mostly right, some mistakes)."""
     from tests.conftest import run_cli
     tmp = tmp_path_factory.mktemp("evalpage")
-    data = render_folder(tmp / "images", per_class=16, seed=3)
+    data = render_folder(tmp / "images", per_class=24, seed=5)
     from PIL import Image
-    Image.fromarray(texture("rings", 90, 70, 99)).save(data / "rings" / EVIL, quality=90)
-    run = _train(small_run(data, tmp / "run", epochs=3, test_fraction=0.5))
+    for k in range(8):  # some land in the (seeded) test split
+        Image.fromarray(texture("rings", 90, 70, 99 + k)).save(data / "rings" / f"{k}{EVIL}",
+                                                               quality=90)
+    run = _train(small_run(data, tmp / "run", test_fraction=0.35))
     run_cli("evaluate", f"--model={run}")
     return tmp, run / "eval"
 

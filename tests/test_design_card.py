@@ -265,5 +265,5 @@ def test_vgg16_train_export_predict_as_the_readme_shows(tmp_path, capsys):
     images = json.loads(results.read_text())["images"]
     assert len(images) == 1 and "failure" not in images[0], images
     scores = [c for _, c in images[0]["detections"][0]["classifications"]]
-    assert len(scores) == 5 and scores == sorted(scores, reverse=True)
+    assert 1 <= len(scores) <= 5 and scores == sorted(scores, reverse=True)
     assert all(0 <= c <= 1 for c in scores)

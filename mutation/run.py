@@ -102,13 +102,13 @@ def report(name: str, target: Target, clone: Path, seconds: float) -> str:
     for s in status.values():
         counts[s] = counts.get(s, 0) + 1
     killed = counts.get("killed", 0) + counts.get("timeout", 0)
-    scored = len(status) - counts.get("skipped", 0)
+    scored = len(status) - counts.get("skipped", 0) - counts.get("not checked", 0)
     score = 100.0 * killed / scored if scored else float("nan")
     summary = (f"score {score:.1f} % ({killed} killed of {scored}; {counts}), "
                f"{seconds:.0f} s")
     lines = [f"## {name}: {target.module}", "", summary, ""]
     for mutant, s in sorted(status.items()):
-        if s in ("killed", "timeout", "skipped"):
+        if s in ("killed", "timeout", "skipped", "not checked"):
             continue
         diff = subprocess.run(["mutmut", "show", mutant], cwd=clone, capture_output=True,
                               text=True, check=False).stdout
@@ -121,10 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("targets", nargs="*", choices=[*TARGETS, []], default=[])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/kerascls-mutation"))
     parser.add_argument("--jobs", type=int, default=2, help="mutmut --max-children")
+    parser.add_argument("--report_only", action="store_true",
+                        help="summarize an existing (even interrupted) run in WORKDIR")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     for name in args.targets or list(TARGETS):
         target, clone = TARGETS[name], args.workdir / name
+        if args.report_only:
+            print(report(name, target, clone, 0.0))
+            continue
         prepare(target, clone)
         start = time.time()
         run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=clone,

@@ -341,3 +341,39 @@ def test_md_run_exports_its_crop_rule_and_the_device_applies_it(tmp_path, cli):
     got = json.loads(out.read_text())["images"]
     assert all(im["detections"][0]["classifications"] for im in got)
     assert Classifier(run / "bundle").spec.crop_square is True
+
+
+TINTED_BUNDLE = MAKE_BUNDLE.replace(
+    'm = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x))',
+    'dense = keras.layers.Dense(2, activation="softmax")\n'
+    'm = keras.Model(inp, dense(x))\n'
+    'dense.set_weights([np.array([[-40, 40], [0, 0], [40, -40]], "float32"), '
+    'np.zeros(2, "float32")])')  # blue-tinted → "empty", red-tinted → "animal"
+
+
+def test_camtrapdp_round_trip_from_kerascls_edge_predict(tmp_path, cli):
+    """kerascls-edge predict --format camtrapdp → --data camtrapdp: → train."""
+    from kerascls_edge.cli import main
+    from PIL import Image
+    media = tmp_path / "media"
+    media.mkdir()
+    for i in range(12):
+        path = render(media, f"{i}.jpg", 96, 72, seed=i, quality=90)
+        arr = np.asarray(Image.open(path), np.float32)
+        arr[..., 0 if i % 2 else 2] *= 0.4  # odd frames bluish, even ones reddish
+        Image.fromarray(arr.astype(np.uint8)).save(path, quality=90)
+    bundle = tmp_path / "bundle"
+    proc = subprocess.run([sys.executable, "-c", TINTED_BUNDLE, str(bundle)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pkg = tmp_path / "pkg"
+    assert main(["predict", str(bundle), str(media), "--format", "camtrapdp", "-o", str(pkg),
+                 "--threads", "1"]) == 0
+    src = load_source(f"camtrapdp:{pkg / 'datapackage.json'}:{media}")
+    labels = {Path(r.path).name: r.labels for r in src.records}
+    assert len(labels) == 12 and labels["0.jpg"] == ("animal",) and labels["1.jpg"] == ("blank",)
+    run = tmp_path / "run"
+    cli("train", f"--data=camtrapdp:{pkg / 'datapackage.json'}:{media}", "--image_size=32",
+        "--epochs=1", "--batch_size=4", "--val_fraction=0", "--test_fraction=0",
+        f"--output_dir={run}", timeout=600)
+    assert json.loads((run / "config.json").read_text())["class_names"] == ["animal", "blank"]

@@ -48,9 +48,8 @@ def scene(tmp_path_factory) -> Path:
     """Five rendered frames, a hand-made MD file and labels: boxes mid-frame, at the border,
     past the border, under the threshold, of a person, tiny; one frame with no detection.
 
-    A frame's boxes are decoded at one DCT scale on the device (the smallest any box needs)
-    but planned one box at a time in training: boxes of one frame that want different
-    scales differ by ~2 grey levels, so the tiny box has a frame of its own here.
+    f4's tiny box and big box want different DCT scales: the device decodes once per scale
+    (``runner._scale_groups``) so each crop has the pixels training plans for it alone.
     """
     d = tmp_path_factory.mktemp("md")
     for i, (w, h) in enumerate([(640, 480), (480, 640), (800, 450), (500, 500), (800, 450)]):
@@ -66,7 +65,8 @@ def scene(tmp_path_factory) -> Path:
             {"category": "1", "conf": 0.3, "bbox": [0.05, 0.5, 0.6, 0.45]},
             {"category": "1", "conf": 0.8, "bbox": [0.7, 0.1, 0.35, 0.3]}]},
         {"file": "f4.jpg", "detections": [
-            {"category": "1", "conf": 0.8, "bbox": [0.7, 0.1, 0.01, 0.02]}]},
+            {"category": "1", "conf": 0.8, "bbox": [0.7, 0.1, 0.01, 0.02]},
+            {"category": "1", "conf": 0.8, "bbox": [0.1, 0.1, 0.8, 0.8]}]},
         {"file": "f3.jpg", "detections": []}])
     write_labels(d / "labels.csv", [("f0.jpg", "fox", "a"), ("f1.jpg", "deer", "b"),
                                     ("f2.jpg", "fox", "c"), ("f3.jpg", "fox", "d"),
@@ -123,7 +123,7 @@ def test_md_records_threshold_categories_and_labels(scene):
     src = load_source(f"md:{scene / 'md.json'}:{scene / 'labels.csv'}")
     boxes = [(Path(r.path).name, r.labels[0], r.location) for r in src.records]
     assert boxes == [("f0.jpg", "fox", "a"), ("f1.jpg", "deer", "b"), ("f2.jpg", "fox", "c"),
-                     ("f2.jpg", "fox", "c"), ("f4.jpg", "deer", "e")]
+                     ("f2.jpg", "fox", "c"), ("f4.jpg", "deer", "e"), ("f4.jpg", "deer", "e")]
     x, y, w, h = src.records[0].bbox  # pixels of the 640×480 frame
     assert (x, y, w, h) == pytest.approx((192, 120, 128, 192))
     assert src.class_names == ["deer", "fox"]
@@ -133,7 +133,7 @@ def test_md_empty_class_min_px_padding_and_square(scene):
     opts = DetectionOptions(crop=CropRule(0.1, True, 10), empty_class="empty")
     src = load_source(f"md:{scene / 'md.json'}", detection=opts)
     names = [(Path(r.path).name, r.labels[0]) for r in src.records]
-    assert ("f3.jpg", "empty") in names and len(names) == 5  # f4's 8×9 px box dropped
+    assert ("f3.jpg", "empty") in names and len(names) == 6  # f4's 8×9 px box dropped
     assert next(r for r in src.records if r.labels == ("empty",)).bbox is None
     x, y, w, h = src.records[0].bbox  # 128×192 box + 10 % a side, squared: 230.4 px
     assert (w, h) == pytest.approx((230.4, 230.4)) and x == pytest.approx(192 - 12.8 - 38.4)
@@ -142,11 +142,11 @@ def test_md_empty_class_min_px_padding_and_square(scene):
 
 
 def test_md_crop_pixels_match_the_device_default_rule(scene, tmp_path):
-    assert assert_parity(f"md:{scene / 'md.json'}", scene, CropRule(), tmp_path) == 5
+    assert assert_parity(f"md:{scene / 'md.json'}", scene, CropRule(), tmp_path) == 6
 
 
 def test_md_crop_pixels_match_the_device_padded_square(scene, tmp_path):
-    assert assert_parity(f"md:{scene / 'md.json'}", scene, CropRule(0.15, True), tmp_path) == 5
+    assert assert_parity(f"md:{scene / 'md.json'}", scene, CropRule(0.15, True), tmp_path) == 6
 
 
 @pytest.mark.skipif(not (ENA24 / "md_annotations.json").exists(),

@@ -22,7 +22,7 @@ import numpy as np
 
 from .bundle import EdgeError, Fields, _kind, is_number
 from .classifier import Classifier
-from .decode import Box, Decoded, crop_region, upright_file_size
+from .decode import Box, Decoded, crop_region, reduction, upright_file_size
 from .journal import Journal, bundle_identity
 from .mdformat import (DETECTION_CATEGORIES, classification_categories, failure_record,
                        image_record, info_block, ranked, write_csv, write_json)
@@ -250,8 +250,40 @@ def _detections_job(clf: Classifier, strict: bool) -> Callable[[Item], Optional[
     def job(item: Item) -> Optional[Decoded]:
         if not item.regions:
             return None
-        return clf.decode(item.path, regions=_crops(clf, item), strict=strict)
+        regions = _crops(clf, item)
+        groups = _scale_groups(item.path, regions, clf.preprocess)
+        if len(groups) == 1:
+            return clf.decode(item.path, regions=regions, strict=strict)
+        decs = [clf.decode(item.path, regions=[regions[i] for i in g], strict=strict)
+                for g in groups]
+        arrays: list = [None] * len(regions)
+        for g, d in zip(groups, decs):
+            for i, a in zip(g, d.arrays):
+                arrays[i] = a
+        out = decs[0]
+        out.arrays = arrays
+        out.warnings = list(dict.fromkeys(w for d in decs for w in d.warnings))
+        return out
     return job
+
+
+def _scale_groups(path: str, regions: list[Box], pre) -> list[list[int]]:
+    """Region indices grouped by the decode scale each needs on its own.
+
+    One decode serves a frame's boxes at the scale its smallest box needs; training plans
+    each box alone, so boxes that want different scales are decoded once per scale and
+    every crop gets the pixels training saw (most frames: one group, one decode).
+    """
+    if len(regions) < 2:
+        return [list(range(len(regions)))]
+    try:
+        size = upright_file_size(path)
+    except Exception:  # unreadable: the decode reports it
+        return [list(range(len(regions)))]
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(regions):
+        groups.setdefault(reduction(size, pre, [r]), []).append(i)
+    return list(groups.values())
 
 
 def _crops(clf: Classifier, item: Item) -> list[Box]:

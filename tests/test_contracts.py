@@ -844,13 +844,12 @@ def _crop_box(out: np.ndarray) -> tuple[float, float, float, float]:
 
     Bilinear resizing keeps a linear ramp linear: fit it on the inner pixels.
     """
-    n = out.shape[1]
-    centres = np.arange(n) + 0.5
-    inner = slice(2, n - 2)
-    sx = np.polyfit(centres[inner], out[n // 2, inner, 0], 1)
-    sy = np.polyfit(centres[inner], out[inner, n // 2, 1], 1)
+    oh, ow = out.shape[:2]
+    cx, cy = np.arange(ow) + 0.5, np.arange(oh) + 0.5
+    sx = np.polyfit(cx[2:ow - 2], out[oh // 2, 2:ow - 2, 0], 1)
+    sy = np.polyfit(cy[2:oh - 2], out[2:oh - 2, ow // 2, 1], 1)
     # pixel value v sits at source coordinate v + 0.5; output centre u maps to left + u·slope
-    return sx[1] + 0.5, sy[1] + 0.5, sx[0] * n, sy[0] * out.shape[0]
+    return sx[1] + 0.5, sy[1] + 0.5, sx[0] * ow, sy[0] * oh
 
 
 def test_random_resized_crop_takes_a_random_window():
@@ -873,6 +872,35 @@ def test_random_resized_crop_takes_a_random_window():
     areas = boxes[:, 2] * boxes[:, 3] / (h * w)
     assert (areas < 0.8).sum() >= 4  # most crops are real crops, not the whole frame
     assert np.ptp(boxes[:, 0]) > 20 and np.ptp(boxes[:, 1]) > 20  # at different places
+
+
+@pytest.mark.parametrize("w, h, size, box", [
+    (200, 100, (50, 50), (50, 0, 100, 100)),     # wide image, square target: centre columns
+    (100, 200, (50, 50), (0, 50, 100, 100)),     # tall image: centre rows
+    (240, 60, (30, 60), (60, 0, 120, 60)),       # target 2:1 on a 4:1 image
+    (100, 200, (50, 100), (0, 75, 100, 50)),     # target 2:1 on a 1:2 image
+    (200, 100, (25, 50), (0, 0, 200, 100))])     # same aspect: the whole image
+def test_resize_crop_mode_takes_the_centred_box_by_hand(w, h, size, box):
+    """``crop``: the largest centred window of the target's aspect, read back from
+    coordinate-coded pixels (R = column, G = row; images under 256 pixels, as pixels are
+    uint8)."""
+    import tensorflow as tf
+
+    from kerascls.data.transforms import resize
+    out = resize(tf.constant(_coordinates(h, w)), size, "crop").numpy()
+    assert out.shape == (*size, 3)
+    left, top, cw, ch = _crop_box(out)
+    np.testing.assert_allclose([left, top, cw, ch], box, atol=1.0)
+
+
+def test_parse_augment_by_hand():
+    from kerascls.data.transforms import parse_augment
+    assert parse_augment(" Flip, rrc ,MIXUP") == ["flip", "rrc", "mixup"]
+    for nothing in ("", None, "none", " NONE ", ",,"):
+        assert parse_augment(nothing) == [], nothing
+    with pytest.raises(ValueError, match=r"^unknown augmentation 'none'; choose from flip, rrc, "
+                                         r"randaugment, erasing, mixup, cutmix$"):
+        parse_augment("flip,none")
 
 
 def test_training_pipeline_augments_only_the_training_split(tmp_path):

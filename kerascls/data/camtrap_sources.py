@@ -10,6 +10,8 @@ run's config and the bundle's model.json.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -23,7 +25,8 @@ from kerascls.data.sources import (FileSource, _csv_rows, _existing, _read_text,
                                    _require_every_class)
 
 log = logging.getLogger("kerascls.data")
-DEFAULT_DETECTION_THRESHOLD = 0.2  # kerascls-edge predict's default: train on the boxes it classifies
+# kerascls-edge predict's default: train on the boxes the device will classify
+DEFAULT_DETECTION_THRESHOLD = 0.2
 
 
 @dataclass(frozen=True)
@@ -235,9 +238,7 @@ def _table(pkg: Path, descriptor: dict, name: str, required: bool = True) -> lis
     file = pkg.parent / res["path"]
     if not file.exists():
         raise ValueError(f"{pkg}: resource {name!r}: {file} not found")
-    import csv as _csv
-    import io
-    reader = _csv.DictReader(io.StringIO(_read_text(file, "CSV"), newline=""))
+    reader = csv.DictReader(io.StringIO(_read_text(file, "CSV"), newline=""))
     header = reader.fieldnames or []
     unknown = [c for c in header if c not in CAMTRAPDP_FIELDS[name]]
     if unknown:
@@ -250,7 +251,7 @@ def _table(pkg: Path, descriptor: dict, name: str, required: bool = True) -> lis
     try:
         for row in reader:
             rows.append(_Row(file, reader.line_num, row))
-    except _csv.Error as e:
+    except csv.Error as e:
         raise ValueError(f"{file}: line {reader.line_num}: {e}") from None
     return rows
 
@@ -259,8 +260,7 @@ def _observation_label(row: _Row) -> str:
     """scientificName for animals; the observation type for blank/human/vehicle/…"""
     kind = (row.data.get("observationType") or "").strip()
     if kind == "animal":
-        name = (row.data.get("scientificName") or "").strip()
-        return name
+        return (row.data.get("scientificName") or "").strip()
     return kind
 
 
@@ -306,7 +306,8 @@ def camtrapdp_source(rest: str, crop_boxes: bool = False) -> CropSource:
     the deployment's locationID (else deploymentID); sequence: eventID. Media-level
     observations label their media file (one crop per bbox with ``crop_boxes``); event-level
     ones label every image of the deployment taken within the event, unless the image has
-    media-level observations of its own.
+    media-level observations of its own. MEDIA_ROOT (default: the package's folder) is where
+    relative filePaths are found, and remote (URL) media by their fileName.
     """
     pkg_part, _, root_part = rest.partition(":")
     pkg = _existing(pkg_part, "Camtrap DP datapackage.json")

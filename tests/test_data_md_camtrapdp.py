@@ -377,3 +377,25 @@ def test_camtrapdp_round_trip_from_kerascls_edge_predict(tmp_path, cli):
         "--epochs=1", "--batch_size=4", "--val_fraction=0", "--test_fraction=0",
         f"--output_dir={run}", timeout=600)
     assert json.loads((run / "config.json").read_text())["class_names"] == ["animal", "blank"]
+
+
+@pytest.mark.skipif(not (ENA24 / "md_annotations.json").exists(),
+                    reason="../shared/data/camtrap/ena24_small absent")
+def test_ena24_md_run_trains_exports_and_the_device_classifies_its_boxes(tmp_path, cli):
+    """The issue's acceptance line on the real MegaDetector 1.4 file."""
+    from kerascls_edge.cli import main
+    run = tmp_path / "run"
+    cli("train", f"--data=md:{ENA24 / 'md_annotations.json'}:{ENA24 / 'labels.csv'}",
+        "--crop_padding=0.1", "--square_crops", "--image_size=64", "--epochs=1",
+        "--batch_size=8", "--val_fraction=0.2", "--test_fraction=0.2", f"--output_dir={run}",
+        timeout=600)
+    crops = sum(len((run / "splits" / f"{s}.csv").read_text().splitlines()) - 1
+                for s in ("train", "val", "test"))
+    cli("export", f"--model={run}", "--calibration_samples=4", "--parity_samples=4",
+        timeout=600)
+    out = tmp_path / "out.json"
+    assert main(["predict", str(run / "bundle"), str(ENA24), "--detections",
+                 str(ENA24 / "md_annotations.json"), "-o", str(out), "--threads", "1"]) == 0
+    boxes = [d for im in json.loads(out.read_text())["images"] for d in im["detections"]
+             if d.get("classifications")]
+    assert len(boxes) == crops == 21

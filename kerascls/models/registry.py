@@ -22,7 +22,6 @@ TASKS = ("multiclass", "binary", "multilabel")
 MAX_INPUT_SIZE = 4096
 
 
-
 @dataclass(frozen=True)
 class ModelInfo:
     """What the registry knows about one architecture name."""

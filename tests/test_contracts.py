@@ -872,6 +872,8 @@ def test_random_resized_crop_takes_a_random_window():
     areas = boxes[:, 2] * boxes[:, 3] / (h * w)
     assert (areas < 0.8).sum() >= 4  # most crops are real crops, not the whole frame
     assert np.ptp(boxes[:, 0]) > 20 and np.ptp(boxes[:, 1]) > 20  # at different places
+    aspect = boxes[:, 2] / boxes[:, 3]
+    assert (aspect < 0.95).any() and (aspect > 1.05).any()  # both sides of 3/4 … 4/3 used
 
 
 @pytest.mark.parametrize("w, h, size, box", [
@@ -891,6 +893,15 @@ def test_resize_crop_mode_takes_the_centred_box_by_hand(w, h, size, box):
     assert out.shape == (*size, 3)
     left, top, cw, ch = _crop_box(out)
     np.testing.assert_allclose([left, top, cw, ch], box, atol=1.0)
+
+
+def test_resize_mode_must_be_known():
+    import tensorflow as tf
+
+    from kerascls.data.transforms import resize
+    with pytest.raises(ValueError, match=r"^resize must be one of \('stretch', 'crop', 'pad'\),"
+                                         r" got 'zoom'$"):
+        resize(tf.zeros((4, 4, 3)), (2, 2), "zoom")
 
 
 def test_parse_augment_by_hand():

@@ -895,6 +895,21 @@ def test_resize_crop_mode_takes_the_centred_box_by_hand(w, h, size, box):
     np.testing.assert_allclose([left, top, cw, ch], box, atol=1.0)
 
 
+@pytest.mark.parametrize("w, h, cols, rows", [
+    (100, 200, (12, 37), (0, 50)),   # tall: scale min(50/100, 50/200) = 1/4 → 25 wide, x 12
+    (200, 100, (0, 50), (12, 37)),   # wide: 25 high at y 12
+    (1, 200, (24, 25), (0, 50))])    # a 1-pixel column stays one pixel wide (never 0)
+def test_resize_pad_mode_letterbox_by_hand(w, h, cols, rows):
+    import tensorflow as tf
+
+    from kerascls.data.transforms import resize
+    img = np.full((h, w, 3), 200.0, np.float32)
+    out = resize(tf.constant(img), (50, 50), "pad").numpy()
+    filled = out.max(-1) > 0
+    assert np.flatnonzero(filled.any(0)).tolist() == list(range(*cols))
+    assert np.flatnonzero(filled.any(1)).tolist() == list(range(*rows))
+
+
 def test_resize_mode_must_be_known():
     import tensorflow as tf
 

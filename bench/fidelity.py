@@ -21,10 +21,10 @@ sys.path.insert(0, str(ROOT))  # run from a checkout
 sys.path.insert(0, str(ROOT / "export"))
 
 import numpy as np
-from kerascls_edge.decode import Preprocess, decode
 
 from kerascls.data.pipeline import PipelineOptions, file_dataset
 from kerascls.data.records import Record, check_files
+from kerascls_edge.decode import Preprocess, decode
 
 CAMTRAP = ROOT.parent / "shared" / "data" / "camtrap"
 SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}

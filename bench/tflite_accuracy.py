@@ -1,7 +1,8 @@
 """Accuracy of int8 exports on Fashion-MNIST's 10,000 test images: PTQ, QAT and pruning.
 
 Trains small runs (small input sizes, a 10,000-image subset, 2 epochs: the budget of a
-shared 2-core CPU; VGG gets 20,000 images and 4 epochs), exports each with ``kerascls export`` and reads the float (Keras) and
+shared 2-core CPU; VGG gets 20,000 images and 4 epochs), exports each with
+``kerascls export`` and reads the float (Keras) and
 int8 (TFLite) accuracy from the bundle's parity check over the whole test split. QAT runs
 for MobileNetV3 and EfficientNet-Lite, and for any run whose PTQ drop exceeds 1 point; a
 pruned lenet reports its measured sparsity. Every step is a subprocess (the converter

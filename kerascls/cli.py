@@ -68,8 +68,8 @@ def _train_flags(fv: flags.FlagValues, m: str) -> None:
                        module_name=m)
     flags.DEFINE_bool("square_crops", False, "md: square crops (recorded in the bundle).",
                       flag_values=fv, module_name=m)
-    flags.DEFINE_integer("min_crop_px", 0, "md: drop detector boxes whose shorter side is under this "
-                         "many pixels.", lower_bound=0, flag_values=fv, module_name=m)
+    flags.DEFINE_integer("min_crop_px", 0, "md: drop detector boxes whose shorter side is "
+                         "under this many pixels.", lower_bound=0, flag_values=fv, module_name=m)
     flags.DEFINE_string("empty_class", "", "md: images with no detection become this class "
                         "(whole frame).", flag_values=fv, module_name=m)
     flags.DEFINE_enum("balance", "none", ["none", "weights", "sample"], "Imbalanced classes: "
@@ -355,6 +355,7 @@ def cmd_models(fl, args) -> None:
 
 def _count(name: str, info) -> tuple[int, int | None]:
     import keras
+
     from kerascls.models import create_model
     from kerascls.summary import count_macs, count_params
     model = create_model(name, 1000, (info.input_size, info.input_size, 3))
@@ -388,7 +389,8 @@ def command_help(cmd: str) -> str:
     COMMANDS[cmd][0](fv, f"{PROG} {cmd}")
     body = fv.module_help(f"{PROG} {cmd}").strip().split("\n", 1)[-1]
     positional = " IMAGES_OR_DIRS..." if cmd == "predict" else ""
-    return f"usage: {PROG} {cmd} [--flag=value ...]{positional}\n\n{COMMANDS[cmd][2]}\n\nflags:\n{body}"
+    usage = f"usage: {PROG} {cmd} [--flag=value ...]{positional}"
+    return f"{usage}\n\n{COMMANDS[cmd][2]}\n\nflags:\n{body}"
 
 
 def top_help() -> str:

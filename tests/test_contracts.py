@@ -288,8 +288,9 @@ def _float_bundle(folder: Path, weights: np.ndarray, bias: np.ndarray, labels: l
 
 def test_edge_output_conf_matches_numpy_softmax(tmp_path):
     """The device's `conf` against P computed in NumPy from the hand-set weights."""
-    from kerascls_edge.cli import main
     from PIL import Image
+
+    from kerascls_edge.cli import main
     labels = ["deer", "empty", "fox", "blank"]
     w = np.array([[2.0, -1.0, 0.5, -2.0], [0.5, 1.0, -1.0, 0.0], [-1.5, 0.5, 2.0, 1.0]])
     b = np.array([0.3, 0.1, -0.2, 0.0])

@@ -10,10 +10,14 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from kerascls.data import transforms as T
-from kerascls.data.decode import (decode_record, loader, plan, plan_columns, preprocess,
-                                  upright_size)
-from kerascls.data.pipeline import (PipelineOptions, class_weights, encode_labels,
-                                    file_dataset, oversample)
+from kerascls.data.decode import decode_record, loader, plan, plan_columns, preprocess, upright_size
+from kerascls.data.pipeline import (
+    PipelineOptions,
+    class_weights,
+    encode_labels,
+    file_dataset,
+    oversample,
+)
 from kerascls.data.records import Record, check_files, read_split_csv, write_split_csv
 from kerascls.data.sources import load_source
 from kerascls.data.splits import split_records

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from kerascls_edge import runner
-from kerascls_edge.classifier import Classifier
 
 from kerascls.data.camtrap_sources import CropRule, DetectionOptions
 from kerascls.data.pipeline import PipelineOptions, file_dataset
 from kerascls.data.sources import load_source
+from kerascls_edge import runner
+from kerascls_edge.classifier import Classifier
 from tests.test_fidelity import MAKE_BUNDLE, render
 
 ENA24 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camtrap" / "ena24_small"
@@ -353,8 +353,9 @@ TINTED_BUNDLE = MAKE_BUNDLE.replace(
 
 def test_camtrapdp_round_trip_from_kerascls_edge_predict(tmp_path, cli):
     """kerascls-edge predict --format camtrapdp → --data camtrapdp: → train."""
-    from kerascls_edge.cli import main
     from PIL import Image
+
+    from kerascls_edge.cli import main
     media = tmp_path / "media"
     media.mkdir()
     for i in range(12):

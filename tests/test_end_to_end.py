@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import pytest
 from PIL import Image
 
 from kerascls.data import fashion_mnist as fm

@@ -27,13 +27,12 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "export"))
 
-from kerascls_edge import decode as edge
-from kerascls_edge.decode import Preprocess
-
 from kerascls.data import transforms as T
 from kerascls.data.decode import RATIOS, plan, preprocess
 from kerascls.data.pipeline import PipelineOptions, file_dataset
 from kerascls.data.records import Record, check_files
+from kerascls_edge import decode as edge
+from kerascls_edge.decode import Preprocess
 
 CAMTRAP = ROOT.parent / "shared" / "data" / "camtrap"
 SIZES = [(224, 224), (96, 96), (96, 160)]
@@ -269,7 +268,8 @@ def test_training_letterbox_offset_hand_worked(tmp_path):
 def test_dct_scale_choice_hand_worked(tmp_path):
     """The largest 1/r whose decode still covers the target (both sides; pad: one side)."""
     cases = [((597, 448), "stretch", 2), ((4000, 3000), "stretch", 8), ((2048, 1494), "crop", 4),
-             ((1046, 802), "stretch", 2), ((1046, 802), "pad", 4), ((500, 1), "pad", 1), ((5000, 3), "pad", 2),
+             ((1046, 802), "stretch", 2), ((1046, 802), "pad", 4), ((500, 1), "pad", 1),
+             ((5000, 3), "pad", 2),
              ((211, 157), "stretch", 1)]
     for (w, h), mode, want in cases:
         assert edge.reduction((w, h), Preprocess(224, 224, 3, mode), [(0, 0, 1, 1)]) == want

@@ -11,10 +11,19 @@ import keras
 import numpy as np
 import pytest
 
-from kerascls.layers import (AdaptiveAveragePooling2D, BatchChannelNormalization, GroupNorm,
-                             ImagePreprocessing, LayerNorm, LayerScale,
-                             LocalResponseNormalization, SqueezeExcite, StochasticDepth,
-                             WSConv2D, get_norm)
+from kerascls.layers import (
+    AdaptiveAveragePooling2D,
+    BatchChannelNormalization,
+    GroupNorm,
+    ImagePreprocessing,
+    LayerNorm,
+    LayerScale,
+    LocalResponseNormalization,
+    SqueezeExcite,
+    StochasticDepth,
+    WSConv2D,
+    get_norm,
+)
 from kerascls.layers.pooling import adaptive_bins
 
 RNG = np.random.default_rng(0)

@@ -14,8 +14,7 @@ import pytest
 import tensorflow as tf
 
 import kerascls
-from kerascls.models import create_model, model_info, register_model
-from kerascls.models import registry
+from kerascls.models import create_model, model_info, register_model, registry
 from kerascls.summary import count_params
 
 NAMES = kerascls.list_models()

@@ -24,11 +24,18 @@ from .bundle import EdgeError, Fields, _kind, is_number
 from .classifier import Classifier
 from .decode import Box, Decoded, crop_region, reduction, upright_file_size
 from .journal import Journal, bundle_identity
-from .mdformat import (DETECTION_CATEGORIES, classification_categories, failure_record,
-                       image_record, info_block, ranked, write_csv, write_json)
+from .mdformat import (
+    DETECTION_CATEGORIES,
+    classification_categories,
+    failure_record,
+    image_record,
+    info_block,
+    ranked,
+    write_csv,
+    write_json,
+)
 from .outputs import IMAGE_EXTENSIONS, bundle_files, check_output
 from .sequences import smooth
-
 
 
 @dataclass

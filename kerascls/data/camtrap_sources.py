@@ -17,12 +17,10 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from kerascls_edge.decode import crop_region
-
 from kerascls.data.decode import upright_size
 from kerascls.data.records import Record
-from kerascls.data.sources import (FileSource, _csv_rows, _existing, _read_text,
-                                   _require_every_class)
+from kerascls.data.sources import FileSource, _csv_rows, _existing, _read_text, _require_every_class
+from kerascls_edge.decode import crop_region
 
 log = logging.getLogger("kerascls.data")
 # kerascls-edge predict's default: train on the boxes the device will classify

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
-from kerascls_edge import decode as edge
 
 from kerascls.data.records import Record
 from kerascls.data.transforms import place
+from kerascls_edge import decode as edge
 
 RATIOS = (1, 2, 4, 8)
 EDGE_BRANCH = len(RATIOS)  # decode with kerascls_edge.decode (Pillow) inside the graph

@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kerascls_edge.decode import jpeg_coverage
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from kerascls_edge.decode import jpeg_coverage
 
 log = logging.getLogger("kerascls.data")
 

@@ -13,8 +13,13 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from kerascls.data.pipeline import (PipelineOptions, class_weights, encode_labels,
-                                    file_dataset, oversample)
+from kerascls.data.pipeline import (
+    PipelineOptions,
+    class_weights,
+    encode_labels,
+    file_dataset,
+    oversample,
+)
 from kerascls.data.records import Record, check_files, read_split_csv, write_bad_files
 from kerascls.data.splits import write_splits
 from kerascls.data.transforms import LABEL_MIXING, parse_augment

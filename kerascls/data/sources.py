@@ -131,8 +131,8 @@ def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
         return source.check() if check else source
     if kind not in readers or not rest:
         raise ValueError(f"unknown data source {spec!r}; use fashion_mnist, tfds:NAME[:SPLIT], "
-                         "folder:PATH, csv:FILE, coco:FILE[:IMAGE_ROOT], md:RESULTS.json[:LABELS.csv] "
-                         "or camtrapdp:DATAPACKAGE.json[:MEDIA_ROOT]")
+                         "folder:PATH, csv:FILE, coco:FILE[:IMAGE_ROOT], "
+                         "md:RESULTS.json[:LABELS.csv] or camtrapdp:DATAPACKAGE.json[:MEDIA_ROOT]")
     if crop_boxes and kind != "coco":
         raise ValueError("crop_boxes needs a coco: or camtrapdp: source (boxes come from its "
                          "annotations)")
@@ -315,7 +315,8 @@ def _coco(rest: str, crop_boxes: bool) -> FileSource:
             raise ValueError(f"{file}: annotation {a.get('id')} has category_id "
                              f"{a['category_id']}, not in categories")
         if a["image_id"] not in images:
-            raise ValueError(f"{file}: annotation {a.get('id')} names unknown image {a['image_id']}")
+            raise ValueError(f"{file}: annotation {a.get('id')} names unknown image "
+                             f"{a['image_id']}")
         by_image.setdefault(a["image_id"], []).append(a)
     records = [rec for image_id, anns in by_image.items()
                for rec in _coco_records(images[image_id], anns, cats, root, crop_boxes)]

@@ -106,8 +106,11 @@ def find_empty_class(class_names: list[str]) -> int | None:
     return None
 
 
+EMPTY_THRESHOLDS = tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))
+
+
 def empty_filter_table(probs: np.ndarray, y, empty: int,
-                       thresholds=tuple(np.round(np.arange(0.05, 1.0, 0.05), 2))) -> list[dict]:
+                       thresholds=EMPTY_THRESHOLDS) -> list[dict]:
     """Precision/recall of discarding frames whose p(empty) ≥ threshold.
 
     Precision: share of discarded frames that really are empty. Recall: share of the empty

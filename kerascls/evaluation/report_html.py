@@ -162,7 +162,8 @@ td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px;text-align:right}
 </section>
 <section id="cell"></section>
 <section><h2>Per class</h2>%PERCLASS%</section>
-<section><h2>Most confident mistakes</h2><p id="root"></p><div id="mistakes" class="grid"></div></section>
+<section><h2>Most confident mistakes</h2><p id="root"></p>
+<div id="mistakes" class="grid"></div></section>
 <script>
 "use strict";
 const DATA = %DATA%;
@@ -202,7 +203,10 @@ function render() {
     t += "</tr>";
   }
   $("matrix").innerHTML = t;
-  if (!sel) { $("cell").innerHTML = "<p>Click a cell of the matrix to see its images.</p>"; return; }
+  if (!sel) {
+    $("cell").innerHTML = "<p>Click a cell of the matrix to see its images.</p>";
+    return;
+  }
   const rows = DATA.items.filter(e => e.y === sel[0] && e.p === sel[1]).sort((a, b) => b.c - a.c);
   $("cell").innerHTML = `<h2>True ${esc(DATA.names[sel[0]])}, predicted ` +
     `${esc(DATA.names[sel[1]])}: <span id="ncell">${rows.length}</span> images</h2>` +

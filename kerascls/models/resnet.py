@@ -230,16 +230,16 @@ _PAPERS = {"resnet": "He et al. 2015, Deep Residual Learning (arXiv:1512.03385)"
 
 # name, depth, attention, params (PyTorch convention, see module docstring), what it matches
 _VARIANTS = (
-    ("resnet18", 18, None, 11_694_312, "torchvision resnet18 11,689,512 + one conv bias per channel"),
-    ("resnet34", 34, None, 21_806_184, "torchvision resnet34 21,797,672 + one conv bias per channel"),
+    ("resnet18", 18, None, 11_694_312, "torchvision resnet18 11,689,512 + one conv bias per channel"),  # noqa: E501
+    ("resnet34", 34, None, 21_806_184, "torchvision resnet34 21,797,672 + one conv bias per channel"),  # noqa: E501
     ("resnet50", 50, None, 25_583_592, "keras.applications.ResNet50 (layer-compatible)"),
     ("resnet101", 101, None, 44_601_832, "keras.applications.ResNet101 (layer-compatible)"),
     ("resnet152", 152, None, 60_268_520, "keras.applications.ResNet152 (layer-compatible)"),
     ("seresnet18", 18, "se", 11_784_424, "timm seresnet18 11,779,624 + one conv bias per channel"),
     ("seresnet34", 34, "se", 21_968_928, "timm seresnet34 21,960,416 + one conv bias per channel"),
     ("seresnet50", 50, "se", 28_114_584, "timm seresnet50 28,088,024 + one conv bias per channel"),
-    ("seresnet101", 101, "se", 49_379_544, "timm seresnet101 49,326,872 + one conv bias per channel"),
-    ("seresnet152", 152, "se", 66_897_560, "timm seresnet152 66,821,848 + one conv bias per channel"),
+    ("seresnet101", 101, "se", 49_379_544, "timm seresnet101 49,326,872 + one conv bias per channel"),  # noqa: E501
+    ("seresnet152", 152, "se", 66_897_560, "timm seresnet152 66,821,848 + one conv bias per channel"),  # noqa: E501
 )
 
 for _name, _depth, _attention, _params, _matches in _VARIANTS:

@@ -20,9 +20,9 @@ from kerascls.evaluation import plots
 from kerascls.evaluation.metrics import write_csv
 from kerascls.models import create_model, model_info
 from kerascls.models.registry import check_input_size
+from kerascls.training import heads
 from kerascls.training.callbacks import Backup, EpochHistory, StopOnNaN, check_finite
 from kerascls.training.config import TrainConfig
-from kerascls.training import heads
 from kerascls.training.distribute import make_strategy, worker_count, worker_index
 from kerascls.training.multiworker import fit_multiworker, per_example_loss
 from kerascls.utils import atomic_path

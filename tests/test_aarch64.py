@@ -39,8 +39,7 @@ SCRIPTS = ROOT / "scripts" / "aarch64"
 DATA = ROOT.parent / "shared" / "data"
 CAMTRAP = DATA / "camtrap"
 ENA24 = CAMTRAP / "ena24_small"
-CORAL = DATA / "models" / "coral"
-CORAL_MODEL = CORAL / "mobilenet_v2_1.0_224_quant.tflite"
+from tests.shared_paths import CORAL, CORAL_MODEL  # noqa: E402
 
 FLOAT_BOUND = 1e-5
 INT8_LSB = 12  # measured worst 10 output steps (Coral, an ENA24 crop) + 2 steps of margin

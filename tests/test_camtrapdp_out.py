@@ -24,13 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "export"))
 
 from kerascls_edge.cli import main  # noqa: E402
+from tests.shared_paths import CORAL_MODEL, DATA, ENA24, SPECIESNET  # noqa: E402
 
-DATA = ROOT / ".." / "shared" / "data"
 STANDARD = DATA / "camtrapdp"
-CORAL = DATA / "models" / "coral"
-CORAL_MODEL = CORAL / "mobilenet_v2_1.0_224_quant.tflite"
-SPECIESNET = DATA / "camtrap" / "speciesnet_test_data"
-ENA24 = DATA / "camtrap" / "ena24_small"
 
 needs_data = pytest.mark.skipif(
     not (CORAL_MODEL.is_file() and SPECIESNET.is_dir() and (ENA24 / "md_annotations.json")

@@ -19,12 +19,7 @@ sys.path.insert(0, str(ROOT / "export"))
 from kerascls_edge import Classifier  # noqa: E402
 from kerascls_edge.cli import main  # noqa: E402
 from kerascls_edge.decode import TRUNCATED_WARNING, Preprocess, decode  # noqa: E402
-
-DATA = ROOT / ".." / "shared" / "data"
-CORAL = DATA / "models" / "coral"
-CORAL_MODEL = CORAL / "mobilenet_v2_1.0_224_quant.tflite"
-SPECIESNET = DATA / "camtrap" / "speciesnet_test_data"
-ENA24 = DATA / "camtrap" / "ena24_small"
+from tests.shared_paths import CORAL, CORAL_MODEL, ENA24, SPECIESNET  # noqa: E402
 
 needs_coral = pytest.mark.skipif(not CORAL_MODEL.is_file(),
                                  reason=f"Coral model not found under {CORAL} (../shared/data)")

@@ -21,12 +21,10 @@ sys.path.insert(0, str(ROOT / "export"))
 from kerascls_edge import Classifier  # noqa: E402
 from kerascls_edge.cli import main  # noqa: E402
 from kerascls_edge.taxonomy import Rollup, read_allow, read_taxonomy, restrict  # noqa: E402
+from tests.shared_paths import CORAL, CORAL_MODEL, ENA24  # noqa: E402
 
 from .test_camtrapdp_out import rows, schema_server, validate  # noqa: E402,F401
 
-DATA = ROOT / ".." / "shared" / "data"
-CORAL = DATA / "models" / "coral"
-CORAL_MODEL = CORAL / "mobilenet_v2_1.0_224_quant.tflite"
 needs_coral = pytest.mark.skipif(not CORAL_MODEL.is_file(),
                                  reason=f"Coral model not found under {CORAL} (../shared/data)")
 
@@ -239,7 +237,6 @@ def test_allow_list_per_deployment_in_a_run(tmp_path: Path, cat_bundle: Path,
     assert "no label or taxon of the model answers to: felis catsu" in capsys.readouterr().err
 
 
-ENA24 = DATA / "camtrap" / "ena24_small"
 
 
 @needs_coral

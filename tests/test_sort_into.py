@@ -15,11 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "export"))
 
 from kerascls_edge.cli import main  # noqa: E402
+from tests.shared_paths import CORAL, CORAL_MODEL, SPECIESNET  # noqa: E402
 
-DATA = ROOT / ".." / "shared" / "data"
-CORAL = DATA / "models" / "coral"
-CORAL_MODEL = CORAL / "mobilenet_v2_1.0_224_quant.tflite"
-SPECIESNET = DATA / "camtrap" / "speciesnet_test_data"
 pytestmark = pytest.mark.skipif(
     not (CORAL_MODEL.is_file() and SPECIESNET.is_dir()),
     reason="../shared/data (Coral model, SpeciesNet frames) absent")

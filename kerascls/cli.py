@@ -35,7 +35,8 @@ def _train_flags(fv: flags.FlagValues, m: str) -> None:
                          lower_bound=0, upper_bound=4, flag_values=fv, module_name=m)
     flags.DEFINE_enum("optimizer", "adamw", ["adamw", "sgd"], "Optimizer.", flag_values=fv,
                       module_name=m)
-    flags.DEFINE_float("learning_rate", 3e-3, "Peak learning rate (after warm-up).",
+    flags.DEFINE_float("learning_rate", 0.0, "Peak learning rate (after warm-up); 0: the "
+                       "architecture's (3e-3; 1e-4 for VGG without BN and AlexNet).",
                        lower_bound=0, flag_values=fv, module_name=m)
     flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay.", lower_bound=0,
                        flag_values=fv, module_name=m)

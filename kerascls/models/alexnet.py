@@ -17,6 +17,7 @@ FEATURES = ((64, 11, 4, True), (192, 5, 1, True), (384, 3, 1, False),
 
 
 @register_model(family="alexnet", input_size=224, params=61_100_840, min_input_size=63,
+                learning_rate=1e-4,
                 paper="Krizhevsky 2014, One weird trick for parallelizing CNNs",
                 matches="torchvision.models.alexnet")
 def alexnet(x, *, norm: str | None = "none", attention: str | None = None,

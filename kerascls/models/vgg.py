@@ -65,4 +65,5 @@ VARIANTS = {
 for _name, (_cfg, _options, _params, _matches) in VARIANTS.items():
     register_model(_name, family="vgg", paper=PAPER, input_size=224, params=_params,
                    matches=_matches, min_input_size=32,  # five 2×2 pools: 32 → 1×1
+                   learning_rate=3e-3 if "norm" in _options else 1e-4,  # see registry
                    cfg=_cfg, **_options)(vgg)

@@ -145,7 +145,8 @@ def fetch(name: str, include_top: bool) -> tuple[str, bool]:
         path = os.path.join(cache, twin.files[0 if top else 1])
         if os.path.exists(path):
             if not validate_file(path, twin.file_hash(top)):
-                warnings.warn(f"{path} does not match Keras' published hash; using it as is")
+                warnings.warn(f"{path} does not match Keras' published hash; using it as is",
+                              stacklevel=2)
             return path, top
     fname = twin.files[0 if include_top else 1]
     try:

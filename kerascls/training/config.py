@@ -19,7 +19,7 @@ class TrainConfig:
     image_size: int = 0            # 0: the data's native size
     channels: int = 0              # 0: the data's native channel count
     optimizer: str = "adamw"       # adamw | sgd
-    learning_rate: float = 3e-3
+    learning_rate: float = 0.0     # 0: the architecture's (registry; 3e-3, VGG/AlexNet 1e-4)
     weight_decay: float = 5e-4
     warmup_steps: int = 200
     lr_schedule: str = "cosine"    # cosine (warm-up then cosine) | step (÷10 at 50% and 75%)

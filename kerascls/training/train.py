@@ -77,6 +77,7 @@ def resolve(cfg: TrainConfig, source) -> TrainConfig:
     least = model_info(cfg.arch).min_size(**cfg.model_args)
     cfg.input_shape = [max(h, least), max(w, least), cfg.channels or c]
     cfg.class_names = list(source.class_names)
+    cfg.learning_rate = cfg.learning_rate or model_info(cfg.arch).learning_rate
     cfg.output_dir = cfg.output_dir or f"runs/{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
 

@@ -10,3 +10,6 @@ from kerascls.models import (  # noqa: F401 (imported to register their architec
     resnet,
     vgg,
 )
+from kerascls.models.registry import create_model, list_models, model_info, register_model
+
+__all__ = ["create_model", "list_models", "model_info", "register_model"]

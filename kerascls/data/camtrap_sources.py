@@ -19,7 +19,14 @@ from pathlib import Path
 
 from kerascls.data.decode import upright_size
 from kerascls.data.records import Record
-from kerascls.data.sources import FileSource, _csv_rows, _existing, _read_text, _require_every_class
+from kerascls.data.sources import (
+    FileSource,
+    _csv_rows,
+    _existing,
+    _read_json,
+    _read_text,
+    _require_every_class,
+)
 from kerascls_edge.decode import crop_region
 
 log = logging.getLogger("kerascls.data")
@@ -92,11 +99,7 @@ class CropSource(FileSource):
 
 def _load_md(file: Path) -> dict:
     """A MegaDetector batch output file (1.0–1.6), checked where this reader looks."""
-    try:
-        md = json.loads(_read_text(file, "MegaDetector file"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: line {e.lineno} column {e.colno}: not valid JSON "
-                         f"({e.msg})") from None
+    md = _read_json(file, "MegaDetector file")
     if not isinstance(md, dict) or not isinstance(md.get("images"), list):
         raise ValueError(f"{file}: not a MegaDetector results file (no 'images' list)")
     cats = md.get("detection_categories", {"1": "animal", "2": "person", "3": "vehicle"})

@@ -265,15 +265,20 @@ def _csv_rows(file: Path) -> list[dict]:
     return rows
 
 
-def _load_coco(file: Path) -> dict:
-    """Parse and check a COCO Camera Traps file: errors name the file and the line or entry."""
+def _read_json(file: Path, what: str) -> object:
+    """Parse a JSON file; errors name the file and the line, never a traceback."""
     try:
-        coco = json.loads(_read_text(file, "COCO file"))
+        return json.loads(_read_text(file, what))
     except json.JSONDecodeError as e:
         raise ValueError(f"{file}: line {e.lineno} column {e.colno}: not valid JSON "
                          f"({e.msg})") from None
     except RecursionError:
-        raise ValueError(f"{file}: nested too deeply to be a COCO Camera Traps file") from None
+        raise ValueError(f"{file}: nested too deeply to be a {what}") from None
+
+
+def _load_coco(file: Path) -> dict:
+    """Parse and check a COCO Camera Traps file: errors name the file and the line or entry."""
+    coco = _read_json(file, "COCO Camera Traps file")
     if not isinstance(coco, dict):
         raise ValueError(f"{file}: not a COCO Camera Traps file (the top level is not an object)")
     need = {"categories": ("id", "name"), "images": ("id", "file_name"),

@@ -124,6 +124,17 @@ def _train_flags_more(fv: flags.FlagValues, m: str) -> None:
                          flag_values=fv, module_name=m)
     flags.DEFINE_float("finetune_lr_factor", 0.1, "Fine-tuning learning rate as a multiple "
                        "of --learning_rate.", lower_bound=0, flag_values=fv, module_name=m)
+    flags.DEFINE_string("monitor", "val_loss", "History column that picks the best epoch "
+                        "(val_loss, val_accuracy, val_top5 …); RUN/model.keras holds it.",
+                        flag_values=fv, module_name=m)
+    flags.DEFINE_integer("early_stopping_patience", 0, "Stop after this many epochs without "
+                         "a better --monitor (0 = off).", lower_bound=0, flag_values=fv,
+                         module_name=m)
+    flags.DEFINE_bool("calibrate", True, "Fit a softmax temperature on the validation split "
+                      "and fold it into the head (when a validation split exists).",
+                      flag_values=fv, module_name=m)
+    flags.DEFINE_bool("run_eagerly", False, "Run the train step eagerly (no graph tracing): "
+                      "for debugging and one-step smoke runs.", flag_values=fv, module_name=m)
     flags.DEFINE_string("taxonomy", None, "taxonomy.csv (label, kingdom … species, "
                         "scientificName, commonName; docs/bundle.md): kept in the run and its "
                         "bundles for kerascls-edge roll-up and Camtrap DP names.",

@@ -47,6 +47,10 @@ class TrainConfig:
     empty_class: str = ""          # md: images without a detection become this class
     balance: str = "none"          # none | weights (class_weight) | sample (oversampling)
     cache: str = "auto"            # auto | memory | none | file path prefix
+    monitor: str = "val_loss"      # best epoch by this history column (val_accuracy, val_top5 …)
+    early_stopping_patience: int = 0  # stop after N epochs without a better monitor; 0 = off
+    calibrate: bool = True         # fit a temperature on validation, fold it into the head
+    run_eagerly: bool = False      # debugging/smoke: no tf.function tracing of the train step
     seed: int = 0
     output_dir: str = ""
     model_args: dict = field(default_factory=dict)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kerascls.layers.norm import resolve_groups, standardize
+from kerascls.layers.standardize import group_standardize, resolve_groups
 
 
 @keras.saving.register_keras_serializable(package="kerascls")
@@ -45,9 +45,7 @@ class BatchChannelNormalization(keras.layers.Layer):
         x = self.batch_norm(x, training=training)
         shape = ops.shape(x)
         g = self._groups
-        grouped = ops.reshape(x, (-1, *shape[1:-1], g, x.shape[-1] // g))
-        axes = tuple(range(1, len(grouped.shape) - 2)) + (len(grouped.shape) - 1,)
-        y = standardize(grouped, axes, self.epsilon)
+        y = group_standardize(x, g, self.epsilon)
         y = y * ops.cast(ops.reshape(self.gamma, (g, 1)), y.dtype)
         y = y + ops.cast(ops.reshape(self.beta, (g, 1)), y.dtype)
         return ops.cast(ops.reshape(y, shape), self.compute_dtype)

@@ -6,25 +6,16 @@ fresh layer, so a family written once accepts any of them (``norm=`` in create_m
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
 
+from kerascls.layers.batch_channel import BatchChannelNormalization
+from kerascls.layers.standardize import group_standardize, resolve_groups, standardize
+
+__all__ = ["NORMS", "GroupNorm", "LayerNorm", "get_norm", "group_standardize",
+           "resolve_groups", "standardize"]
+
 NORMS = ("batch", "layer", "group", "instance", "batch_channel", "none")
-
-
-def standardize(x, axis, epsilon: float):
-    """``(x - mean) / sqrt(var + eps)`` over ``axis``, in float32, int8-clean.
-
-    Written as ``d = x - mean; v = mean(d*d)`` with ``rsqrt`` so full-integer TFLite keeps
-    no float op (no NEG, no SQUARE), and upcast so float16 activations (mixed precision)
-    cannot overflow in ``d*d`` — the bug the first LayerNorm had.
-    """
-    x = ops.cast(x, "float32")
-    d = x - ops.mean(x, axis=axis, keepdims=True)
-    var = ops.mean(d * d, axis=axis, keepdims=True)
-    return d * ops.rsqrt(var + epsilon)
 
 
 @keras.saving.register_keras_serializable(package="kerascls")
@@ -32,8 +23,8 @@ class LayerNorm(keras.layers.Layer):
     """Layer normalization over the last (channel) axis that converts to int8 TFLite cleanly.
 
     ``keras.layers.LayerNormalization`` leaves a float ``NEG`` op in full-integer TFLite
-    (see DESIGN.md); writing the statistics as ``d = x - mean; v = mean(d*d)`` and scaling
-    with ``rsqrt`` converts with no float op.
+    (``tests/test_tflite.py`` builds that case); writing the statistics as
+    ``d = x - mean; v = mean(d*d)`` and scaling with ``rsqrt`` converts with no float op.
     """
 
     def __init__(self, epsilon: float = 1e-6, **kwargs):
@@ -83,7 +74,6 @@ def get_norm(norm: str | None, name: str | None = None, *, groups: int = 32,
     if norm == "instance":
         return GroupNorm(groups=-1, name=name, **eps, **kwargs)
     if norm == "batch_channel":
-        from kerascls.layers.batch_channel import BatchChannelNormalization
         return BatchChannelNormalization(name=name, **eps, **kwargs)
     if norm == "none":
         return keras.layers.Identity(name=name)
@@ -110,10 +100,7 @@ class GroupNorm(keras.layers.GroupNormalization):
     def call(self, x):
         """Per-group statistics written int8-clean (Keras's version leaves a float NEG)."""
         shape = ops.shape(x)
-        channels = x.shape[-1]
-        grouped = ops.reshape(x, (-1, *shape[1:-1], self.groups, channels // self.groups))
-        axes = tuple(range(1, len(grouped.shape) - 2)) + (len(grouped.shape) - 1,)
-        y = ops.reshape(standardize(grouped, axes, self.epsilon), shape)
+        y = ops.reshape(group_standardize(x, self.groups, self.epsilon), shape)
         if self.scale:
             y = y * ops.cast(self.gamma, y.dtype)
         if self.center:
@@ -123,8 +110,3 @@ class GroupNorm(keras.layers.GroupNormalization):
     def get_config(self):
         # Save the requested count, not the one resolved for this layer's width.
         return {**super().get_config(), "groups": self.requested_groups}
-
-
-def resolve_groups(groups: int, channels: int) -> int:
-    """``-1`` → one group per channel; otherwise the largest divisor of channels ≤ groups."""
-    return channels if groups == -1 else math.gcd(groups, channels)

@@ -48,16 +48,16 @@ TARGETS = {
                      ("tests/test_contracts.py", "tests/test_data.py"), "split"),
     "mdformat": Target("export/kerascls_edge/mdformat.py", ("tests/test_contracts.py",),
                        "megadetector or csv_rows"),
+    # TensorFlow-free tests only (the bundle tests of test_edge.py run TF in subprocesses)
     "decode": Target("export/kerascls_edge/decode.py",
-                     ("tests/test_fidelity.py", "tests/test_edge.py"),
-                     "not rendered and not rss and not camtrap and not bundle and not predict"
-                     " and not kill and not pip and not classify and not detections"
-                     " and not bursts and not tensorflow and not bad_inputs", "forkserver"),
+                     ("tests/test_contracts_decode.py", "tests/test_edge.py"),
+                     "contracts_decode or stretch or convert or exif or draft or trailing"),
     "transforms": Target("kerascls/data/transforms.py",
                          ("tests/test_contracts.py", "tests/test_data.py",
                           "tests/test_fidelity.py"),
                          "(augment or crop or pipeline or resize or letterbox or training) and"
-                         " not rendered and not rss and not camtrap", "forkserver"),
+                         " not rendered and not rss and not camtrap and not greyscale",
+                         "forkserver"),
 }
 
 

@@ -188,22 +188,8 @@ def _export_flags(fv: flags.FlagValues, m: str) -> None:
 
 
 def _predict_flags(fv: flags.FlagValues, m: str) -> None:
-    flags.DEFINE_string("model", None, "Bundle directory or .tflite file.", flag_values=fv,
-                        module_name=m)
-    flags.DEFINE_string("labels", None, "Labels file for a bare .tflite.", flag_values=fv,
-                        module_name=m)
-    flags.DEFINE_string("output", "results.json", "Results file.", flag_values=fv,
-                        module_name=m)
-    flags.DEFINE_enum("format", None, ["megadetector", "csv"],
-                      "Output format; default from --output's extension (.csv or JSON).",
-                      flag_values=fv, module_name=m)
-    flags.DEFINE_integer("top_k", 5, "Classes kept per image.", lower_bound=1,
-                         flag_values=fv, module_name=m)
-    flags.DEFINE_integer("threads", 2, "Interpreter threads.", lower_bound=1,
-                         flag_values=fv, module_name=m)
-    flags.DEFINE_bool("recursive", False, "Descend into folders.", flag_values=fv,
-                      module_name=m)
-    flags.mark_flag_as_required("model", flag_values=fv)
+    from kerascls.predict import define_flags
+    define_flags(fv, m)
 
 
 def _models_flags(fv: flags.FlagValues, m: str) -> None:
@@ -340,15 +326,8 @@ def _print_export(rep: dict) -> None:
 
 
 def cmd_predict(fl, args) -> None:
-    if not args:
-        raise ValueError("predict needs at least one image file or folder")
-    from kerascls_edge.cli import main as edge_main
-    argv = ["predict", fl.model, *args, "-o", fl.output, "--top_k", str(fl.top_k),
-            "--threads", str(fl.threads)]
-    argv += ["--format", fl.format] if fl.format else []
-    argv += ["--labels", fl.labels] if fl.labels else []
-    argv += ["--recursive"] if fl.recursive else []
-    code = edge_main(argv)
+    from kerascls.predict import run
+    code = run(fl, args)
     if code:
         sys.exit(code)
 

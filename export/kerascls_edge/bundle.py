@@ -231,6 +231,11 @@ def _spec_from_json(model_path: Path, meta_dict: dict, labels: list[str],
     )
 
 
+def spec_from_json(model_path: Path, meta: dict, labels: Sequence[str] = ()) -> ModelSpec:
+    """A ModelSpec from a model.json dict (kerascls builds one for a Keras run's contract)."""
+    return _spec_from_json(Path(model_path), meta, list(labels))
+
+
 def load_spec(model_path: Union[str, os.PathLike],
               labels: Union[None, str, os.PathLike, Sequence[str]] = None) -> ModelSpec:
     """Resolve a bundle directory or a bare .tflite into a ModelSpec.

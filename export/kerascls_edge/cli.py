@@ -176,11 +176,15 @@ def _check_paths(args: argparse.Namespace) -> None:
             raise EdgeError(f"not a valid path (it holds a NUL byte): {value!r}")
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _predict(args: argparse.Namespace, backend: Optional[Backend] = None) -> int:
     from .classifier import Classifier
     from .runner import Options, predict
 
-    clf = Classifier(args.bundle, labels=args.labels, threads=args.threads)
+    if backend is not None:  # kerascls: its Keras model, or the Ray engine, behind this CLI
+        clf = backend.classifier(args)
+        predict = backend.predict
+    else:
+        clf = Classifier(args.bundle, labels=args.labels, threads=args.threads)
     if args.max_pixels is not None:
         from . import decode
         decode.max_pixels_default = args.max_pixels or None
@@ -285,14 +289,33 @@ def _user_path(filename: object, output: Optional[str]) -> str:
     return name
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the CLI; returns the exit status (bad input: a one-line error and 2, no traceback)."""
+class Backend:
+    """Another classifier and/or run loop behind `predict`'s flags, journal and writers.
+
+    `classifier(args)` returns an object with Classifier's interface; `predict(clf, images,
+    opts)` runs like `runner.predict` (the default), e.g. on a Ray cluster.
+    """
+
+    def classifier(self, args: argparse.Namespace):
+        from .classifier import Classifier
+        return Classifier(args.bundle, labels=args.labels, threads=args.threads)
+
+    def predict(self, clf, images: Sequence[str], opts) -> dict:
+        from .runner import predict
+        return predict(clf, images, opts)
+
+
+def main(argv: Optional[Sequence[str]] = None, backend: Optional[Backend] = None) -> int:
+    """Run the CLI; returns the exit status (bad input: a one-line error and 2, no traceback).
+
+    `backend` (kerascls's `predict`) swaps the classifier or the run loop of `predict`."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse has printed its usage error
         return int(e.code or 0)
     previous = _terminate_on_sigterm()
+    prog = getattr(backend, "prog", PROG)
     try:
         _check_paths(args)
         if args.command == "report":
@@ -304,17 +327,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "convert":
             from .convert import convert_cli
             return convert_cli(args)
-        return _predict(args) if args.command == "predict" else _info(args)
+        return _predict(args, backend) if args.command == "predict" else _info(args)
     except EdgeError as e:
-        print(f"{PROG}: error: {_one_line(str(e))}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except OSError as e:
         where = _user_path(e.filename, getattr(args, "output", None))
-        print(_one_line(f"{PROG}: error: {e.strerror or e}: {where}".rstrip(": ")),
+        print(_one_line(f"{prog}: error: {e.strerror or e}: {where}".rstrip(": ")),
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; results so far are checkpointed (rerun with --resume)",
+        print(f"{prog}: interrupted; results so far are checkpointed (rerun with --resume)",
               file=sys.stderr)
         return 130
     finally:

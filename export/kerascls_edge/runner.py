@@ -303,8 +303,8 @@ def _crops(clf: Classifier, item: Item) -> list[Box]:
 
 
 def _classify_whole(clf: Classifier, item: Item, dec: Decoded, opts: Options,
-                    empty: set[int]) -> dict:
-    probs = clf.predict_array(dec.arrays[0])[0]
+                    empty: set[int], rows: Optional[np.ndarray] = None) -> dict:
+    probs = (clf.predict_array(dec.arrays[0]) if rows is None else rows)[0]
     if opts.post is not None:
         probs = opts.post.probs(probs, item.rel)
     rec = image_record(item.rel, probs, clf.labels, empty, opts.top_k, dec.capture_time,
@@ -313,12 +313,12 @@ def _classify_whole(clf: Classifier, item: Item, dec: Decoded, opts: Options,
 
 
 def _classify_detections(clf: Classifier, item: Item, dec: Optional[Decoded],
-                         opts: Options) -> dict:
+                         opts: Options, rows: Optional[np.ndarray] = None) -> dict:
     """Write each eligible detection's classifications into (a copy of) its MegaDetector entry."""
     rec = item.entry
     if dec is None:
         return rec
-    probs = clf.predict_array(np.stack(dec.arrays))
+    probs = clf.predict_array(np.stack(dec.arrays)) if rows is None else rows
     for row, i in enumerate(item.det_index):
         p = opts.post.probs(probs[row], item.rel) if opts.post is not None else probs[row]
         k_list = ranked(p, opts.top_k)
@@ -402,7 +402,7 @@ def _meta(clf: Classifier, inputs: Sequence[str], opts: Options) -> dict:
 
 
 def _record_for(clf: Classifier, item: Item, result: object, opts: Options,
-                empty: set[int]) -> dict:
+                empty: set[int], rows: Optional[np.ndarray] = None) -> dict:
     if isinstance(result, Exception):
         if opts.detections:
             # MegaDetector read this image: keep its boxes, unclassified, and say why.
@@ -415,22 +415,79 @@ def _record_for(clf: Classifier, item: Item, result: object, opts: Options,
             rec["_listing"] = True
         return rec
     if opts.detections:
-        return _classify_detections(clf, item, result, opts)
-    return _classify_whole(clf, item, result, opts, empty)
+        return _classify_detections(clf, item, result, opts, rows)
+    return _classify_whole(clf, item, result, opts, empty, rows)
+
+
+def _chunk_rows(clf: Classifier, pairs: Sequence[tuple[Item, object]]
+                ) -> list[Optional[np.ndarray]]:
+    """Per (item, decode result) its probability rows, from one `predict_array` call.
+
+    A batched backend (the Keras model: `clf.batch_size` > 1) pays its per-call cost once
+    per chunk; a failed or box-less item gets None.
+    """
+    arrays, counts = [], []
+    for _, result in pairs:
+        ok = isinstance(result, Decoded)
+        arrays.extend(result.arrays if ok else [])
+        counts.append(len(result.arrays) if ok else 0)
+    probs = clf.predict_array(np.stack(arrays)) if arrays else None
+    out, start = [], 0
+    for n in counts:
+        out.append(probs[start:start + n] if n else None)
+        start += n
+    return out
+
+
+def empty_ids(clf: Classifier) -> set[int]:
+    """Output indices of the classes the bundle names empty (blank frames)."""
+    return {i for i, n in enumerate(clf.labels) if n in set(clf.spec.empty_classes)}
+
+
+def classify_chunk(clf: Classifier, pairs: Sequence[tuple[Item, object]], opts: Options
+                   ) -> list[dict]:
+    """Result records for decoded items, in order: what `predict` journals, for any backend
+    (kerascls's Keras model, a Ray actor) that decodes with `decode_job` and has
+    `predict_array`."""
+    empty = empty_ids(clf)
+    return [_record_for(clf, item, result, opts, empty, rows)
+            for (item, result), rows in zip(pairs, _chunk_rows(clf, pairs))]
+
+
+def decode_job(clf: Classifier, opts: Options) -> Callable[[Item], object]:
+    """The per-item decode `predict` runs (whole image, or the detector boxes' crops)."""
+    return _detections_job(clf, opts.strict) if opts.detections else \
+        _whole_image_job(clf, opts.strict)
+
+
+def _chunks(pairs: Iterable[tuple[Item, object]], size: int
+            ) -> Iterator[list[tuple[Item, object]]]:
+    chunk: list[tuple[Item, object]] = []
+    for pair in pairs:
+        chunk.append(pair)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _consume(clf: Classifier, items: Iterable[Item], journal: Journal, opts: Options,
              progress: Progress) -> None:
     """Classify everything not yet in the journal, checkpointing as it goes."""
-    empty = {i for i, n in enumerate(clf.labels) if n in set(clf.spec.empty_classes)}
-    job = _detections_job(clf, opts.strict) if opts.detections else \
-        _whole_image_job(clf, opts.strict)
+    empty = empty_ids(clf)
+    job = decode_job(clf, opts)
     todo = (it for it in items if it.rel not in journal.done)
+    batch = int(getattr(clf, "batch_size", 1))
     try:
         workers = (default_decode_threads(clf.threads) if opts.decode_threads is None
                    else opts.decode_threads)
-        for item, result in prefetch(todo, job, workers):
-            rec = _record_for(clf, item, result, opts, empty)
+        pairs = prefetch(todo, job, workers)
+        if batch > 1:  # a batched backend: one inference call per chunk of images
+            recs = (r for chunk in _chunks(pairs, batch) for r in classify_chunk(clf, chunk, opts))
+        else:
+            recs = (_record_for(clf, item, result, opts, empty) for item, result in pairs)
+        for rec in recs:
             failed = bool(rec.get("failure") or rec.pop("_failed", False))
             journal.add(rec)
             progress.tick(failed)
@@ -504,8 +561,11 @@ def _write(output: Path, recs: Iterable[dict], clf: Classifier, opts: Options,
 
 
 def predict(clf: Classifier, inputs: Sequence[str], opts: Options,
-            stderr: Optional[TextIO] = None) -> dict:
+            stderr: Optional[TextIO] = None, consume: Optional[Callable] = None) -> dict:
     """Classify `inputs` (files/folders) into `opts.output`; returns a small summary dict.
+
+    `consume(clf, items, journal, opts, progress)` replaces the local classify loop (the
+    Ray engine classifies on a cluster into the same journal).
 
     `unreadable` in the summary counts folders and entries that could not be listed; they are
     `failure` entries of the output and make the CLI exit 1.
@@ -525,7 +585,7 @@ def predict(clf: Classifier, inputs: Sequence[str], opts: Options,
                                                    is not None else clf.labels))
     skipped = journal.open(_meta(clf, inputs, opts), opts.resume, opts.overwrite)
     progress = Progress(opts.progress_every, stderr, skipped)
-    _consume(clf, items, journal, opts, progress)
+    (consume or _consume)(clf, items, journal, opts, progress)
     recs = _Counted(_final_records(journal, clf, opts))
     header = None if opts.format == "csv" else _header(clf, opts, md, base)
     n = _write(output, recs, clf, opts, header)

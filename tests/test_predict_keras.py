@@ -1,0 +1,131 @@
+"""``kerascls predict --model RUN``: the Keras model, batched, writes what the bundle writes.
+
+A tiny real run (small_cnn, 1 epoch, rendered textures at awkward sizes) and its int8
+bundle classify the same folder (with a corrupt and an empty file) through
+``kerascls predict --model RUN`` and ``--model RUN/bundle``: same file set, same fields,
+the bad files as failures in both, top-1 agreement ≈ 1 and probabilities within int8
+steps. ``--detections``, CSV and ``--resume`` go through the same journal and writers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_evaluate_vs_edge import _train
+from tests.test_heads_labels import render_folder, small_run
+
+PROB_TOL = 0.03  # int8 output steps are 1/256; a 1-epoch model is not very confident
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path]:
+    """(run directory, image folder): a 1-epoch run with its int8 bundle, and bad files."""
+    root = tmp_path_factory.mktemp("predict_keras")
+    data = render_folder(root / "data", per_class=10, seed=3)
+    run = _train(small_run(data, root / "run", epochs=1))
+    from tests.conftest import run_cli
+    run_cli("export", f"--model={run}", "--calibration_samples=20", "--parity_samples=10")
+    images = render_folder(root / "images", per_class=4, seed=11,
+                           sizes=((97, 61), (61, 97), (640, 480), (123, 89)))
+    (images / "rings" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 9)
+    (images / "rings" / "empty.jpg").write_bytes(b"")
+    return run, images
+
+
+def _predict(cli, model: Path, images: Path, out: Path, *extra: str, check=True):
+    return cli("predict", f"--model={model}", f"--output={out}", "--recursive", "--top_k=3",
+               *extra,
+               str(images), check=check)
+
+
+def _by_file(md: dict) -> dict[str, dict]:
+    return {img["file"]: img for img in md["images"]}
+
+
+def _probs(img: dict, n: int) -> np.ndarray:
+    p = np.zeros(n)
+    for i, v in img["detections"][0]["classifications"]:
+        p[int(i)] = v
+    return p
+
+
+def test_keras_run_writes_what_the_bundle_writes(trained, tmp_path, cli):
+    run, images = trained
+    _predict(cli, run, images, tmp_path / "keras.json")
+    _predict(cli, run / "bundle", images, tmp_path / "edge.json")
+    ours, edge = (json.loads((tmp_path / f).read_text()) for f in ("keras.json", "edge.json"))
+    assert set(ours) == set(edge)
+    assert ours["classification_categories"] == edge["classification_categories"]
+    assert [i["file"] for i in ours["images"]] == [i["file"] for i in edge["images"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["edge.json", "keras.json"]
+    a, b = _by_file(ours), _by_file(edge)
+    failed = {f for f, img in b.items() if "failure" in img}
+    assert failed == {"rings/broken.jpg", "rings/empty.jpg"}
+    assert {f for f, img in a.items() if "failure" in img} == failed
+    n = len(ours["classification_categories"])
+    agree, worst = [], 0.0
+    for f in set(a) - failed:
+        assert set(a[f]) == set(b[f]), f
+        pa, pb = _probs(a[f], n), _probs(b[f], n)
+        top2 = np.sort(pa)[-2:]
+        agree.append(pa.argmax() == pb.argmax() or top2[1] - top2[0] < 2 * PROB_TOL)
+        worst = max(worst, float(np.abs(pa - pb).max()))
+    print(f"{len(agree)} images, top-1 agreement {np.mean(agree):.3f}, max diff {worst:.4f}")
+    assert len(agree) == 12 and np.mean(agree) == 1.0 and worst <= PROB_TOL
+
+
+def _md_file(images: Path, out: Path) -> Path:
+    """A MegaDetector file naming two animal boxes, a vehicle, and a failed image."""
+    md = {"info": {"format_version": "1.4", "detector": "test"},
+          "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
+          "images": [
+              {"file": "rings/img000.jpg", "detections": [
+                  {"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.5, 0.6]},
+                  {"category": "3", "conf": 0.8, "bbox": [0.0, 0.0, 0.2, 0.2]}]},
+              {"file": "stripes_fine/img001.jpg", "detections": [
+                  {"category": "1", "conf": 0.5, "bbox": [0.3, 0.2, 0.4, 0.7]}]},
+              {"file": "rings/broken.jpg", "detections": [
+                  {"category": "1", "conf": 0.7, "bbox": [0.3, 0.2, 0.4, 0.4]}]}]}
+    out.write_text(json.dumps(md))
+    return out
+
+
+@pytest.mark.slow  # four CLI runs, ~45 s
+def test_detections_csv_and_resume(trained, tmp_path, cli):
+    run, images = trained
+    md = _md_file(images, tmp_path / "md.json")
+    for name, model in (("keras", run), ("edge", run / "bundle")):
+        _predict(cli, model, images, tmp_path / f"{name}_det.json", f"--detections={md}")
+    ours, edge = (json.loads((tmp_path / f"{n}_det.json").read_text()) for n in ("keras", "edge"))
+    for a, b in zip(ours["images"], edge["images"]):
+        assert a["file"] == b["file"] and a.get("warnings") == b.get("warnings")
+        for da, db in zip(a["detections"], b["detections"]):
+            assert ("classifications" in da) == ("classifications" in db)
+            if "classifications" in da:
+                assert da["classifications"][0][0] == db["classifications"][0][0]
+    # CSV, checkpointed every 5 images; a resumed run from a partial journal gives the same file
+    full = tmp_path / "full.csv"
+    _predict(cli, run, images, full, "--checkpoint_every=5", "--keep_checkpoint")
+    parts = sorted((tmp_path / "full.csv.partial").glob("part-*.jsonl"))
+    assert len(parts) == 3  # 14 images: 5 + 5 + 4
+    shutil.copytree(tmp_path / "full.csv.partial", tmp_path / "again.csv.partial")
+    (tmp_path / "again.csv.partial" / parts[-1].name).unlink()  # killed before the last part
+    proc = _predict(cli, run, images, tmp_path / "again.csv", "--checkpoint_every=5", "--resume")
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["resumed"] == 10
+    with open(full, newline="") as f1, open(tmp_path / "again.csv", newline="") as f2:
+        assert list(csv.reader(f1)) == list(csv.reader(f2))
+    assert not (tmp_path / "again.csv.partial").exists()
+
+
+def test_missing_run_is_one_line(tmp_path, cli):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    proc = cli("predict", f"--model={tmp_path / 'nope.keras'}", str(tmp_path / "a.jpg"),
+               f"--output={tmp_path / 'o.json'}", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "error:" in proc.stderr, proc.stderr

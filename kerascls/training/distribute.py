@@ -75,11 +75,38 @@ def _cpu_strategy(count: int) -> tf.distribute.Strategy:
 
 
 def worker_count() -> int:
-    """Workers named in ``TF_CONFIG`` (0 without it)."""
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    """Tasks named in ``TF_CONFIG`` (0 without it)."""
+    cluster = _tf_config().get("cluster", {})
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
 def worker_index() -> int:
-    """This process's task index in ``TF_CONFIG`` (0: the chief, which writes the run)."""
-    return int(json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {}).get("index", 0))
+    """This process's rank: 0 for the chief (a ``chief`` task, else worker 0), which writes
+    the run; workers follow in order after it."""
+    config = _tf_config()
+    task = config.get("task", {})
+    chiefs = len(config.get("cluster", {}).get("chief", []))
+    return int(task.get("index", 0)) + (chiefs if task.get("type") == "worker" else 0)
+
+
+def _tf_config() -> dict:
+    """``TF_CONFIG`` parsed and checked, so a typo stops the run with one line instead of a
+    worker that waits forever for peers that do not exist."""
+    text = os.environ.get("TF_CONFIG") or "{}"
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {text[:80]!r}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"TF_CONFIG must be a JSON object, got {text[:80]!r}")
+    cluster, task = config.get("cluster", {}), config.get("task", {})
+    if not isinstance(cluster, dict) or not isinstance(task, dict):
+        raise ValueError("TF_CONFIG: 'cluster' and 'task' must be JSON objects")
+    if cluster:
+        kind, index = task.get("type"), task.get("index", 0)
+        tasks = cluster.get(kind) if kind in ("chief", "worker") else None
+        if not isinstance(tasks, list) or not isinstance(index, int) \
+                or not 0 <= index < len(tasks):
+            raise ValueError(f"TF_CONFIG: task {task} is not one of the cluster's chief/worker "
+                             f"tasks {json.dumps(cluster)}")
+    return config

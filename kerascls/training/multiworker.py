@@ -5,45 +5,182 @@ tensorflow#72388) and its BackupAndRestore is not multi-worker aware, so workers
 ``strategy.run`` step here: per-example loss averaged over the global batch, gradients
 all-reduced by the Keras optimizer's distributed update. Every worker takes the same fixed
 number of steps (an uneven last batch would leave one worker waiting in a collective).
-Worker i writes ``RUN/workers/i.weights.h5``; the chief (index 0) writes the run files.
-Multi-worker runs do not resume: a crash restarts the run.
+Worker i writes ``RUN/workers/i.weights.h5``; the chief (rank 0) writes the run files.
+
+Resume: the chief saves the resume state (every model and optimizer variable, the epoch and
+step reached, the history rows so far) into ``RUN/backup_workers/`` at each epoch end and
+every ``checkpoint_every_steps`` steps. Every variable here is a Mirrored ON_WRITE variable,
+so the chief reads its own local copies without a collective and the other workers need not
+take part (TF's ``tf.train.Checkpoint`` path, by contrast, needs every worker to save, the
+others into temporary directories). On start every worker runs one broadcast: the chief's
+restored values (or its fresh ones) are all-reduced with zeros from everyone else, so all
+workers continue from the same weights and step even when only the chief's output directory
+holds the state. The input pipeline restarts after a resume (the shuffle order is not
+replayed), so a resumed run is not bit-identical to an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from kerascls.evaluation.metrics import write_csv
 from kerascls.training.distribute import worker_index
+from kerascls.utils import atomic_path
+
+STATE_DIR = "backup_workers"  # "backup*": refuse_finished_run lets a rerun resume it
+
+
+@dataclass
+class Progress:
+    """Where a run stands: ``step`` steps of epoch ``epoch`` done, their summed loss."""
+
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    history: list[dict] = field(default_factory=list)
 
 
 def fit_multiworker(model: keras.Model, optimizer: keras.optimizers.Optimizer,
                     loss_fn: keras.losses.Loss, dataset: tf.data.Dataset, steps: int,
                     epochs: int, global_batch: int, strategy: tf.distribute.Strategy,
-                    run: Path) -> list[dict]:
-    """Train ``epochs`` × ``steps`` global batches; returns one history row per epoch."""
+                    run: Path, checkpoint_every_steps: int = 0) -> list[dict]:
+    """Train ``epochs`` × ``steps`` global batches, resuming from ``RUN/backup_workers``;
+    returns one history row per epoch (all of them on the chief)."""
+    optimizer.build(model.trainable_variables)  # its variables exist before the restore
+    state = ResumeState(run / STATE_DIR, list(model.variables) + list(optimizer.variables))
+    progress = state.restore(strategy, steps)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dist = iter(strategy.experimental_distribute_dataset(dataset.repeat().with_options(options)))
     step = _step_fn(model, optimizer, loss_fn, strategy, global_batch)
     sync = _sync_fn(model, strategy)
-    history = []
-    for epoch in range(epochs):
-        started, total = time.time(), 0.0
-        for _ in range(steps):
-            total += float(step(next(dist)))
+    every = checkpoint_every_steps
+    while progress.epoch < epochs:
+        started = time.time()
+        while progress.step < steps:
+            progress.loss_sum += float(step(next(dist)))
+            progress.step += 1
+            if every and progress.step < steps and \
+                    (progress.epoch * steps + progress.step) % every == 0:
+                state.save(progress, steps)
         sync()
-        row = {"epoch": epoch, "loss": total / steps,
-               "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate))}
-        history.append(row)
-        print(f"worker {worker_index()} epoch {epoch + 1}/{epochs} - loss {row['loss']:.4f} - "
-              f"{time.time() - started:.0f}s", flush=True)
+        progress.history.append(
+            {"epoch": progress.epoch, "loss": progress.loss_sum / steps,
+             "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate))})
+        print(f"worker {worker_index()} epoch {progress.epoch + 1}/{epochs} - loss "
+              f"{progress.history[-1]['loss']:.4f} - {time.time() - started:.0f}s", flush=True)
+        progress = Progress(progress.epoch + 1, 0, 0.0, progress.history)
+        state.save(progress, steps)
     (run / "workers").mkdir(parents=True, exist_ok=True)
-    model.save_weights(run / "workers" / f"{worker_index()}.weights.h5")
-    return history
+    with atomic_path(run / "workers" / f"{worker_index()}.weights.h5") as tmp:
+        model.save_weights(tmp)
+    _barrier(strategy)  # every worker's weights are written: the state is no longer needed
+    state.remove()
+    return progress.history
+
+
+class ResumeState:
+    """The chief's resume state: ``state.json`` (progress, history, variable names) naming
+    one ``state-STEP.npz`` (variable values); each file is written atomically and the JSON
+    last, so a crash at any point leaves the previous complete state."""
+
+    def __init__(self, folder: Path, variables: list):
+        self.folder, self.variables = folder, variables
+        self.chief = worker_index() == 0
+
+    def save(self, progress: Progress, steps: int) -> None:
+        """Write the state (chief only; the other workers return at once)."""
+        if not self.chief:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"state-{progress.epoch * steps + progress.step:09d}.npz"
+        with atomic_path(self.folder / name) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, *[keras.ops.convert_to_numpy(v) for v in self.variables])
+        meta = {"epoch": progress.epoch, "step": progress.step, "steps_per_epoch": steps,
+                "loss_sum": progress.loss_sum, "history": progress.history, "arrays": name,
+                "variables": [v.path for v in self.variables]}
+        with atomic_path(self.folder / "state.json") as tmp:
+            tmp.write_text(json.dumps(meta, indent=1))
+        for old in self.folder.glob("state-*.npz"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        if progress.history:  # the finished epochs, visible while the run goes on
+            with atomic_path(self.folder.parent / "history.csv") as tmp:
+                write_csv(progress.history, tmp)
+
+    def restore(self, strategy: tf.distribute.Strategy, steps: int) -> Progress:
+        """Every worker: the chief loads its state (if any), then all take its values."""
+        progress = self._load(steps) if self.chief else Progress()
+        counters = tf.constant([progress.epoch, progress.step, progress.loss_sum], tf.float64)
+        counters = _broadcast(strategy, self.variables, counters)
+        epoch, step, loss_sum = (float(c) for c in counters)
+        if epoch or step:
+            print(f"worker {worker_index()} resumes at epoch {int(epoch) + 1} step "
+                  f"{int(step)}/{steps} ({self.folder})", flush=True)
+        return Progress(int(epoch), int(step), loss_sum, progress.history)
+
+    def _load(self, steps: int) -> Progress:
+        """The chief's saved state into its variables; a fresh Progress when there is none."""
+        meta_file = self.folder / "state.json"
+        if not meta_file.exists():
+            return Progress()
+        meta = json.loads(meta_file.read_text())
+        names = [v.path for v in self.variables]
+        if meta["variables"] != names or meta["steps_per_epoch"] != steps:
+            raise ValueError(f"{self.folder} holds the resume state of a different model or "
+                             "data size; remove it (or pass --overwrite) to start again")
+        with np.load(self.folder / meta["arrays"]) as arrays:
+            for i, v in enumerate(self.variables):
+                v.assign(arrays[f"arr_{i}"])
+        return Progress(meta["epoch"], meta["step"], meta["loss_sum"], meta["history"])
+
+    def remove(self) -> None:
+        if self.chief:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _broadcast(strategy: tf.distribute.Strategy, variables: list,
+               counters: tf.Tensor) -> np.ndarray:
+    """Give every worker the chief's variable values and counters: an all-reduce SUM where
+    only global replica 0 (the chief's first device) contributes, then a local assign."""
+    def replica_fn(extra):
+        ctx = tf.distribute.get_replica_context()
+        first = tf.equal(ctx.replica_id_in_sync_group, 0)
+        values = [tf.identity(v.value) for v in variables] + [extra]
+        values = [tf.where(first, x, tf.zeros_like(x)) for x in values]
+        out = list(values)
+        for dtype in {x.dtype for x in values}:  # one packed all-reduce per dtype
+            where = [i for i, x in enumerate(values) if x.dtype == dtype]
+            reduced = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [values[i] for i in where])
+            for i, x in zip(where, reduced):
+                out[i] = x
+        return out
+
+    @tf.function
+    def run(extra):
+        return strategy.run(replica_fn, args=(extra,))
+    values = [strategy.experimental_local_results(x)[0] for x in run(counters)]
+    for v, x in zip(variables, values[:-1]):
+        v.assign(x)
+    return values[-1].numpy()
+
+
+def _barrier(strategy: tf.distribute.Strategy) -> None:
+    """Return once every worker has reached this point (a one-number all-reduce)."""
+    @tf.function
+    def run():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.ones([])))
+    strategy.experimental_local_results(run())[0].numpy()
 
 
 def _step_fn(model, optimizer, loss_fn, strategy, global_batch: int):

@@ -270,7 +270,8 @@ def _fit_workers(model: keras.Model, cfg: TrainConfig, data: dict, run: Path,
     steps = max(data["count"] // cfg.batch_size, 1)
     rows = fit_multiworker(model, _optimizer(cfg, steps * cfg.epochs),
                            per_example_loss(_loss(cfg, len(cfg.class_names))), data["train"],
-                           steps, cfg.epochs, cfg.batch_size, strategy, run)
+                           steps, cfg.epochs, cfg.batch_size, strategy, run,
+                           cfg.checkpoint_every_steps)
     if worker_index() == 0:
         write_csv(rows, run / "history.csv")
 

@@ -177,3 +177,64 @@ def test_malformed_tf_config_stops_train_with_one_line(cli, monkeypatch):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode != 0 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("kerascls: error: train: TF_CONFIG is not valid JSON")
+
+
+def _tiny_run(seed: int, width: int = 4):
+    """A dense model (no dropout: every step is deterministic) and a decaying AdamW, so a
+    resume that lost the optimizer moments, its step count or the schedule shows."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(width, activation="relu"),
+                              keras.layers.BatchNormalization(), keras.layers.Dense(3)])
+    schedule = keras.optimizers.schedules.CosineDecay(0.05, decay_steps=12)
+    return model, keras.optimizers.AdamW(schedule)
+
+
+def _batches(fail_at: int | None = None):
+    """The same batch at every step (so data order cannot matter); step ``fail_at`` raises."""
+    import tensorflow as tf
+    x = tf.constant(np.random.default_rng(1).normal(size=(8, 6)), tf.float32)
+    y = tf.constant([0, 1, 2, 0, 1, 2, 0, 1])
+
+    def element(i):
+        if fail_at is not None:
+            tf.debugging.assert_less(i, tf.constant(fail_at, tf.int64), "simulated crash")
+        return x, y
+    return tf.data.Dataset.range(10**6).map(element)
+
+
+def _fit(run: Path, seed: int, data, every: int = 0, width: int = 4):
+    import keras
+    import tensorflow as tf
+
+    from kerascls.training.multiworker import fit_multiworker
+    model, optimizer = _tiny_run(seed, width)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    history = fit_multiworker(model, optimizer, loss, data, steps=4, epochs=3, global_batch=8,
+                              strategy=tf.distribute.get_strategy(), run=run,
+                              checkpoint_every_steps=every)
+    return history, [np.asarray(v) for v in model.variables]
+
+
+def test_resume_continues_exactly(tmp_path):
+    """In one process (default strategy, no TF_CONFIG: this process is the chief): a run
+    that crashes at step 6 of 12 and is started again ends with the history and the weights
+    of an uninterrupted run, from a fresh model with other initial weights; resume state of
+    another model is refused."""
+    import tensorflow as tf
+    reference, ref_weights = _fit(tmp_path / "ref", 0, _batches())
+    for every, resumed_at in [(0, (1, 0)), (1, (1, 2))]:
+        run = tmp_path / f"every{every}"
+        with pytest.raises(tf.errors.InvalidArgumentError, match="simulated crash"):
+            _fit(run, 0, _batches(fail_at=6), every)
+        state = json.loads((run / "backup_workers" / "state.json").read_text())
+        assert (state["epoch"], state["step"]) == resumed_at
+        with pytest.raises(ValueError, match="resume state of a different model"):
+            _fit(run, 0, _batches(), width=5)
+        history, weights = _fit(run, 7, _batches(), every)
+        assert history == reference
+        for a, b in zip(weights, ref_weights):
+            np.testing.assert_array_equal(a, b)
+        assert not (run / "backup_workers").exists()
+        assert [line.split(",")[0] for line in (run / "history.csv").read_text().split()] == \
+            ["epoch", "0", "1", "2"]

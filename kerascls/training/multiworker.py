@@ -88,7 +88,7 @@ def fit_multiworker(model: keras.Model, optimizer: keras.optimizers.Optimizer,
 
 
 class ResumeState:
-    """The chief's resume state: ``state.json`` (progress, history, variable names) naming
+    """The chief's resume state: ``state.json`` (progress, history, variable shapes) naming
     one ``state-STEP.npz`` (variable values); each file is written atomically and the JSON
     last, so a crash at any point leaves the previous complete state."""
 
@@ -107,7 +107,7 @@ class ResumeState:
                 np.savez(f, *[keras.ops.convert_to_numpy(v) for v in self.variables])
         meta = {"epoch": progress.epoch, "step": progress.step, "steps_per_epoch": steps,
                 "loss_sum": progress.loss_sum, "history": progress.history, "arrays": name,
-                "variables": [v.path for v in self.variables]}
+                "shapes": self._shapes()}
         with atomic_path(self.folder / "state.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=1))
         for old in self.folder.glob("state-*.npz"):
@@ -134,14 +134,19 @@ class ResumeState:
         if not meta_file.exists():
             return Progress()
         meta = json.loads(meta_file.read_text())
-        names = [v.path for v in self.variables]
-        if meta["variables"] != names or meta["steps_per_epoch"] != steps:
+        if meta["shapes"] != self._shapes() or meta["steps_per_epoch"] != steps:
             raise ValueError(f"{self.folder} holds the resume state of a different model or "
                              "data size; remove it (or pass --overwrite) to start again")
         with np.load(self.folder / meta["arrays"]) as arrays:
             for i, v in enumerate(self.variables):
                 v.assign(arrays[f"arr_{i}"])
         return Progress(meta["epoch"], meta["step"], meta["loss_sum"], meta["history"])
+
+    def _shapes(self) -> list[str]:
+        """Each variable's dtype and shape (not its name: Keras numbers the layer names of
+        a second model built in one process, so names differ between equal models)."""
+        return [f"{keras.backend.standardize_dtype(v.dtype)}{list(v.shape)}"
+                for v in self.variables]
 
     def remove(self) -> None:
         if self.chief:

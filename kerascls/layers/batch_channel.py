@@ -3,10 +3,13 @@ Normalization and Weight Standardization", arXiv:2003.10758)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
 from kerascls.layers.standardize import group_standardize, resolve_groups
+from kerascls.layers.types import Config, Shape, Tensor
 
 
 @keras.saving.register_keras_serializable(package="kerascls")
@@ -26,13 +29,13 @@ class BatchChannelNormalization(keras.layers.Layer):
     """
 
     def __init__(self, groups: int = 32, momentum: float = 0.99, epsilon: float = 1e-5,
-                 **kwargs):
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.groups, self.momentum, self.epsilon = groups, momentum, epsilon
         self.batch_norm = keras.layers.BatchNormalization(
             momentum=momentum, epsilon=epsilon, dtype=self.dtype_policy, name="batch_norm")
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         channels = int(input_shape[-1])
         self._groups = resolve_groups(self.groups, channels)
         self.batch_norm.build(input_shape)
@@ -41,7 +44,7 @@ class BatchChannelNormalization(keras.layers.Layer):
         self.beta = self.add_weight(shape=(self._groups,), initializer="zeros", name="beta",
                                     autocast=False)
 
-    def call(self, x, training=None):
+    def call(self, x: Tensor, training: bool | None = None) -> Tensor:
         x = self.batch_norm(x, training=training)
         shape = ops.shape(x)
         g = self._groups
@@ -50,9 +53,9 @@ class BatchChannelNormalization(keras.layers.Layer):
         y = y + ops.cast(ops.reshape(self.beta, (g, 1)), y.dtype)
         return ops.cast(ops.reshape(y, shape), self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {**super().get_config(), "groups": self.groups, "momentum": self.momentum,
                 "epsilon": self.epsilon}

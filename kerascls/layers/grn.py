@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
+
+from kerascls.layers.types import Config, Shape, Tensor
 
 
 @keras.saving.register_keras_serializable(package="kerascls")
@@ -16,24 +20,24 @@ class GlobalResponseNorm(keras.layers.Layer):
     norm as ``sqrt(sum(x*x))`` (no SQUARE op, which stays float in int8 TFLite).
     """
 
-    def __init__(self, epsilon: float = 1e-6, **kwargs):
+    def __init__(self, epsilon: float = 1e-6, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.epsilon = epsilon
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         dim = int(input_shape[-1])
         self.gamma = self.add_weight(shape=(dim,), initializer="zeros", name="gamma")
         self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta")
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         x32 = ops.cast(x, "float32")  # sum of squares overflows float16 under mixed precision
         gx = ops.sqrt(ops.sum(x32 * x32, axis=(1, 2), keepdims=True))
         nx = gx / (ops.mean(gx, axis=-1, keepdims=True) + self.epsilon)
         y = x32 + ops.cast(self.gamma, "float32") * (x32 * nx) + ops.cast(self.beta, "float32")
         return ops.cast(y, self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {**super().get_config(), "epsilon": self.epsilon}

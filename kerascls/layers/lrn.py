@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
+
+from kerascls.layers.types import Config, Shape, Tensor
 
 
 @keras.saving.register_keras_serializable(package="kerascls")
@@ -22,7 +26,7 @@ class LocalResponseNormalization(keras.layers.Layer):
     """
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-                 bias: float = 2.0, **kwargs):
+                 bias: float = 2.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if size < 1 or size % 2 == 0:
             raise ValueError(f"size must be a positive odd number, got {size}")
@@ -33,25 +37,25 @@ class LocalResponseNormalization(keras.layers.Layer):
         """TensorFlow's name for the half window: ``size = 2 * depth_radius + 1``."""
         return self.size // 2
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         channels = int(input_shape[-1])
         idx = np.arange(channels)
         self._band = (np.abs(idx[:, None] - idx[None, :]) <= self.depth_radius).astype("float32")
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         band = ops.convert_to_tensor(self._band, dtype=x.dtype)
         window_sum = ops.matmul(x * x, band)
         return x * inverse_power(self.bias + self.alpha * window_sum, self.beta)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {**super().get_config(), "size": self.size, "alpha": self.alpha,
                 "beta": self.beta, "bias": self.bias}
 
 
-def inverse_power(base, beta: float):
+def inverse_power(base: Tensor, beta: float) -> Tensor:
     """``base ** -beta``; the papers' 0.75 and 0.5 as rsqrt/sqrt, which every runtime has."""
     if beta == 0.5:
         return ops.rsqrt(base)

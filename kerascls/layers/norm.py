@@ -6,11 +6,14 @@ fresh layer, so a family written once accepts any of them (``norm=`` in create_m
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
 
 from kerascls.layers.batch_channel import BatchChannelNormalization
 from kerascls.layers.standardize import group_standardize, resolve_groups, standardize
+from kerascls.layers.types import Config, Shape, Tensor
 
 __all__ = ["NORMS", "GroupNorm", "LayerNorm", "get_norm", "group_standardize",
            "resolve_groups", "standardize"]
@@ -27,11 +30,11 @@ class LayerNorm(keras.layers.Layer):
     ``d = x - mean; v = mean(d*d)`` and scaling with ``rsqrt`` converts with no float op.
     """
 
-    def __init__(self, epsilon: float = 1e-6, **kwargs):
+    def __init__(self, epsilon: float = 1e-6, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.epsilon = epsilon
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         dim = int(input_shape[-1])
         # float32 reads (autocast off): the statistics are float32 under mixed precision.
         self.gamma = self.add_weight(shape=(dim,), initializer="ones", name="gamma",
@@ -39,19 +42,19 @@ class LayerNorm(keras.layers.Layer):
         self.beta = self.add_weight(shape=(dim,), initializer="zeros", name="beta",
                                     autocast=False)
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         y = standardize(x, axis=-1, epsilon=self.epsilon)
         return ops.cast(y * self.gamma + self.beta, self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
 def get_norm(norm: str | None, name: str | None = None, *, groups: int = 32,
-             epsilon: float | None = None, **kwargs) -> keras.layers.Layer:
+             epsilon: float | None = None, **kwargs: Any) -> keras.layers.Layer:
     """A new normalization layer of the given kind (``none`` gives an Identity).
 
     Args:
@@ -89,15 +92,15 @@ class GroupNorm(keras.layers.GroupNormalization):
     for every width in a network.
     """
 
-    def __init__(self, groups: int = 32, epsilon: float = 1e-5, **kwargs):
+    def __init__(self, groups: int = 32, epsilon: float = 1e-5, **kwargs: Any) -> None:
         super().__init__(groups=groups, epsilon=epsilon, **kwargs)
         self.requested_groups = groups
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         self.groups = resolve_groups(self.requested_groups, int(input_shape[self.axis]))
         super().build(input_shape)
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         """Per-group statistics written int8-clean (Keras's version leaves a float NEG)."""
         shape = ops.shape(x)
         y = ops.reshape(group_standardize(x, self.groups, self.epsilon), shape)
@@ -107,6 +110,6 @@ class GroupNorm(keras.layers.GroupNormalization):
             y = y + ops.cast(self.beta, y.dtype)
         return ops.cast(y, self.compute_dtype)
 
-    def get_config(self):
+    def get_config(self) -> Config:
         # Save the requested count, not the one resolved for this layer's width.
         return {**super().get_config(), "groups": self.requested_groups}

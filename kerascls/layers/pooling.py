@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import keras
 from keras import ops
+
+from kerascls.layers.types import Config, Shape, Tensor
 
 
 def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
@@ -39,21 +42,21 @@ class AdaptiveAveragePooling2D(keras.layers.Layer):
     size. Written with slices and means only, so it converts to plain TFLite ops.
     """
 
-    def __init__(self, output_size: int | tuple[int, int], **kwargs):
+    def __init__(self, output_size: int | tuple[int, int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if isinstance(output_size, int):
             output_size = (output_size, output_size)
         self.output_size = tuple(int(s) for s in output_size)
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         if x.shape[1] is None or x.shape[2] is None:
             raise ValueError("AdaptiveAveragePooling2D needs a static spatial size")
         for axis, out in zip((1, 2), self.output_size):
             x = _pool_axis(x, axis, out)
         return x
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return (input_shape[0], *self.output_size, input_shape[-1])
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {**super().get_config(), "output_size": self.output_size}

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import keras
 from keras import ops
+
+from kerascls.layers.types import Config, Shape, Tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -27,12 +32,13 @@ class ImagePreprocessing(keras.layers.Layer):
     parameter counts match the reference implementations.
     """
 
-    def __init__(self, mean=None, std=None, **kwargs):
+    def __init__(self, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mean = None if mean is None else tuple(float(m) for m in mean)
         self.std = None if std is None else tuple(float(s) for s in std)
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         channels = int(input_shape[-1])
         dmean, dstd = default_stats(channels)
         mean = self.mean or dmean
@@ -42,14 +48,14 @@ class ImagePreprocessing(keras.layers.Layer):
         self._scale = [1.0 / (255.0 * s) for s in std]
         self._offset = [-m / s for m, s in zip(mean, std)]
 
-    def call(self, inputs):
+    def call(self, inputs: Tensor) -> Tensor:
         x = ops.cast(inputs, self.compute_dtype)
         scale = ops.convert_to_tensor(self._scale, dtype=self.compute_dtype)
         offset = ops.convert_to_tensor(self._offset, dtype=self.compute_dtype)
         return x * scale + offset
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {**super().get_config(), "mean": self.mean, "std": self.std}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
+
+from kerascls.layers.types import Config, Shape, Tensor
 
 
 @keras.saving.register_keras_serializable(package="kerascls")
@@ -14,14 +18,14 @@ class StochasticDepth(keras.layers.Layer):
     samples by ``1 / (1 - rate)`` so inference is the identity (timm's ``DropPath``).
     """
 
-    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs):
+    def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"rate must be in [0, 1), got {rate}")
         self.rate, self.seed = rate, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def call(self, x, training=None):
+    def call(self, x: Tensor, training: bool | None = None) -> Tensor:
         if not training or self.rate == 0.0:
             return x
         keep = 1.0 - self.rate
@@ -29,10 +33,10 @@ class StochasticDepth(keras.layers.Layer):
         noise = keras.random.uniform(shape, dtype=x.dtype, seed=self.seed_generator)
         return x * ops.floor(keep + noise) / keep
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
@@ -44,20 +48,20 @@ class LayerScale(keras.layers.Layer):
     which is what lets deep ConvNeXt/ViT-style stacks train.
     """
 
-    def __init__(self, init_value: float = 1e-5, **kwargs):
+    def __init__(self, init_value: float = 1e-5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.init_value = init_value
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         self.gamma = self.add_weight(
             shape=(int(input_shape[-1]),), name="gamma",
             initializer=keras.initializers.Constant(self.init_value))
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         return x * self.gamma
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {**super().get_config(), "init_value": self.init_value}

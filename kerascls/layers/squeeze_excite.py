@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
+
+from kerascls.layers.types import Config, Shape, Tensor
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None,
@@ -29,7 +33,7 @@ class SqueezeExcite(keras.layers.Layer):
 
     def __init__(self, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
                  rd_divisor: int = 8, activation: str = "relu", gate: str = "sigmoid",
-                 **kwargs):
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.rd_ratio = rd_ratio
         self.rd_channels = rd_channels
@@ -37,7 +41,7 @@ class SqueezeExcite(keras.layers.Layer):
         self.activation = activation
         self.gate = gate
 
-    def build(self, input_shape):
+    def build(self, input_shape: Shape) -> None:
         channels = int(input_shape[-1])
         rd = self.rd_channels or make_divisible(channels * self.rd_ratio, self.rd_divisor,
                                                 round_limit=0.0)
@@ -50,14 +54,14 @@ class SqueezeExcite(keras.layers.Layer):
         self.reduce.build((None, channels))
         self.expand.build((None, rd))
 
-    def call(self, x):
+    def call(self, x: Tensor) -> Tensor:
         s = ops.mean(x, axis=(1, 2), keepdims=True)
         return x * self.expand(self.reduce(s))
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return input_shape
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {**super().get_config(), "rd_ratio": self.rd_ratio,
                 "rd_channels": self.rd_channels, "rd_divisor": self.rd_divisor,
                 "activation": self.activation, "gate": self.gate}

@@ -10,8 +10,10 @@ import math
 
 from keras import ops
 
+from kerascls.layers.types import Tensor
 
-def standardize(x, axis: int | tuple[int, ...], epsilon: float):
+
+def standardize(x: Tensor, axis: int | tuple[int, ...], epsilon: float) -> Tensor:
     """``(x - mean) / sqrt(var + eps)`` over ``axis``, in float32, int8-clean.
 
     Written as ``d = x - mean; v = mean(d*d)`` with ``rsqrt`` so full-integer TFLite keeps
@@ -24,7 +26,7 @@ def standardize(x, axis: int | tuple[int, ...], epsilon: float):
     return d * ops.rsqrt(var + epsilon)
 
 
-def group_standardize(x, groups: int, epsilon: float):
+def group_standardize(x: Tensor, groups: int, epsilon: float) -> Tensor:
     """Standardize channels-last ``x`` per sample and per group of channels.
 
     Returns the grouped tensor ``(N, *spatial, groups, C // groups)`` (float32), so a caller

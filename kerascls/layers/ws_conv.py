@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 from keras import ops
+
+from kerascls.layers.types import Config, Tensor
 
 
 @keras.saving.register_keras_serializable(package="kerascls")
@@ -20,11 +24,11 @@ class WSConv2D(keras.layers.Conv2D):
         *args, **kwargs: as ``keras.layers.Conv2D``.
     """
 
-    def __init__(self, *args, ws_epsilon: float = 1e-5, **kwargs):
+    def __init__(self, *args: Any, ws_epsilon: float = 1e-5, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ws_epsilon = ws_epsilon
 
-    def standardized_kernel(self, kernel=None):
+    def standardized_kernel(self, kernel: Tensor | None = None) -> Tensor:
         """The kernel the convolution actually uses."""
         kernel = self.kernel if kernel is None else kernel
         mean = ops.mean(kernel, axis=(0, 1, 2), keepdims=True)
@@ -32,8 +36,8 @@ class WSConv2D(keras.layers.Conv2D):
         var = ops.mean(d * d, axis=(0, 1, 2), keepdims=True)
         return d * ops.rsqrt(var + self.ws_epsilon)
 
-    def convolution_op(self, inputs, kernel):
+    def convolution_op(self, inputs: Tensor, kernel: Tensor) -> Tensor:
         return super().convolution_op(inputs, self.standardized_kernel(kernel))
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {**super().get_config(), "ws_epsilon": self.ws_epsilon}

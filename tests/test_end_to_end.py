@@ -7,7 +7,7 @@ import json
 from PIL import Image
 
 from kerascls.data import fashion_mnist as fm
-from tests.test_fashion_mnist import needs_debian
+from tests.conftest import needs_debian
 
 
 @needs_debian

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from tests.browser import browser, needs_chromium
+from tests.conftest import needs_debian
 from tests.test_evaluate_vs_edge import _train
-from tests.test_fashion_mnist import needs_debian
 from tests.test_heads_labels import render_folder, small_run, texture
 
 pytestmark = needs_chromium

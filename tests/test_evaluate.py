@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_fashion_mnist import needs_debian
+from tests.conftest import needs_debian
 
 
 @pytest.fixture(scope="module")

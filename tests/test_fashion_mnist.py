@@ -9,10 +9,7 @@ import pytest
 
 from kerascls.data import fashion_mnist as fm
 from kerascls.data.sources import holdout, load_source
-
-HAVE_DEBIAN = all((fm.DEBIAN_DIR / f).exists() for pair in fm._FILES.values() for f in pair)
-needs_debian = pytest.mark.skipif(not HAVE_DEBIAN, reason=f"Debian package "
-                                  f"dataset-fashion-mnist not installed ({fm.DEBIAN_DIR})")
+from tests.conftest import needs_debian
 
 
 def _write_idx(path, array: np.ndarray) -> None:

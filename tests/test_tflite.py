@@ -14,7 +14,7 @@ import pytest
 
 from kerascls.data import fashion_mnist as fm
 from kerascls.tflite import export as E
-from tests.test_fashion_mnist import needs_debian
+from tests.conftest import needs_debian
 
 SMALL = ["--calibration_samples=64", "--parity_samples=300"]
 FINETUNE = [*SMALL, "--finetune_samples=512"]

@@ -37,7 +37,7 @@ def lenet_file(tmp_path_factory) -> Path:
 
 
 def _layernorm_file(folder: Path) -> Path:
-    """A model whose LayerNormalization leaves a float NEG op in int8 (DESIGN.md)."""
+    """A model whose LayerNormalization leaves a float NEG op in int8 (kerascls/layers/norm.py)."""
     import keras
 
     from kerascls.layers.preprocessing import ImagePreprocessing

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pickle
 import re
 import socket
+import warnings
 from typing import Optional, Sequence
 
 import numpy as np
@@ -103,6 +105,7 @@ def init_ray(address: Optional[str], workers: int, gpus: float) -> None:
         raise EdgeError("--engine ray needs Ray: pip install 'kerascls[ray]'") from None
     if ray.is_initialized():
         return
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     if address:
         check_address(address)
     kw = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
@@ -179,9 +182,14 @@ class RayBackend:
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
         res = {"num_gpus": self.gpus} if self.gpus else {"num_cpus": 1}
-        ds = ds.map_batches(Worker, fn_constructor_kwargs=ctor, batch_size=self.batch_size,
-                            concurrency=self.workers, max_restarts=RETRIES,
-                            max_task_retries=RETRIES, batch_format="numpy", **res)
+        with warnings.catch_warnings():  # max_restarts has no named parameter (Ray 2.60)
+            warnings.simplefilter("ignore")
+            ds = ds.map_batches(Worker, fn_constructor_kwargs=ctor, batch_size=self.batch_size,
+                                compute=ray.data.ActorPoolStrategy(size=self.workers),
+                                max_restarts=RETRIES, max_task_retries=RETRIES,
+                                batch_format="numpy", **res)
+        # a failure becomes our one line below; Ray Data would print its trace first
+        logging.getLogger("ray.data.exceptions").disabled = True
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy",
                                          prefetch_batches=1):

@@ -53,38 +53,64 @@ def fit_multiworker(model: keras.Model, optimizer: keras.optimizers.Optimizer,
                     epochs: int, global_batch: int, strategy: tf.distribute.Strategy,
                     run: Path, checkpoint_every_steps: int = 0) -> list[dict]:
     """Train ``epochs`` × ``steps`` global batches, resuming from ``RUN/backup_workers``;
-    returns one history row per epoch (all of them on the chief)."""
+    returns one history row per epoch (all of them on the chief). A lost peer worker stops
+    this one with a one-line error that says how to resume."""
     optimizer.build(model.trainable_variables)  # its variables exist before the restore
     state = ResumeState(run / STATE_DIR, list(model.variables) + list(optimizer.variables))
-    progress = state.restore(strategy, steps)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    dist = iter(strategy.experimental_distribute_dataset(dataset.repeat().with_options(options)))
-    step = _step_fn(model, optimizer, loss_fn, strategy, global_batch)
-    sync = _sync_fn(model, strategy)
-    every = checkpoint_every_steps
-    while progress.epoch < epochs:
+    try:
+        progress = state.restore(strategy, steps)
+        train = _Epochs(model, optimizer, loss_fn, dataset, strategy, global_batch, state)
+        while progress.epoch < epochs:
+            progress = train.epoch(progress, steps, epochs, checkpoint_every_steps)
+        (run / "workers").mkdir(parents=True, exist_ok=True)
+        with atomic_path(run / "workers" / f"{worker_index()}.weights.h5") as tmp:
+            model.save_weights(tmp)
+        _barrier(strategy)  # every worker's weights are written: the state is not needed
+    except PEER_LOST as e:
+        raise RuntimeError(
+            f"worker {worker_index()}: another worker stopped ({type(e).__name__}); start "
+            f"every worker again with the same command to resume from {state.folder}") from e
+    state.remove()
+    return progress.history
+
+
+# what a collective raises when a peer worker died (heartbeats stop) or left
+PEER_LOST = (tf.errors.UnavailableError, tf.errors.AbortedError,
+             tf.errors.DeadlineExceededError, tf.errors.CancelledError)
+
+
+class _Epochs:
+    """The compiled step and BatchNorm sync over a distributed, endless input iterator."""
+
+    def __init__(self, model, optimizer, loss_fn, dataset, strategy, global_batch: int,
+                 state: ResumeState):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.DATA
+        self.batches = iter(strategy.experimental_distribute_dataset(
+            dataset.repeat().with_options(options)))
+        self.step = _step_fn(model, optimizer, loss_fn, strategy, global_batch)
+        self.sync = _sync_fn(model, strategy)
+        self.optimizer, self.state = optimizer, state
+
+    def epoch(self, progress: Progress, steps: int, epochs: int, every: int) -> Progress:
+        """The rest of ``progress.epoch`` (state saved every ``every`` global steps and at
+        the end); the progress at the start of the next epoch."""
         started = time.time()
         while progress.step < steps:
-            progress.loss_sum += float(step(next(dist)))
+            progress.loss_sum += float(self.step(next(self.batches)))
             progress.step += 1
             if every and progress.step < steps and \
                     (progress.epoch * steps + progress.step) % every == 0:
-                state.save(progress, steps)
-        sync()
-        progress.history.append(
-            {"epoch": progress.epoch, "loss": progress.loss_sum / steps,
-             "learning_rate": float(keras.ops.convert_to_numpy(optimizer.learning_rate))})
+                self.state.save(progress, steps)
+        self.sync()
+        row = {"epoch": progress.epoch, "loss": progress.loss_sum / steps,
+               "learning_rate": float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))}
         print(f"worker {worker_index()} epoch {progress.epoch + 1}/{epochs} - loss "
-              f"{progress.history[-1]['loss']:.4f} - {time.time() - started:.0f}s", flush=True)
-        progress = Progress(progress.epoch + 1, 0, 0.0, progress.history)
-        state.save(progress, steps)
-    (run / "workers").mkdir(parents=True, exist_ok=True)
-    with atomic_path(run / "workers" / f"{worker_index()}.weights.h5") as tmp:
-        model.save_weights(tmp)
-    _barrier(strategy)  # every worker's weights are written: the state is no longer needed
-    state.remove()
-    return progress.history
+              f"{row['loss']:.4f} - {time.time() - started:.0f}s", flush=True)
+        progress = Progress(progress.epoch + 1, 0, 0.0, [*progress.history, row])
+        self.state.save(progress, steps)
+        return progress
 
 
 class ResumeState:

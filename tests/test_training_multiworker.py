@@ -18,8 +18,7 @@ import pytest
 import kerascls.layers  # noqa: F401  (registers the custom layers for loading)
 import kerascls.models  # noqa: F401
 from kerascls.training import distribute
-from tests.conftest import ROOT
-from tests.test_fashion_mnist import needs_debian
+from tests.conftest import ROOT, needs_debian
 
 
 def _free_ports(n: int) -> list[int]:

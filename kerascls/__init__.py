@@ -1,6 +1,52 @@
-"""kerascls: train, quantize and ship image classifiers for camera traps."""
+"""kerascls: train, quantize and ship image classifiers for camera traps.
+
+``import kerascls`` stays light (no Keras, no TensorFlow: the CLI's flag errors are
+sub-second), yet after it plain ``keras.saving.load_model("RUN/model.keras")`` finds
+kerascls' custom layers: their registering module, ``kerascls.layers``, is imported as soon
+as Keras is (at once when it already is).
+"""
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
+
+
+def _register_layers() -> None:
+    """Import ``kerascls.layers`` (its decorators register every custom layer with Keras),
+    unless an import of it is already under way."""
+    if "kerascls.layers" not in sys.modules:
+        importlib.import_module("kerascls.layers")
+
+
+class _AfterKeras(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: wraps the real ``keras`` loader to register our layers once
+    Keras has finished loading, then leaves ``sys.meta_path``."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "keras":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        load = spec.loader.exec_module
+
+        def exec_module(module):
+            load(module)
+            _register_layers()
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if "keras" in sys.modules:
+    _register_layers()
+elif not any(isinstance(f, _AfterKeras) for f in sys.meta_path):
+    sys.meta_path.insert(0, _AfterKeras())
 
 
 def create_model(name, num_classes=1000, input_shape=(224, 224, 3), **overrides):
@@ -12,49 +58,11 @@ def create_model(name, num_classes=1000, input_shape=(224, 224, 3), **overrides)
 def load_model(path, compile=False):
     """Load a kerascls ``.keras`` file or run directory (its ``model.keras``).
 
-    Registers kerascls' custom layers first, which ``keras.saving.load_model`` alone
-    cannot find (``import kerascls`` stays light: it imports neither Keras nor TF).
+    Adds what plain ``keras.saving.load_model`` lacks: a run directory as the path, and
+    one-line errors for a missing file, a non-.keras file or a class kerascls lacks.
     """
-    from pathlib import Path
-
-    import keras
-
-    import kerascls.layers  # noqa: F401  (registers the custom layers)
-    import kerascls.models  # noqa: F401  (and the families' own)
-    path = Path(path)
-    file = path / "model.keras" if path.is_dir() else path
-    _check_keras_file(file)
-    try:
-        return keras.saving.load_model(file, compile=compile)
-    except (TypeError, ValueError, KeyError, OSError) as e:
-        raise ValueError(f"{file}: cannot load the model: {_load_error(e)}") from e
-
-
-def _check_keras_file(file):
-    """Tell a missing file from one that is not a .keras archive (Keras says "File not found"
-    for both)."""
-    import zipfile
-
-    if not file.exists():
-        raise FileNotFoundError(f"model not found: {file}")
-    if file.is_dir() or (file.suffix == ".keras" and not zipfile.is_zipfile(file)):
-        raise ValueError(f"{file}: not a .keras model (not a zip archive: truncated, or "
-                         "another kind of file)")
-
-
-def _load_error(error):
-    """The one line that says why Keras could not load: an unknown class if there is one."""
-    import re
-
-    seen = error
-    while seen is not None:
-        found = re.search(r"Could not locate (?:class|function) '([^']+)'", str(seen))
-        if found:
-            return (f"it uses {found.group(1)!r}, which neither Keras nor kerascls defines "
-                    "(saved by other code or a newer kerascls?)")
-        seen = seen.__cause__ or seen.__context__
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
+    from kerascls.runs import load_model as _load
+    return _load(path, compile=compile)
 
 
 def list_models(family=None):

@@ -14,127 +14,44 @@ from typing import Callable
 
 from absl import app, flags, logging
 
+from kerascls.errors import UserError, is_user_error
+
 PROG = "kerascls"
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, RuntimeError, FloatingPointError,
-               NotADirectoryError, PermissionError, FileExistsError)
+
+
+_DEFINE = {str: flags.DEFINE_string, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+           bool: flags.DEFINE_bool}
+
+
+def config_flags(fv: flags.FlagValues, m: str) -> None:
+    """One flag per ``TrainConfig`` field: name, type, default, choices, bounds and help
+    are the field's (``kerascls.config``), so the two cannot drift."""
+    import typing
+
+    from kerascls.config import TrainConfig, flag_fields
+    types = typing.get_type_hints(TrainConfig)
+    for f in flag_fields():
+        meta = f.metadata
+        if meta["choices"]:
+            flags.DEFINE_enum(f.name, f.default, meta["choices"], meta["help"],
+                              flag_values=fv, module_name=m)
+            continue
+        bounds = {k: meta[k] for k in ("lower_bound", "upper_bound") if meta[k] is not None}
+        _DEFINE[types[f.name]](f.name, f.default, meta["help"], flag_values=fv,
+                               module_name=m, **bounds)
 
 
 def _train_flags(fv: flags.FlagValues, m: str) -> None:
-    flags.DEFINE_string("arch", "small_cnn", "Architecture name (see `kerascls models`).",
-                        flag_values=fv, module_name=m)
-    flags.DEFINE_string("data", "fashion_mnist", "Data spec; default Fashion-MNIST.",
-                        flag_values=fv, module_name=m)
-    flags.DEFINE_integer("epochs", 8, "Training epochs.", lower_bound=1, flag_values=fv,
-                         module_name=m)
-    flags.DEFINE_integer("batch_size", 128, "Global batch size.", lower_bound=1,
-                         flag_values=fv, module_name=m)
-    flags.DEFINE_integer("image_size", 0, "Square input size; 0 keeps the data's size, "
-                         "resized up to the architecture's minimum (`kerascls models`) when "
-                         "smaller.", lower_bound=0, flag_values=fv, module_name=m)
-    flags.DEFINE_integer("channels", 0, "Input channels (1 or 3); 0 keeps the data's.",
-                         lower_bound=0, upper_bound=4, flag_values=fv, module_name=m)
-    flags.DEFINE_enum("optimizer", "adamw", ["adamw", "sgd"], "Optimizer.", flag_values=fv,
-                      module_name=m)
-    flags.DEFINE_float("learning_rate", 0.0, "Peak learning rate (after warm-up); 0: the "
-                       "architecture's (3e-3; 1e-4 for VGG without BN and AlexNet).",
-                       lower_bound=0, flag_values=fv, module_name=m)
-    flags.DEFINE_float("weight_decay", 5e-4, "Decoupled weight decay.", lower_bound=0,
-                       flag_values=fv, module_name=m)
-    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.", lower_bound=0,
-                       upper_bound=1, flag_values=fv, module_name=m)
-    flags.DEFINE_float("val_fraction", 0.1, "Share of training data held out for validation.",
-                       lower_bound=0, upper_bound=0.9, flag_values=fv, module_name=m)
-    flags.DEFINE_integer("max_train_images", 0, "Use a seeded subset of this many training "
-                         "images (0 = all); for smoke runs.", lower_bound=0, flag_values=fv,
-                         module_name=m)
-    flags.DEFINE_integer("max_test_images", 0, "Test on a seeded subset of this many test "
-                         "images (0 = all); for smoke runs.", lower_bound=0, flag_values=fv,
-                         module_name=m)
-    flags.DEFINE_float("test_fraction", 0.1, "Image files without a test folder: share held "
-                       "out for test (whole camera sites when known).", lower_bound=0,
-                       upper_bound=0.9, flag_values=fv, module_name=m)
-    flags.DEFINE_enum("resize", "stretch", ["stretch", "crop", "pad"], "Image files: resize "
-                      "mode (recorded in the bundle).", flag_values=fv, module_name=m)
-    flags.DEFINE_string("augment", "", "Image files: comma list of flip,rrc,randaugment,"
-                        "erasing,mixup,cutmix.", flag_values=fv, module_name=m)
-    flags.DEFINE_bool("crop_boxes", False, "coco: train on annotation-box crops.",
-                      flag_values=fv, module_name=m)
-    flags.DEFINE_float("detection_threshold", 0.2, "md: detections at or above this confidence "
-                       "become crops (kerascls-edge predict's default).", lower_bound=0,
-                       upper_bound=1, flag_values=fv, module_name=m)
-    flags.DEFINE_string("detection_categories", "animal", "md: comma list of MegaDetector "
-                        "category names or ids to crop.", flag_values=fv, module_name=m)
-    flags.DEFINE_float("crop_padding", 0.0, "md: widen each crop side by this fraction of the "
-                       "box (recorded in the bundle).", lower_bound=0, flag_values=fv,
-                       module_name=m)
-    flags.DEFINE_bool("square_crops", False, "md: square crops (recorded in the bundle).",
-                      flag_values=fv, module_name=m)
-    flags.DEFINE_integer("min_crop_px", 0, "md: drop detector boxes whose shorter side is "
-                         "under this many pixels.", lower_bound=0, flag_values=fv, module_name=m)
-    flags.DEFINE_string("empty_class", "", "md: images with no detection become this class "
-                        "(whole frame).", flag_values=fv, module_name=m)
-    flags.DEFINE_enum("balance", "none", ["none", "weights", "sample"], "Imbalanced classes: "
-                      "class weights or oversampling.", flag_values=fv, module_name=m)
-    flags.DEFINE_string("cache", "auto", "Image files: auto|memory|none|FILE_PREFIX.",
-                        flag_values=fv, module_name=m)
-    flags.DEFINE_integer("seed", 0, "Random seed.", flag_values=fv, module_name=m)
-    flags.DEFINE_string("output_dir", "", "Run directory; default runs/ARCH-TIMESTAMP.",
+    """The config's flags, and those that steer the command rather than the run."""
+    config_flags(fv, m)
+    flags.DEFINE_string("config", None, "JSON file of train settings (e.g. an earlier "
+                        "RUN/config.json); flags given explicitly override it.",
                         flag_values=fv, module_name=m)
     flags.DEFINE_bool("overwrite", False, "Train again over a finished run in --output_dir "
                       "(its model.keras is replaced when the new run ends).", flag_values=fv,
                       module_name=m)
-    flags.DEFINE_bool("qat", False, "After training, fine-tune one epoch with quantization-"
-                      "aware training and write the int8 bundle to RUN/bundle (as `export "
-                      "--qat`).", flag_values=fv, module_name=m)
-    flags.DEFINE_float("prune_sparsity", 0.0, "After training, magnitude-prune Conv2D/Dense "
-                       "kernels to this share of zeros and write the int8 bundle to RUN/bundle "
-                       "(as `export --prune_sparsity`).", lower_bound=0, upper_bound=0.99,
-                       flag_values=fv, module_name=m)
     flags.DEFINE_multi_string("model_arg", [], "Architecture option KEY=VALUE, repeatable "
                               "(e.g. norm=group, attention=se).", flag_values=fv, module_name=m)
-    _train_flags_more(fv, m)
-
-
-def _train_flags_more(fv: flags.FlagValues, m: str) -> None:
-    """Config file, schedule, precision, checkpoints and transfer learning."""
-    flags.DEFINE_string("config", None, "JSON file of train settings (e.g. an earlier "
-                        "RUN/config.json); flags given explicitly override it.",
-                        flag_values=fv, module_name=m)
-    flags.DEFINE_enum("lr_schedule", "cosine", ["cosine", "step"], "Learning-rate schedule: "
-                      "warm-up + cosine, or ÷10 at 50% and 75% of the steps.", flag_values=fv,
-                      module_name=m)
-    flags.DEFINE_enum("mixed_precision", "none", ["none", "mixed_float16", "mixed_bfloat16"],
-                      "Compute dtype policy (float32 variables).", flag_values=fv,
-                      module_name=m)
-    flags.DEFINE_bool("xla", False, "XLA-compile the training step.", flag_values=fv,
-                      module_name=m)
-    flags.DEFINE_integer("checkpoint_every_steps", 0, "Also save resume state every N steps "
-                         "(0 = at epoch ends only).", lower_bound=0, flag_values=fv,
-                         module_name=m)
-    flags.DEFINE_string("devices", "", "Devices: empty = every visible GPU (MirroredStrategy "
-                        "when 2+), gpu:0,1, or cpu:N logical CPUs; --batch_size is global.",
-                        flag_values=fv, module_name=m)
-    flags.DEFINE_string("weights", "", "Initial weights: imagenet, a .keras/.weights.h5 file "
-                        "or a run directory (a new head when the class count differs).",
-                        flag_values=fv, module_name=m)
-    flags.DEFINE_bool("freeze_backbone", False, "Train only the classifier head (BatchNorm "
-                      "in inference mode).", flag_values=fv, module_name=m)
-    flags.DEFINE_integer("finetune_epochs", 0, "After --epochs of head-only training, this "
-                         "many epochs with every layer trainable.", lower_bound=0,
-                         flag_values=fv, module_name=m)
-    flags.DEFINE_float("finetune_lr_factor", 0.1, "Fine-tuning learning rate as a multiple "
-                       "of --learning_rate.", lower_bound=0, flag_values=fv, module_name=m)
-    flags.DEFINE_string("monitor", "val_loss", "History column that picks the best epoch "
-                        "(val_loss, val_accuracy, val_top5 …); RUN/model.keras holds it.",
-                        flag_values=fv, module_name=m)
-    flags.DEFINE_integer("early_stopping_patience", 0, "Stop after this many epochs without "
-                         "a better --monitor (0 = off).", lower_bound=0, flag_values=fv,
-                         module_name=m)
-    flags.DEFINE_bool("calibrate", True, "Fit a softmax temperature on the validation split "
-                      "and fold it into the head (when a validation split exists).",
-                      flag_values=fv, module_name=m)
-    flags.DEFINE_bool("run_eagerly", False, "Run the train step eagerly (no graph tracing): "
-                      "for debugging and one-step smoke runs.", flag_values=fv, module_name=m)
     flags.DEFINE_string("taxonomy", None, "taxonomy.csv (label, kingdom … species, "
                         "scientificName, commonName; docs/bundle.md): kept in the run and its "
                         "bundles for kerascls-edge roll-up and Camtrap DP names.",
@@ -180,8 +97,9 @@ def _export_flags(fv: flags.FlagValues, m: str) -> None:
     flags.DEFINE_float("prune_sparsity", 0.0, "Magnitude-prune Conv2D/Dense kernels to this "
                        "share of zeros before the int8 conversion (tfmot; 0 = off).",
                        lower_bound=0, upper_bound=0.99, flag_values=fv, module_name=m)
-    flags.DEFINE_integer("prune_epochs", 2, "Fine-tuning epochs while pruning.", lower_bound=1,
-                         flag_values=fv, module_name=m)
+    from kerascls.config import PRUNE_EPOCHS
+    flags.DEFINE_integer("prune_epochs", PRUNE_EPOCHS, "Fine-tuning epochs while pruning.",
+                         lower_bound=1, flag_values=fv, module_name=m)
     flags.DEFINE_integer("finetune_samples", 5000, "Training images for QAT/pruning.",
                          lower_bound=1, flag_values=fv, module_name=m)
     flags.mark_flag_as_required("model", flag_values=fv)
@@ -211,12 +129,16 @@ def _summary_flags(fv: flags.FlagValues, m: str) -> None:
 
 
 def cmd_train(fl, args) -> None:
-    import dataclasses
-
-    from kerascls.training.config import TrainConfig, merge_config, parse_model_args
+    from kerascls.config import (
+        PRUNE_EPOCHS,
+        TrainConfig,
+        flag_fields,
+        merge_config,
+        parse_model_args,
+    )
+    from kerascls.runs import check_model_args
     from kerascls.training.train import train
-    names = [f.name for f in dataclasses.fields(TrainConfig)
-             if f.name in fl and f.name != "model_args"]
+    names = [f.name for f in flag_fields()]
     explicit = {n: fl[n].value for n in names if fl[n].present}
     if fl["model_arg"].present:
         explicit["model_args"] = parse_model_args(fl.model_arg)
@@ -225,8 +147,10 @@ def cmd_train(fl, args) -> None:
                            "model_args": parse_model_args(fl.model_arg)})
     cfg = TrainConfig(**values)
     from kerascls.tflite.export import finetune_plan
-    check_image_size(cfg.arch, cfg.image_size, cfg.model_args)  # before data or files
-    plan = finetune_plan("int8", cfg.data, int(fl.qat), fl.prune_sparsity, 2)  # fail early
+    check_model_args(cfg.arch, cfg.model_args)  # before data or files
+    check_image_size(cfg.arch, cfg.image_size, cfg.model_args)
+    plan = finetune_plan("int8", cfg.data, int(cfg.qat), cfg.prune_sparsity,
+                         PRUNE_EPOCHS)  # fail early
     taxonomy = _read_taxonomy(fl.taxonomy) if fl.taxonomy else None  # fail before training
     run = train(cfg, overwrite=fl.overwrite)
     if taxonomy is not None:
@@ -239,8 +163,9 @@ def cmd_train(fl, args) -> None:
     _print_metrics(json.loads((run / "metrics.json").read_text()))
     if plan:
         from kerascls.tflite.export import export_bundle
-        _print_export(export_bundle(run, quantize="int8", qat_epochs=int(fl.qat),
-                                    prune_sparsity=fl.prune_sparsity))
+        _print_export(export_bundle(run, quantize="int8", qat_epochs=int(cfg.qat),
+                                    prune_sparsity=cfg.prune_sparsity,
+                                    prune_epochs=PRUNE_EPOCHS))
         print(f"bundle: {run / 'bundle'}")
 
 
@@ -251,9 +176,9 @@ def _read_taxonomy(path: str) -> str:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise ValueError(f"cannot read --taxonomy {path}: {e}") from None
+        raise UserError(f"cannot read --taxonomy {path}: {e}") from None
     if "label" not in [h.strip() for h in (text.splitlines() or [""])[0].split(",")]:
-        raise ValueError(f"--taxonomy {path}: the first line must be a CSV header with a "
+        raise UserError(f"--taxonomy {path}: the first line must be a CSV header with a "
                          "'label' column (docs/bundle.md)")
     return text
 
@@ -267,11 +192,11 @@ def check_image_size(arch: str, size: int, model_args: dict | None = None) -> No
     from kerascls.models.registry import MAX_INPUT_SIZE
     least = model_info(arch).min_size(**(model_args or {}))
     if size and size < least:
-        raise ValueError(f"--image_size {size} is below {arch}'s minimum input size {least} "
+        raise UserError(f"--image_size {size} is below {arch}'s minimum input size {least} "
                          f"(its pooling stages need {least}×{least}); use {least} or more, or "
                          "leave it out to resize smaller images up to it")
     if size > MAX_INPUT_SIZE:
-        raise ValueError(f"--image_size {size} is above the maximum {MAX_INPUT_SIZE}")
+        raise UserError(f"--image_size {size} is above the maximum {MAX_INPUT_SIZE}")
 
 
 def _print_metrics(metrics: dict) -> None:
@@ -289,7 +214,7 @@ def cmd_evaluate(fl, args) -> None:
 
 def cmd_export(fl, args) -> None:
     if not fl.tflite:
-        raise ValueError("only --tflite export exists; pass --tflite")
+        raise UserError("only --tflite export exists; pass --tflite")
     from kerascls.tflite.export import export_bundle
     rep = export_bundle(fl.model, fl.output_dir, quantize=fl.quantize, data=fl.data,
                         calibration_samples=fl.calibration_samples,
@@ -412,7 +337,9 @@ def _runner(cmd: str) -> Callable[[list[str]], None]:
             COMMANDS[cmd][1](flags.FLAGS, argv[1:])
         except ImportError as e:
             _fail(f"{cmd}: missing dependency: {e}", 1)
-        except USER_ERRORS as e:
+        except Exception as e:
+            if not is_user_error(e):  # an internal bug: its traceback is the report
+                raise
             _fail(f"{cmd}: {str(e).splitlines()[0] if str(e) else type(e).__name__}", 1)
     return main
 

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from kerascls.config import TrainConfig
 from kerascls.data.decode import upright_size
 from kerascls.data.records import Record
 from kerascls.data.sources import (
@@ -27,6 +28,7 @@ from kerascls.data.sources import (
     _read_text,
     _require_every_class,
 )
+from kerascls.errors import UserError
 from kerascls_edge.decode import crop_region
 
 log = logging.getLogger("kerascls.data")
@@ -56,16 +58,15 @@ class DetectionOptions:
     empty_class: str = ""
 
 
-def options_from_config(cfg) -> DetectionOptions:
-    """The detection options of a TrainConfig (fields absent in old configs take defaults)."""
-    cats = str(getattr(cfg, "detection_categories", "animal") or "animal")
+def options_from_config(cfg: TrainConfig) -> DetectionOptions:
+    """The detection options of a run's config (``TrainConfig.load`` fills fields that an
+    older config.json lacks with their defaults)."""
+    cats = cfg.detection_categories or "animal"
     return DetectionOptions(
-        float(getattr(cfg, "detection_threshold", DEFAULT_DETECTION_THRESHOLD)),
+        float(cfg.detection_threshold),
         tuple(c.strip() for c in cats.split(",") if c.strip()),
-        CropRule(float(getattr(cfg, "crop_padding", 0.0) or 0.0),
-                 bool(getattr(cfg, "square_crops", False)),
-                 int(getattr(cfg, "min_crop_px", 0) or 0)),
-        str(getattr(cfg, "empty_class", "") or ""))
+        CropRule(float(cfg.crop_padding), bool(cfg.square_crops), int(cfg.min_crop_px)),
+        cfg.empty_class)
 
 
 class CropSource(FileSource):
@@ -91,7 +92,7 @@ class CropSource(FileSource):
             log.warning("%s: %d crops under %d px dropped (--min_crop_px)", self.name, small,
                         self.crop.min_px)
         if not out:
-            raise ValueError(f"{self.name}: no crop left (every box is under --min_crop_px)")
+            raise UserError(f"{self.name}: no crop left (every box is under --min_crop_px)")
         self.records = out
         _require_every_class(out, self.class_names, self.name, "crop or ")
         return self
@@ -101,20 +102,20 @@ def _load_md(file: Path) -> dict:
     """A MegaDetector batch output file (1.0–1.6), checked where this reader looks."""
     md = _read_json(file, "MegaDetector file")
     if not isinstance(md, dict) or not isinstance(md.get("images"), list):
-        raise ValueError(f"{file}: not a MegaDetector results file (no 'images' list)")
+        raise UserError(f"{file}: not a MegaDetector results file (no 'images' list)")
     cats = md.get("detection_categories", {"1": "animal", "2": "person", "3": "vehicle"})
     if not isinstance(cats, dict):
-        raise ValueError(f"{file}: 'detection_categories' is not an object")
+        raise UserError(f"{file}: 'detection_categories' is not an object")
     for i, im in enumerate(md["images"]):
         if not isinstance(im, dict) or not isinstance(im.get("file"), str):
-            raise ValueError(f"{file}: images[{i}] has no 'file' string")
+            raise UserError(f"{file}: images[{i}] has no 'file' string")
         dets = im.get("detections") or []
         for j, d in enumerate(dets if isinstance(dets, list) else [None]):
             box = d.get("bbox") if isinstance(d, dict) else None
             if not (isinstance(box, list) and len(box) == 4
                     and all(isinstance(v, (int, float)) for v in box)
                     and isinstance(d.get("conf"), (int, float))):
-                raise ValueError(f"{file}: images[{i}].detections[{j}] needs 'conf' and a "
+                raise UserError(f"{file}: images[{i}].detections[{j}] needs 'conf' and a "
                                  "'bbox' of 4 numbers")
     return md
 
@@ -125,7 +126,7 @@ def _category_ids(cats: dict, wanted: tuple[str, ...], file: Path) -> set[str]:
     for w in wanted:
         hit = {k for k, v in cats.items() if str(v) == w or str(k) == w}
         if not hit:
-            raise ValueError(f"{file}: detection category {w!r} is not among "
+            raise UserError(f"{file}: detection category {w!r} is not among "
                              f"{', '.join(f'{k}={v}' for k, v in cats.items())}")
         ids |= hit
     return {str(i) for i in ids}
@@ -142,7 +143,7 @@ def md_source(rest: str, opts: DetectionOptions) -> CropSource:
                          opts.categories, file)
     rows = _csv_rows(labels_file)
     if not rows or not {"filepath", "label"} <= set(rows[0]):
-        raise ValueError(f"{labels_file}: needs a header with filepath and label columns")
+        raise UserError(f"{labels_file}: needs a header with filepath and label columns")
     labels = {(labels_file.parent / r["filepath"]).resolve(): r for r in rows}
     records, unlabeled, no_box = [], 0, 0
     for im in md["images"]:
@@ -170,7 +171,7 @@ def md_source(rest: str, opts: DetectionOptions) -> CropSource:
         log.warning("%s: %d labelled images have no detection at or above %g and are left out "
                     "(--empty_class NAME keeps them as that class)", file, no_box, opts.threshold)
     if not records:
-        raise ValueError(f"{file}: no detection at or above {opts.threshold} of "
+        raise UserError(f"{file}: no detection at or above {opts.threshold} of "
                          f"{'/'.join(opts.categories)} in an image labelled in {labels_file}")
     src = CropSource(f"md:{rest}", sorted({r.labels[0] for r in records}), records)
     src.crop = opts.crop
@@ -234,26 +235,26 @@ def _table(pkg: Path, descriptor: dict, name: str, required: bool = True) -> lis
                 and r.get("name") == name), None)
     if res is None or not isinstance(res.get("path"), str):
         if required:
-            raise ValueError(f"{pkg}: no {name!r} resource with a path")
+            raise UserError(f"{pkg}: no {name!r} resource with a path")
         return []
     file = pkg.parent / res["path"]
     if not file.exists():
-        raise ValueError(f"{pkg}: resource {name!r}: {file} not found")
+        raise UserError(f"{pkg}: resource {name!r}: {file} not found")
     reader = csv.DictReader(io.StringIO(_read_text(file, "CSV"), newline=""))
     header = reader.fieldnames or []
     unknown = [c for c in header if c not in CAMTRAPDP_FIELDS[name]]
     if unknown:
-        raise ValueError(f"{file}: line 1: unknown column {unknown[0]!r} (not in the Camtrap DP "
+        raise UserError(f"{file}: line 1: unknown column {unknown[0]!r} (not in the Camtrap DP "
                          f"{name} schema)")
     missing = [c for c in CAMTRAPDP_REQUIRED[name] if c not in header]
     if missing:
-        raise ValueError(f"{file}: line 1: required column {missing[0]!r} is missing")
+        raise UserError(f"{file}: line 1: required column {missing[0]!r} is missing")
     rows = []
     try:
         for row in reader:
             rows.append(_Row(file, reader.line_num, row))
     except csv.Error as e:
-        raise ValueError(f"{file}: line {reader.line_num}: {e}") from None
+        raise UserError(f"{file}: line {reader.line_num}: {e}") from None
     return rows
 
 
@@ -294,7 +295,7 @@ def _media_files(pkg: Path, media: list[_Row], root: Path | None) -> dict[str, t
             path = (d.get("fileName") or "").strip() or path.rsplit("/", 1)[-1]
         out[d["mediaID"]] = (str(((root or pkg.parent) / path).resolve()), row)
     if remote:
-        raise ValueError(f"{pkg}: {len(remote)} of its {len(remote) + len(out)} image media "
+        raise UserError(f"{pkg}: {len(remote)} of its {len(remote) + len(out)} image media "
                          f"files are remote URLs (e.g. {remote[0]}); download them and give "
                          f"camtrapdp:{pkg}:MEDIA_ROOT (files are looked up there by fileName)")
     return out
@@ -316,10 +317,10 @@ def camtrapdp_source(rest: str, crop_boxes: bool = False) -> CropSource:
     try:
         descriptor = json.loads(_read_text(pkg, "datapackage.json"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{pkg}: line {e.lineno} column {e.colno}: not valid JSON "
+        raise UserError(f"{pkg}: line {e.lineno} column {e.colno}: not valid JSON "
                          f"({e.msg})") from None
     if not isinstance(descriptor, dict):
-        raise ValueError(f"{pkg}: not a data package (the top level is not an object)")
+        raise UserError(f"{pkg}: not a data package (the top level is not an object)")
     deployments = {r.data["deploymentID"]: (r.data.get("locationID") or "").strip()
                    for r in _table(pkg, descriptor, "deployments", required=False)}
     media = _table(pkg, descriptor, "media")
@@ -366,6 +367,6 @@ def camtrapdp_source(rest: str, crop_boxes: bool = False) -> CropSource:
             labels = tuple(dict.fromkeys(_observation_label(o) for o in rest_obs))
             records.append(Record(labels=labels, seq_id=seq, **common))
     if not records:
-        raise ValueError(f"{pkg}: no image media file with a labelled observation")
+        raise UserError(f"{pkg}: no image media file with a labelled observation")
     return CropSource(f"camtrapdp:{rest}", sorted({lab for r in records for lab in r.labels}),
                       records)

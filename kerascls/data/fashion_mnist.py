@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascls.errors import UserError
+
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -15,7 +17,7 @@ _FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
           "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 
-class DataUnavailableError(RuntimeError):
+class DataUnavailableError(UserError, RuntimeError):
     """Neither the Debian package nor tensorflow-datasets could provide the data."""
 
 
@@ -25,12 +27,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+        raise UserError(f"{path}: not an unsigned-byte IDX file")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: expected {int(np.prod(dims))} values, found {body.size}")
+        raise UserError(f"{path}: expected {int(np.prod(dims))} values, found {body.size}")
     return body.reshape(dims)
 
 
@@ -62,5 +64,5 @@ def _from_tfds(split: str) -> tuple[np.ndarray, np.ndarray]:
 def load_fashion_mnist(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 28, 28, 1) uint8 and labels (N,) int64 for ``train`` or ``test``."""
     if split not in _FILES:
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise UserError(f"split must be 'train' or 'test', got {split!r}")
     return _from_debian(split) or _from_tfds(split)

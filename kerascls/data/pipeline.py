@@ -14,6 +14,7 @@ import tensorflow as tf
 from kerascls.data.decode import loader, plan, plan_columns, preprocess
 from kerascls.data.records import Record
 from kerascls.data.transforms import batch_augmenter, random_resized_crop
+from kerascls.errors import UserError
 
 
 def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool,
@@ -101,12 +102,12 @@ def encode_labels(records: list[Record], class_names: list[str], task: str,
         return y
     many = next((r for r in records if len(r.labels) > 1), None)
     if many:
-        raise ValueError(f"{many.path} has {len(many.labels)} labels ({'|'.join(many.labels)});"
+        raise UserError(f"{many.path} has {len(many.labels)} labels ({'|'.join(many.labels)});"
                          " train with --model_arg task=multilabel or --crop_boxes")
     ids = np.array([index[r.labels[0]] for r in records], np.int64)
     if task == "binary":
         if len(class_names) != 2:
-            raise ValueError(f"task=binary needs exactly 2 classes, the data has "
+            raise UserError(f"task=binary needs exactly 2 classes, the data has "
                              f"{len(class_names)}")
         return ids.astype(np.float32)[:, None]
     return np.eye(len(class_names), dtype=np.float32)[ids] if one_hot else ids

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from kerascls.config import TrainConfig
 from kerascls.data.pipeline import (
     PipelineOptions,
     class_weights,
@@ -23,32 +24,33 @@ from kerascls.data.pipeline import (
 from kerascls.data.records import Record, check_files, read_split_csv, write_bad_files
 from kerascls.data.splits import write_splits
 from kerascls.data.transforms import LABEL_MIXING, parse_augment
+from kerascls.errors import UserError
 
 log = logging.getLogger("kerascls.data")
 BALANCE = ("none", "weights", "sample")
 
 
-def task_of(cfg) -> str:
+def task_of(cfg: TrainConfig) -> str:
     """The head's task (model_args ``task``), which decides the label encoding."""
     return (cfg.model_args or {}).get("task", "multiclass")
 
 
-def options(cfg, *, training: bool, batch_size: int | None = None) -> PipelineOptions:
+def options(cfg: TrainConfig, *, training: bool, batch_size: int | None = None) -> PipelineOptions:
     """Pipeline options of a run's config (the same resize for train, eval and export)."""
-    augment = tuple(parse_augment(getattr(cfg, "augment", "")))
+    augment = tuple(parse_augment(cfg.augment))
     return PipelineOptions(tuple(cfg.input_shape[:2]), batch_size or cfg.batch_size,
-                           training=training, resize=getattr(cfg, "resize", "stretch"),
-                           augment=augment, cache=getattr(cfg, "cache", "auto"),
+                           training=training, resize=cfg.resize,
+                           augment=augment, cache=cfg.cache,
                            seed=cfg.seed, one_hot=bool(set(augment) & set(LABEL_MIXING)),
                            channels=cfg.input_shape[2])
 
 
-def prepare_splits(source, cfg, run_dir: Path) -> dict[str, list[Record]]:
+def prepare_splits(source, cfg: TrainConfig, run_dir: Path) -> dict[str, list[Record]]:
     """Split a checked file source, write the lists and bad files; log the counts."""
     write_bad_files(source.bad, run_dir)
-    splits = source.splits(cfg.val_fraction, getattr(cfg, "test_fraction", 0.1), cfg.seed)
+    splits = source.splits(cfg.val_fraction, cfg.test_fraction, cfg.seed)
     if not splits["train"]:
-        raise ValueError(f"{source.name}: no training images after the split")
+        raise UserError(f"{source.name}: no training images after the split")
     if cfg.max_train_images and cfg.max_train_images < len(splits["train"]):
         keep = np.random.default_rng(cfg.seed).permutation(len(splits["train"]))
         splits["train"] = [splits["train"][i] for i in sorted(keep[:cfg.max_train_images])]
@@ -59,24 +61,24 @@ def prepare_splits(source, cfg, run_dir: Path) -> dict[str, list[Record]]:
     return splits
 
 
-def dataset(records: list[Record], cfg, *, training: bool, batch_size: int | None = None
-            ) -> tuple[tf.data.Dataset, np.ndarray]:
+def dataset(records: list[Record], cfg: TrainConfig, *, training: bool,
+            batch_size: int | None = None) -> tuple[tf.data.Dataset, np.ndarray]:
     """Batches for a split of a run, and the encoded labels in file order."""
     opts = options(cfg, training=training, batch_size=batch_size)
     if not training:
         opts.augment = ()  # labels stay one-hot where the loss needs it (validation)
-    if training and getattr(cfg, "balance", "none") == "sample":
+    if training and cfg.balance == "sample":
         records = oversample(records, cfg.seed)
     labels = encode_labels(records, cfg.class_names, task_of(cfg), opts.one_hot)
     return file_dataset(records, labels, opts), labels
 
 
-def fit_class_weight(records: list[Record], cfg) -> dict[int, float] | None:
+def fit_class_weight(records: list[Record], cfg: TrainConfig) -> dict[int, float] | None:
     """Keras ``class_weight`` when ``balance=weights`` (multiclass or binary only)."""
-    if getattr(cfg, "balance", "none") != "weights":
+    if cfg.balance != "weights":
         return None
     if task_of(cfg) == "multilabel":
-        raise ValueError("balance=weights needs a multiclass or binary task; use balance=sample")
+        raise UserError("balance=weights needs a multiclass or binary task; use balance=sample")
     return class_weights(records, cfg.class_names)
 
 
@@ -90,7 +92,7 @@ def split_records(run_dir: Path | None, split: str) -> list[Record] | None:
         return None
     result = check_files(read_split_csv(path))
     if not result.records:
-        raise ValueError(f"{path}: no readable image")
+        raise UserError(f"{path}: no readable image")
     return result.records
 
 
@@ -103,7 +105,7 @@ def sample_records(spec: str, split: str, count: int, seed: int, run_dir: Path |
         parts = load_source(spec, crop_boxes=crop_boxes).splits(0.1, 0.1, seed)
         records = parts.get({"validation": "val"}.get(split, split)) or []
     if not records:
-        raise ValueError(f"{spec}: the {split!r} split has no images")
+        raise UserError(f"{spec}: the {split!r} split has no images")
     idx = np.random.default_rng(seed).permutation(len(records))[:count]
     return [records[i] for i in sorted(idx)]
 
@@ -117,7 +119,6 @@ def sample_file_images(spec: str, split: str, count: int, shape, seed: int = 0,
     outputs; a record's first label is its class, or with ``multi_hot`` its labels give a
     K-hot row (records with a label outside the class list are left out).
     """
-    from kerascls.training.config import TrainConfig
     cfg_file = Path(run_dir) / "config.json" if run_dir else None
     cfg = TrainConfig.load(run_dir) if cfg_file and cfg_file.exists() else TrainConfig(data=spec)
     records = sample_records(spec, split, count, seed, run_dir, cfg.crop_boxes)

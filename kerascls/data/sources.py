@@ -19,6 +19,7 @@ import numpy as np
 from kerascls.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 from kerascls.data.records import BadFile, Record, check_files, split_labels
 from kerascls.data.splits import split_records
+from kerascls.errors import UserError
 
 DEFAULT_DATA = "fashion_mnist"
 DEFAULT_FILE_IMAGE_SIZE = 224
@@ -45,7 +46,7 @@ class ArraySource:
             return self.x_train, self.y_train
         if name == "test" and self.x_test is not None:
             return self.x_test, self.y_test
-        raise ValueError(f"data source {self.name!r} has no {name!r} split")
+        raise UserError(f"data source {self.name!r} has no {name!r} split")
 
 
 @dataclass
@@ -74,7 +75,7 @@ class FileSource:
             self.presplit = {s: [by_key[k] for k in ((r.path, r.labels, r.bbox) for r in recs)
                                  if k in by_key] for s, recs in self.presplit.items()}
         if not self.records:
-            raise ValueError(f"{self.name}: no readable image ({len(self.bad)} files skipped)")
+            raise UserError(f"{self.name}: no readable image ({len(self.bad)} files skipped)")
         _require_every_class(self.records, self.class_names, self.name, "readable ")
         return self
 
@@ -130,11 +131,11 @@ def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
         source.class_names = _class_list(source, classes)
         return source.check() if check else source
     if kind not in readers or not rest:
-        raise ValueError(f"unknown data source {spec!r}; use fashion_mnist, tfds:NAME[:SPLIT], "
+        raise UserError(f"unknown data source {spec!r}; use fashion_mnist, tfds:NAME[:SPLIT], "
                          "folder:PATH, csv:FILE, coco:FILE[:IMAGE_ROOT], "
                          "md:RESULTS.json[:LABELS.csv] or camtrapdp:DATAPACKAGE.json[:MEDIA_ROOT]")
     if crop_boxes and kind != "coco":
-        raise ValueError("crop_boxes needs a coco: or camtrapdp: source (boxes come from its "
+        raise UserError("crop_boxes needs a coco: or camtrapdp: source (boxes come from its "
                          "annotations)")
     source = readers[kind](rest, crop_boxes) if kind == "coco" else readers[kind](rest)
     source.class_names = _class_list(source, classes)
@@ -146,14 +147,14 @@ def select_classes(source: ArraySource, option: str) -> ArraySource:
     (transfer-learning experiments train on one subset and transfer to another)."""
     key, _, value = option.partition("=")
     if key != "classes" or not value:
-        raise ValueError(f"unknown option {option!r} for {source.name}; use classes=0-4 or "
+        raise UserError(f"unknown option {option!r} for {source.name}; use classes=0-4 or "
                          "classes=1,3,7")
     keep = []
     for part in value.split(","):
         lo, _, hi = part.partition("-")
         keep += range(int(lo), int(hi or lo) + 1)
     if not keep or max(keep) >= len(source.class_names) or min(keep) < 0:
-        raise ValueError(f"classes={value}: indices must lie in 0..{len(source.class_names) - 1}")
+        raise UserError(f"classes={value}: indices must lie in 0..{len(source.class_names) - 1}")
     remap = np.full(len(source.class_names), -1)
     remap[keep] = np.arange(len(keep))
 
@@ -172,7 +173,7 @@ def _class_list(source: FileSource, classes: list[str] | None) -> list[str]:
     for r in source.records:
         for label in r.labels:
             if label not in known:
-                raise ValueError(f"{source.name}: label {label!r} of {r.path} is not in the "
+                raise UserError(f"{source.name}: label {label!r} of {r.path} is not in the "
                                  f"class list ({', '.join(names)})")
     _require_every_class(source.records, names, source.name, "")
     return names
@@ -182,14 +183,14 @@ def _require_every_class(records: list[Record], names: list[str], where: str, wh
     seen = {label for r in records for label in r.labels}
     missing = [n for n in names if n not in seen]
     if missing:
-        raise ValueError(f"{where}: class {missing[0]!r} has no {what}image"
+        raise UserError(f"{where}: class {missing[0]!r} has no {what}image"
                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
 
 
 def _existing(path: str, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
-        raise ValueError(f"{what} not found: {p}")
+        raise UserError(f"{what} not found: {p}")
     return p
 
 
@@ -213,10 +214,10 @@ def _class_folders(root: Path) -> list[Record]:
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = sorted(f for f in d.rglob("*") if f.is_file() and not f.name.startswith("."))
         if not files:
-            raise ValueError(f"folder:{root}: class {d.name!r} has no image")
+            raise UserError(f"folder:{root}: class {d.name!r} has no image")
         records += [Record(str(f), (d.name,)) for f in files]
     if not records:
-        raise ValueError(f"folder:{root}: no class subfolders with images")
+        raise UserError(f"folder:{root}: no class subfolders with images")
     return records
 
 
@@ -226,14 +227,14 @@ def _csv(path: str) -> FileSource:
     file = _existing(path, "CSV file")
     rows = _csv_rows(file)
     if not rows or not {"filepath", "label"} <= set(rows[0]):
-        raise ValueError(f"{file}: needs a header with filepath and label columns")
+        raise UserError(f"{file}: needs a header with filepath and label columns")
     records = [Record(str(file.parent / row["filepath"]),
                       tuple(x.strip() for x in split_labels(row["label"]) if x.strip()),
                       row.get("location") or "", row.get("seq_id") or "",
                       row.get("datetime") or "") for row in rows]
     unlabeled = next((r.path for r in records if not r.labels), None)
     if unlabeled:
-        raise ValueError(f"{file}: {unlabeled} has no label")
+        raise UserError(f"{file}: {unlabeled} has no label")
     names = sorted({lab for r in records for lab in r.labels})
     return FileSource(f"csv:{file}", names, records)
 
@@ -245,7 +246,7 @@ def _read_text(file: Path, what: str) -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
-        raise ValueError(f"{file}: line {line} is not UTF-8 (byte 0x{raw[e.start]:02x}); "
+        raise UserError(f"{file}: line {line} is not UTF-8 (byte 0x{raw[e.start]:02x}); "
                          f"save the {what} as UTF-8") from None
 
 
@@ -257,11 +258,11 @@ def _csv_rows(file: Path) -> list[dict]:
         for row in reader:
             for col in ("filepath", "label"):
                 if col in reader.fieldnames and row.get(col) is None:
-                    raise ValueError(f"{file}: line {reader.line_num} has no {col} field "
+                    raise UserError(f"{file}: line {reader.line_num} has no {col} field "
                                      "(too few columns)")
             rows.append(row)
     except csv.Error as e:
-        raise ValueError(f"{file}: line {reader.line_num}: {e}") from None
+        raise UserError(f"{file}: line {reader.line_num}: {e}") from None
     return rows
 
 
@@ -270,23 +271,23 @@ def _read_json(file: Path, what: str) -> object:
     try:
         return json.loads(_read_text(file, what))
     except json.JSONDecodeError as e:
-        raise ValueError(f"{file}: line {e.lineno} column {e.colno}: not valid JSON "
+        raise UserError(f"{file}: line {e.lineno} column {e.colno}: not valid JSON "
                          f"({e.msg})") from None
     except RecursionError:
-        raise ValueError(f"{file}: nested too deeply to be a {what}") from None
+        raise UserError(f"{file}: nested too deeply to be a {what}") from None
 
 
 def _load_coco(file: Path) -> dict:
     """Parse and check a COCO Camera Traps file: errors name the file and the line or entry."""
     coco = _read_json(file, "COCO Camera Traps file")
     if not isinstance(coco, dict):
-        raise ValueError(f"{file}: not a COCO Camera Traps file (the top level is not an object)")
+        raise UserError(f"{file}: not a COCO Camera Traps file (the top level is not an object)")
     need = {"categories": ("id", "name"), "images": ("id", "file_name"),
             "annotations": ("image_id", "category_id")}
     for key, fields in need.items():
         entries = coco.get(key, [])
         if not isinstance(entries, list):
-            raise ValueError(f"{file}: {key!r} is not a list")
+            raise UserError(f"{file}: {key!r} is not a list")
         for i, entry in enumerate(entries):
             _check_coco_entry(file, f"{key}[{i}]", entry, fields)
     return coco
@@ -294,16 +295,16 @@ def _load_coco(file: Path) -> dict:
 
 def _check_coco_entry(file: Path, where: str, entry: object, fields: tuple) -> None:
     if not isinstance(entry, dict):
-        raise ValueError(f"{file}: {where} is not an object")
+        raise UserError(f"{file}: {where} is not an object")
     for f in fields:
         value = entry.get(f)
         kinds = str if f in ("file_name", "name") else (int, str)
         if not isinstance(value, kinds) or isinstance(value, bool):
-            raise ValueError(f"{file}: {where} has no usable {f!r} (got {value!r:.40})")
+            raise UserError(f"{file}: {where} has no usable {f!r} (got {value!r:.40})")
     box = entry.get("bbox")
     if box is not None and not (isinstance(box, list) and len(box) == 4 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
-        raise ValueError(f"{file}: {where}: bbox must be [x, y, width, height]")
+        raise UserError(f"{file}: {where}: bbox must be [x, y, width, height]")
 
 
 def _coco(rest: str, crop_boxes: bool) -> FileSource:
@@ -317,10 +318,10 @@ def _coco(rest: str, crop_boxes: bool) -> FileSource:
     by_image: dict = {}
     for a in coco.get("annotations", []):
         if a["category_id"] not in cats:
-            raise ValueError(f"{file}: annotation {a.get('id')} has category_id "
+            raise UserError(f"{file}: annotation {a.get('id')} has category_id "
                              f"{a['category_id']}, not in categories")
         if a["image_id"] not in images:
-            raise ValueError(f"{file}: annotation {a.get('id')} names unknown image "
+            raise UserError(f"{file}: annotation {a.get('id')} names unknown image "
                              f"{a['image_id']}")
         by_image.setdefault(a["image_id"], []).append(a)
     records = [rec for image_id, anns in by_image.items()
@@ -363,7 +364,7 @@ def _tfds(rest: str) -> ArraySource:
                   for s in [split or "train"] + ([test] if test else [])]
         names = list(builder.info.features["label"].names)
     except Exception as e:  # tfds raises many kinds: unknown name, no network, ragged shapes
-        raise ValueError(f"tfds:{rest}: cannot load ({str(e).splitlines()[0]})") from e
+        raise UserError(f"tfds:{rest}: cannot load ({str(e).splitlines()[0]})") from e
     (x, y), (xt, yt) = arrays[0], (arrays[1] if test else (None, None))
     return ArraySource(f"tfds:{name}", names, x.astype(np.uint8), y.astype(np.int64),
                        None if xt is None else xt.astype(np.uint8),
@@ -373,7 +374,7 @@ def _tfds(rest: str) -> ArraySource:
 def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
     """Seeded, class-stratified split of arrays into (train, validation) parts."""
     if not 0 <= fraction < 1:
-        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+        raise UserError(f"validation fraction must be in [0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
     val = np.zeros(len(y), dtype=bool)
     for c in np.unique(y):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascls.data.records import Record, write_split_csv
+from kerascls.errors import UserError
 
 SPLITS = ("train", "val", "test")
 
@@ -32,7 +33,7 @@ def split_records(records: list[Record], val_fraction: float, test_fraction: flo
                   seed: int = 0) -> dict[str, list[Record]]:
     """Assign whole groups to train/val/test at roughly the given fractions per class."""
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-        raise ValueError(f"val/test fractions must be in [0, 1) and sum below 1, got "
+        raise UserError(f"val/test fractions must be in [0, 1) and sum below 1, got "
                          f"{val_fraction}, {test_fraction}")
     groups: dict[str, list[Record]] = defaultdict(list)
     for r in records:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from kerascls.errors import UserError
+
 RESIZE_MODES = ("stretch", "crop", "pad")
 AUGMENTATIONS = ("flip", "rrc", "randaugment", "erasing", "mixup", "cutmix")
 LABEL_MIXING = ("mixup", "cutmix")  # these need one-hot/float labels
@@ -55,7 +57,7 @@ def resize(image: tf.Tensor, size: tuple[int, int], mode: str = "stretch") -> tf
     target aspect, pad letterboxes (zeros, centred, inner size rounded half to even).
     """
     if mode not in RESIZE_MODES:
-        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {mode!r}")
+        raise UserError(f"resize must be one of {RESIZE_MODES}, got {mode!r}")
     shape = tf.shape(image)
     h, w = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
     th, tw = float(size[0]), float(size[1])
@@ -109,7 +111,7 @@ def parse_augment(spec: str) -> list[str]:
     names = [] if names == ["none"] else names
     bad = [n for n in names if n not in AUGMENTATIONS]
     if bad:
-        raise ValueError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
+        raise UserError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTATIONS)}")
     return names
 
 

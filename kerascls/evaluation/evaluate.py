@@ -149,7 +149,7 @@ def _multilabel_summary(report: dict) -> list[str]:
 
 def _predict_keras(path: Path, data: str | None, split: str, batch_size: int) -> dict:
     from kerascls.data.runs import task_of
-    from kerascls.tflite.export import load_run, sample_images
+    from kerascls.runs import load_run, sample_images
     from kerascls.training.heads import probability_model
     run = load_run(path)
     data = data or (run.config.data if run.config else None)
@@ -198,8 +198,8 @@ def _source_names(data: str) -> list[str]:
 
 
 def _predict_tflite(path: Path, data: str | None, split: str) -> dict:
+    from kerascls.runs import sample_images
     from kerascls.tflite import audit as A
-    from kerascls.tflite.export import sample_images
     file = path / "model.tflite" if path.is_dir() else path
     run_cfg = file.parent.parent / "config.json"
     if not data and (file.parent / "model.json").exists() and run_cfg.exists():

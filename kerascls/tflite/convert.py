@@ -7,6 +7,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from kerascls.errors import UserError
 from kerascls.utils import quiet_fds
 
 QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
@@ -91,7 +92,7 @@ def run_converter(conv, quantize: str, shape: tuple[int, ...],
     """
     import tensorflow as tf
     if quantize not in QUANTIZE_MODES:
-        raise ValueError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+        raise UserError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize != "none":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -99,7 +100,7 @@ def run_converter(conv, quantize: str, shape: tuple[int, ...],
         conv.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
         if calibration is None:
-            raise ValueError("int8 quantization needs calibration images")
+            raise UserError("int8 quantization needs calibration images")
         images = list(calibration)
 
         def representative():

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 import kerascls
+from kerascls.config import PRUNE_EPOCHS
+from kerascls.errors import UserError
+from kerascls.runs import LoadedRun, heldout_split, load_run, sample_images
 from kerascls.tflite import audit as A
 from kerascls.tflite.convert import convert
 from kerascls.training.heads import output_activation, outputs_logits, probability_model
@@ -24,52 +26,8 @@ from kerascls.utils import atomic_path
 EMPTY_NAMES = {"empty", "blank", "none", "nothing"}
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """The converted model failed a check; nothing was written."""
-
-
-@dataclass
-class LoadedRun:
-    """A Keras model with what the exporter needs to know about its training run."""
-
-    model: object
-    config: object
-    path: Path
-
-
-def load_run(model_path: str | Path):
-    """Load ``RUN_DIR`` (model.keras + config.json) or a bare ``.keras`` file."""
-    import kerascls
-    from kerascls.training.config import TrainConfig
-    path = Path(model_path)
-    file = path / "model.keras" if path.is_dir() else path
-    if not file.exists():
-        raise FileNotFoundError(f"no model at {file} (give a run directory or a .keras file)")
-    model = kerascls.load_model(file)
-    cfg_dir = file.parent
-    cfg = TrainConfig.load(cfg_dir) if (cfg_dir / "config.json").exists() else None
-    return LoadedRun(model, cfg, file)
-
-
-def sample_images(data_spec: str, split: str, count: int, shape, seed: int = 0,
-                  run_dir: Path | None = None, multi_hot: bool = False) -> tuple:
-    """``count`` seeded images (resized to ``shape``, float 0–255) and labels of a split.
-
-    For image-file sources the split is the run's own list (``RUN/splits/SPLIT.csv``),
-    decoded and resized exactly as in training; ``multi_hot`` gives their K-hot labels
-    (multi-label runs) instead of the first label's index.
-    """
-    from kerascls.data.pipeline import array_dataset
-    from kerascls.data.runs import sample_file_images
-    from kerascls.data.sources import is_file_spec, load_source
-    if is_file_spec(data_spec):
-        return sample_file_images(data_spec, split, count, shape, seed, run_dir, multi_hot)
-    x, y = load_source(data_spec).split(split)
-    idx = np.random.default_rng(seed).permutation(len(y))[:count]
-    ds = array_dataset(x[idx], y[idx], 256, training=False, image_size=tuple(shape[:2]),
-                       channels=shape[2])
-    xs, ys = zip(*[(np.asarray(a, np.float32), np.asarray(b)) for a, b in ds])
-    return np.concatenate(xs), np.concatenate(ys)
 
 
 def parity(model, tflite: bytes, images: np.ndarray, labels: np.ndarray) -> dict:
@@ -106,7 +64,7 @@ def contract(run: LoadedRun, quantize: str) -> dict:
             "input": {"height": h, "width": w, "channels": c, "channel_order": "RGB",
                       "dtype": "uint8" if quantize == "int8" else "float32",
                       "value_range": [0, 255],
-                      "resize": getattr(cfg, "resize", "stretch") if cfg else "stretch",
+                      "resize": cfg.resize if cfg else "stretch",
                       "interpolation": "bilinear"},
             "output": {"activation": activation}, "quantization": quantize,
             "thresholds": {"default": 0.5},
@@ -116,7 +74,7 @@ def contract(run: LoadedRun, quantize: str) -> dict:
 
 def _crop_rule(cfg) -> dict:
     """``crop`` of an md: run: the detector-box rule kerascls-edge --detections applies."""
-    if not cfg or not str(getattr(cfg, "data", "")).startswith("md:"):
+    if not cfg or not cfg.data.startswith("md:"):
         return {}
     from kerascls.data.camtrap_sources import options_from_config
     return {"crop": options_from_config(cfg).crop.as_json()}
@@ -158,7 +116,7 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
                   quantize: str = "int8", data: str | None = None,
                   calibration_samples: int = 500, parity_samples: int = 1000,
                   allow_float_ops: bool = False, seed: int = 0, qat_epochs: int = 0,
-                  prune_sparsity: float = 0.0, prune_epochs: int = 2,
+                  prune_sparsity: float = 0.0, prune_epochs: int = PRUNE_EPOCHS,
                   finetune_samples: int = 5000) -> dict:
     """Convert, check and write a bundle; returns the report (also in report.json).
 
@@ -171,10 +129,10 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
     data = data or (run.config.data if run.config else None)
     shape = tuple(int(d) for d in run.model.input_shape[1:])
     if quantize == "int8" and not data:
-        raise ValueError("int8 export needs calibration data: pass --data")
+        raise UserError("int8 export needs calibration data: pass --data")
     finetune = finetune_plan(quantize, data, qat_epochs, prune_sparsity, prune_epochs)
     if finetune and outputs_logits(run.model):
-        raise ValueError("QAT and pruning export a logits head as logits: train without "
+        raise UserError("QAT and pruning export a logits head as logits: train without "
                          "--model_arg logits=true, or export without --qat/--prune_sparsity")
     run = with_probabilities(run)
     run_dir = run.path.parent if run.config else None
@@ -194,7 +152,7 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
     report.update(_size_and_latency(run.model, tflite, quantize, shape))
     report["xnnpack"] = A.undelegated_ops(tflite)
     if data:
-        images, labels = sample_images(data, _heldout_split(data, run_dir), parity_samples,
+        images, labels = sample_images(data, heldout_split(data, run_dir), parity_samples,
                                        shape, seed, run_dir)
         report["parity"] = parity(run.model, tflite, images, labels)
     out = Path(output_dir) if output_dir else run.path.parent / "bundle"
@@ -215,26 +173,16 @@ def finetune_plan(quantize: str, data: str | None, qat_epochs: int, prune_sparsi
     if not qat_epochs and not prune_sparsity:
         return None
     if qat_epochs and prune_sparsity:
-        raise ValueError("pass either --qat (--qat_epochs) or --prune_sparsity, not both")
+        raise UserError("pass either --qat (--qat_epochs) or --prune_sparsity, not both")
     if quantize != "int8":
-        raise ValueError("QAT and pruning export int8 only: use --quantize int8")
+        raise UserError("QAT and pruning export int8 only: use --quantize int8")
     if not data:
-        raise ValueError("QAT and pruning fine-tune on training data: pass --data")
+        raise UserError("QAT and pruning fine-tune on training data: pass --data")
     if prune_sparsity and not 0.0 < prune_sparsity < 1.0:
-        raise ValueError(f"--prune_sparsity must be in (0, 1), got {prune_sparsity}")
+        raise UserError(f"--prune_sparsity must be in (0, 1), got {prune_sparsity}")
     if qat_epochs:
         return {"mode": "qat", "epochs": qat_epochs}
     return {"mode": "prune", "epochs": prune_epochs, "sparsity": prune_sparsity}
-
-
-def _heldout_split(data: str, run_dir: Path | None = None) -> str:
-    """``test`` where the data has one (a file run's test list may be empty: then val)."""
-    from kerascls.data.sources import is_file_spec, load_source
-    if is_file_spec(data):
-        test = Path(run_dir or ".") / "splits" / "test.csv"
-        empty = test.exists() and len(test.read_text().splitlines()) < 2
-        return "val" if empty else "test"
-    return "test" if load_source(data).x_test is not None else "train"
 
 
 def _size_and_latency(model, tflite: bytes, quantize: str, shape) -> dict:

@@ -15,12 +15,12 @@ TASKS_NEEDING = {"multiclass": 2, "binary": 2}  # least number of classes a task
 
 def task_of(cfg) -> str:
     """The head's task (model_args ``task``)."""
-    return (getattr(cfg, "model_args", None) or {}).get("task", "multiclass")
+    return (cfg.model_args or {}).get("task", "multiclass")
 
 
 def uses_logits(cfg) -> bool:
     """Whether the run's head outputs logits (``--model_arg logits=true``)."""
-    value = (getattr(cfg, "model_args", None) or {}).get("logits", False)
+    value = (cfg.model_args or {}).get("logits", False)
     return value.lower() in ("1", "true", "yes") if isinstance(value, str) else bool(value)
 
 

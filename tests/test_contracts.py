@@ -911,6 +911,64 @@ def test_resize_pad_mode_letterbox_by_hand(w, h, cols, rows):
     assert np.flatnonzero(filled.any(1)).tolist() == list(range(*rows))
 
 
+@pytest.mark.parametrize("w, h, size, cols, rows", [
+    (200, 1, (50, 50), (0, 50), (24, 25)),     # a 1-pixel row stays one pixel high (never 0)
+    (100, 100, (40, 80), (20, 60), (0, 40)),   # (h, w) = (40, 80): scale 0.4, 40 x 40 at x 20
+    (100, 100, (80, 40), (0, 40), (20, 60))])  # (80, 40): 40 x 40 at y 20
+def test_resize_pad_mode_one_pixel_row_and_non_square_targets_by_hand(w, h, size, cols, rows):
+    import tensorflow as tf
+
+    from kerascls.data.transforms import resize
+    out = resize(tf.constant(np.full((h, w, 3), 200.0, np.float32)), size, "pad").numpy()
+    assert out.shape == (*size, 3)
+    filled = out.max(-1) > 0
+    assert np.flatnonzero(filled.any(0)).tolist() == list(range(*cols))
+    assert np.flatnonzero(filled.any(1)).tolist() == list(range(*rows))
+
+
+def test_resize_keeps_black_black():
+    """Output columns 0–5 of a 64 → 16 shrink (4 px per column, triangle 4 px wide each
+    side) only see the black left half: exactly 0, as Pillow gives."""
+    import tensorflow as tf
+
+    from kerascls.data.transforms import resize
+    img = _texture(16, 64, 5)
+    img[:, :32] = 0
+    out = resize(tf.constant(img), (16, 16)).numpy()
+    assert (out[:, :6] == 0).all() and out[:, 10:].min() > 0
+
+
+def test_resize_and_random_resized_crop_keep_static_shapes_in_graphs():
+    """In ``Dataset.map`` the image's size is unknown; the model still needs (h, w, c)."""
+    import tensorflow as tf
+
+    from kerascls.data.transforms import RESIZE_MODES, random_resized_crop, resize
+    shapes = {}
+
+    def probe(image):
+        for mode in RESIZE_MODES:
+            shapes[mode] = tuple(resize(image, (8, 12), mode).shape)
+        shapes["rrc"] = tuple(random_resized_crop(image, (8, 12), tf.constant([1, 2])).shape)
+        return image
+    spec = tf.TensorSpec([None, None, 3], tf.uint8)
+    tf.function(probe, input_signature=[spec]).get_concrete_function()
+    assert shapes == {m: (8, 12, 3) for m in (*RESIZE_MODES, "rrc")}
+
+
+@pytest.mark.parametrize("name", ["flip", "randaugment", "erasing", "mixup", "cutmix"])
+def test_augmenter_with_a_seed_repeats_itself(name):
+    """``--seed`` reaches every layer: two augmenters with one seed give the same batch."""
+    import tensorflow as tf
+
+    from kerascls.data.transforms import batch_augmenter
+    images = tf.constant(_batch())
+    labels = tf.constant(np.eye(4, dtype=np.float32)[np.arange(8) % 4])
+    a = batch_augmenter([name], seed=5)(images, labels)
+    b = batch_augmenter([name], seed=5)(images, labels)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
 def test_resize_mode_must_be_known():
     import tensorflow as tf
 

@@ -77,6 +77,10 @@ def test_reduced_size_rounds_up():
      (0, 0)),
     ((100, 200), (0, 0.5, 0.5, 0.5), Preprocess(50, 50, 3, "crop"), (0, 125, 50, 175),
      (50, 50), (0, 0)),
+    ((200, 100), (0.5, 0, 0.5, 0.5), Preprocess(50, 50, 3, "crop"), (125, 0, 175, 50),
+     (50, 50), (0, 0)),
+    ((100, 400), (0, 0, 1, 1), Preprocess(50, 100, 3, "crop"), (0, 175, 100, 225), (100, 50),
+     (0, 0)),
     ((200, 100), (0, 0, 1, 1), Preprocess(60, 60, 3, "pad"), (0, 0, 200, 100), (60, 30),
      (0, 15)),
     ((100, 100), (0, 0, 1, 1), Preprocess(40, 100, 3, "pad"), (0, 0, 100, 100), (40, 40),
@@ -108,12 +112,18 @@ def test_region_pixel_box_by_hand(region, box):
     ((0.5, 0.5, 0.1, 0.4), (1000, 500), 0.0, True, (0.45, 0.5, 0.2, 0.4)),
     ((0.5, 0.45, 0.2, 0.1), (1000, 500), 0.0, True, (0.5, 0.3, 0.2, 0.4)),  # 200 px
     ((0.9, 0.1, 0.2, 0.2), (1000, 500), 0.0, False, (0.9, 0.1, 0.1, 0.2)),
+    ((0.1, 0.9, 0.2, 0.2), (1000, 500), 0.0, False, (0.1, 0.9, 0.2, 0.1)),
+    ((0.0, 1.5, 0.1, 0.1), (1000, 500), 0.0, False, (0.0, 1.0, 0.1, 0.0)),
     ((1.5, 0.0, 0.2, 0.2), (1000, 500), 0.0, False, (1.0, 0.0, 0.0, 0.2)),
     ((-0.5, -0.5, 0.2, 0.2), (1000, 500), 0.0, False, (0.0, 0.0, 0.0, 0.0)),
     ((0.4, 0.4, 0.2, 0.2), (100, 100), 0.0, False, (0.4, 0.4, 0.2, 0.2)),
 ])
 def test_crop_region_by_hand(region, size, padding, square, expected):
     assert dec.crop_region(region, size, padding, square) == pytest.approx(expected)
+
+
+def test_crop_region_defaults_to_the_box_itself():
+    assert dec.crop_region((0.2, 0.3, 0.2, 0.1), (1000, 500)) == pytest.approx((0.2, 0.3, 0.2, 0.1))
 
 
 # -- pixels against Pillow directly --------------------------------------------------------
@@ -218,10 +228,13 @@ def test_capture_time_prefers_datetime_original_then_datetime_then_mtime(tmp_pat
 
 
 def test_sixteen_and_thirty_two_bit_greys_scale_to_eight_bits_by_hand():
-    i16 = Image.fromarray(np.array([[0, 129, 1000, 65535]], np.uint16))  # I;16: white 65535
-    assert list(np.asarray(dec.to_channels(i16, 1)).ravel()) == [0, 1, 4, 255]
-    wide = Image.fromarray(np.array([[0, 128, 1000, 65535]], np.int32), "I")  # > 255: 16-bit
-    assert list(np.asarray(dec.to_channels(wide, 1)).ravel()) == [0, 0, 4, 255]
+    # 51529 / 257 = 200.502: 201 (65536 as the white level would give 200.498: 200)
+    i16 = Image.fromarray(np.array([[0, 129, 1000, 51529, 65535]], np.uint16))  # I;16: 65535
+    assert list(np.asarray(dec.to_channels(i16, 1)).ravel()) == [0, 1, 4, 201, 255]
+    wide = Image.fromarray(np.array([[0, 128, 1000, 51529, 65535]], np.int32), "I")  # 16-bit
+    assert list(np.asarray(dec.to_channels(wide, 1)).ravel()) == [0, 0, 4, 201, 255]
+    just = Image.fromarray(np.array([[0, 256]], np.int32), "I")  # 256 > 255: already 16-bit
+    assert list(np.asarray(dec.to_channels(just, 1)).ravel()) == [0, 1]
     narrow = Image.fromarray(np.array([[0, 128, 200, 255]], np.int32), "I")  # ≤ 255: 8-bit
     assert list(np.asarray(dec.to_channels(narrow, 1)).ravel()) == [0, 128, 200, 255]
     assert list(np.asarray(dec.to_channels(narrow, 1, top=65535.0)).ravel()) == [0, 0, 1, 1]
@@ -257,6 +270,10 @@ def test_strip_wise_reduction_equals_whole_image_conversion(monkeypatch):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(rgb.reduce(4)))
     got = dec._reduce_converted(rgb, 1, 1)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(rgb.convert("L")))
+    got = dec._reduce_converted(rgb, 2, 3)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(rgb.reduce(2)))
+    got = dec._reduce_converted(rgb, 4, 1)  # converted to grey first, then reduced
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(rgb.convert("L").reduce(4)))
 
 
 def test_large_non_jpeg_is_reduced_while_converted(tmp_path, monkeypatch):
@@ -373,11 +390,42 @@ def test_end_marker_is_found_across_a_chunk_boundary_and_not_in_app_segments(tmp
     p.write_bytes(data + bytes(100))
     assert not dec._jpeg_end_missing(p, chunk=101)  # FF | D9 split between two reads
     assert not dec._jpeg_end_missing(p, chunk=7)
-    app = b"\xff\xef" + (2 + 6).to_bytes(2, "big") + b"\xff\xd9\xff\xd9\x00\x00"  # a decoy
-    cut = data[:2] + app + data[2: len(data) // 2]
-    p.write_bytes(cut)
+    # a decoy end marker in an APP15 segment just before the scan (as in EXIF thumbnails)
+    app = b"\xff\xef" + (2 + 6).to_bytes(2, "big") + b"\xff\xd9\xff\xd9\x00\x00"
+    sos = data.index(b"\xff\xda")
+    p.write_bytes(data[:sos] + app + data[sos: len(data) // 2])
     assert dec._jpeg_end_missing(p, chunk=16)
+    p.write_bytes(data[:sos])  # cut where the scan would start
+    assert dec._jpeg_end_missing(p)
     assert not dec._jpeg_end_missing(tmp_path / "missing.jpg")
+
+
+def test_tiny_whole_jpeg_has_its_end_marker(tmp_path):
+    """A few bytes of scan data: the marker sits right after the scan header."""
+    p = tmp_path / "tiny.jpg"
+    p.write_bytes(jpeg_bytes(Image.new("L", (8, 8), 90)))
+    assert not dec._jpeg_end_missing(p)
+    p.write_bytes(p.read_bytes()[:-2])
+    assert dec._jpeg_end_missing(p)
+
+
+def test_only_truncation_errors_are_retried():
+    assert dec._is_truncation(OSError("image file is truncated (3 bytes not processed)"))
+    assert dec._is_truncation(OSError("broken data stream when reading image file"))
+    assert not dec._is_truncation(OSError("cannot identify image file 'x.jpg'"))
+
+
+def test_corrupt_png_data_is_decoded_with_the_warning(tmp_path):
+    buf = io.BytesIO()
+    texture(64, 64, seed=15).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    idat = data.index(b"IDAT")
+    data[idat + 40: idat + 70] = bytes(30)  # Pillow: "broken data stream"
+    p = tmp_path / "bad.png"
+    p.write_bytes(bytes(data))
+    assert dec.decode(p, Preprocess(8, 8)).warnings == [dec.TRUNCATED_WARNING]
+    with pytest.raises(OSError, match="broken data stream"):
+        dec.decode(p, Preprocess(8, 8), strict=True)
 
 
 def _segment(marker: int, payload: bytes) -> bytes:
@@ -436,7 +484,7 @@ def test_garbage_after_a_huge_header_is_refused(tmp_path):
 
 
 def test_flat_tail_by_hand():
-    arr = np.tile(np.arange(0, 40, 4, dtype=np.uint8), (10, 1))  # every row textured
+    arr = np.tile(np.arange(0, 28, 4, dtype=np.uint8), (10, 1))  # 10 x 7, every row textured
     arr[6:] = 128
     arr[7, 3] = 130  # max - min = 2 still counts as flat
     assert dec._flat_tail(Image.fromarray(arr)) == pytest.approx(0.4)

@@ -75,10 +75,13 @@ class Worker:
         self.decoders = default_decode_threads(self.clf.threads)
 
     def __call__(self, batch: dict) -> dict:
-        from kerascls_edge.runner import classify_chunk, prefetch
+        from kerascls_edge.runner import chunks, classify_chunk, prefetch
         items = [_item_from(t) for t in batch["item"]]
-        pairs = list(prefetch(items, self.job, self.decoders))
-        recs = classify_chunk(self.clf, pairs, self.opts)
+        # decode threads run ahead while this thread classifies (as in one process)
+        pairs = prefetch(items, self.job, self.decoders)
+        step = int(getattr(self.clf, "batch_size", 1))
+        recs = [r for chunk in chunks(pairs, step)
+                for r in classify_chunk(self.clf, chunk, self.opts)]
         return {"rec": np.array([json.dumps(r, separators=(",", ":")) for r in recs],
                                 dtype=object)}
 

@@ -129,3 +129,20 @@ def test_missing_run_is_one_line(tmp_path, cli):
                f"--output={tmp_path / 'o.json'}", check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "error:" in proc.stderr, proc.stderr
+
+
+@pytest.mark.slow  # a local Ray and a Keras model per actor, ~60 s
+def test_keras_model_on_ray_actors(trained, tmp_path, cli, monkeypatch):
+    """--engine ray with --model RUN: the actors hold the Keras model; same file as locally."""
+    pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra")
+    run, images = trained
+    _predict(cli, run, images, tmp_path / "local.json")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster
+    _predict(cli, run, images, tmp_path / "ray.json", "--engine=ray", "--batch_size=5")
+    local, ray = (json.loads((tmp_path / f).read_text()) for f in ("local.json", "ray.json"))
+    assert [i["file"] for i in ray["images"]] == [i["file"] for i in local["images"]]
+    n = len(local["classification_categories"])
+    for a, b in zip(local["images"], ray["images"]):
+        assert ("failure" in a) == ("failure" in b) and set(a) == set(b)
+        if "failure" not in a:  # other batch compositions: float rounding at most
+            assert np.abs(_probs(a, n) - _probs(b, n)).max() <= 2e-3

@@ -460,8 +460,9 @@ def decode_job(clf: Classifier, opts: Options) -> Callable[[Item], object]:
         _whole_image_job(clf, opts.strict)
 
 
-def _chunks(pairs: Iterable[tuple[Item, object]], size: int
-            ) -> Iterator[list[tuple[Item, object]]]:
+def chunks(pairs: Iterable[tuple[Item, object]], size: int
+           ) -> Iterator[list[tuple[Item, object]]]:
+    """Lists of `size` consecutive pairs (the last may be shorter), taken lazily."""
     chunk: list[tuple[Item, object]] = []
     for pair in pairs:
         chunk.append(pair)
@@ -484,7 +485,7 @@ def _consume(clf: Classifier, items: Iterable[Item], journal: Journal, opts: Opt
                    else opts.decode_threads)
         pairs = prefetch(todo, job, workers)
         if batch > 1:  # a batched backend: one inference call per chunk of images
-            recs = (r for chunk in _chunks(pairs, batch) for r in classify_chunk(clf, chunk, opts))
+            recs = (r for chunk in chunks(pairs, batch) for r in classify_chunk(clf, chunk, opts))
         else:
             recs = (_record_for(clf, item, result, opts, empty) for item, result in pairs)
         for rec in recs:

@@ -1,6 +1,7 @@
 """Repeatable mutation testing of the modules whose contracts the tests pin (mutmut 3).
 
     python mutation/run.py [TARGET ...] [--workdir DIR] [--jobs N]
+                           [--report_only | --rerun_survivors]
 
 Targets: metrics, splits, mdformat, decode, transforms (default: all, in that order). Each
 runs in a fresh clone of the committed HEAD under WORKDIR/TARGET — the working tree is
@@ -117,6 +118,22 @@ def report(name: str, target: Target, clone: Path, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def rerun_survivors(target: Target, clone: Path, jobs: int) -> subprocess.CompletedProcess:
+    """Re-run only the survivors of an earlier run, against the committed HEAD's tests.
+
+    Test files added or changed since are copied into the clone (and mutmut's copy of it);
+    mutmut collects coverage for the new tests itself. Much cheaper than a fresh run.
+    """
+    for test in target.tests:
+        text = subprocess.run(["git", "show", f"HEAD:{test}"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout
+        for where in (clone, clone / "mutants"):
+            (where / test).write_text(text)
+    names = [n for n, s in results(clone).items() if s not in ("killed", "timeout", "skipped")]
+    return subprocess.run(["mutmut", "run", "--max-children", str(jobs), *names], cwd=clone,
+                          capture_output=True, text=True, check=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", choices=[*TARGETS, []], default=[])
@@ -124,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="mutmut --max-children")
     parser.add_argument("--report_only", action="store_true",
                         help="summarize an existing (even interrupted) run in WORKDIR")
+    parser.add_argument("--rerun_survivors", action="store_true",
+                        help="re-run an existing run's survivors with HEAD's current tests")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     for name in args.targets or list(TARGETS):
@@ -131,10 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only:
             print(report(name, target, clone, 0.0))
             continue
-        prepare(target, clone)
         start = time.time()
-        run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)], cwd=clone,
-                             capture_output=True, text=True, check=False)
+        if args.rerun_survivors:
+            run = rerun_survivors(target, clone, args.jobs)
+        else:
+            prepare(target, clone)
+            run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)],
+                                 cwd=clone, capture_output=True, text=True, check=False)
         (args.workdir / f"{name}.log").write_text(run.stdout[-20000:] + run.stderr[-20000:])
         if run.returncode:
             print(f"{name}: mutmut run exited {run.returncode}, see "

@@ -11,6 +11,8 @@ from __future__ import annotations
 import calendar
 import io
 import os
+import struct
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -52,6 +54,8 @@ def jpeg_bytes(img: Image.Image, **kw) -> bytes:
     ((3200, 2400), Preprocess(224, 224), [(0.5, 0.5, 0.5, 0.5)], 4),  # 7.1 x 5.4
     ((3200, 2400), Preprocess(224, 224), [(0, 0, 1, 1), (0, 0, 0.1, 0.1)], 1),  # the worst
     ((3200, 2400), Preprocess(224, 224), [(0, 0, 0, 0)], 1),  # empty region: full scale
+    ((3200, 2400), Preprocess(1, 1), [(0, 0, 1 / 3200, 1)], 1),  # 1 px wide: room 1
+    ((3200, 2400), Preprocess(1, 1), [(0, 0, 1, 1 / 2400)], 1),  # 1 px high
     ((4, 4000), Preprocess(1, 1, 3, "pad"), [(0, 0, 1, 1)], 4),  # no side below 1 px
     ((6, 4000), Preprocess(1, 1, 3, "pad"), [(0, 0, 1, 1)], 4),
 ])
@@ -89,6 +93,8 @@ def test_reduced_size_rounds_up():
     ((1000, 1), (0, 0, 1, 1), Preprocess(10, 10, 3, "pad"), (0, 0, 1000, 1), (10, 1), (0, 4)),
     ((1, 1000), (0, 0, 1, 1), Preprocess(10, 10, 3, "pad"), (0, 0, 1, 1000), (1, 10), (4, 0)),
     ((200, 100), (0.25, 0.5, 0.5, 0.5), Preprocess(10, 10, 3, "pad"), (50, 50, 150, 100),
+     (10, 5), (0, 2)),
+    ((200, 100), (0.25, 0, 0.5, 0.5), Preprocess(10, 10, 3, "pad"), (50, 0, 150, 50),
      (10, 5), (0, 2)),
 ])
 def test_geometry_by_hand(size, region, pre, box, inner, offset):
@@ -191,6 +197,16 @@ def test_orientation_matches_pillows_exif_transpose(tmp_path, orientation):
     np.testing.assert_array_equal(got, np.asarray(upright.convert("RGB")))
 
 
+def test_orientation_that_is_not_a_number_is_ignored(tmp_path):
+    ifd = (b"MM\x00\x2a" + struct.pack(">IH", 8, 1) + struct.pack(">HHI", 274, 2, 2)
+           + b"x\x00\x00\x00" + struct.pack(">I", 0))  # Orientation as the text "x"
+    p = tmp_path / "x.png"
+    img = texture(24, 16, seed=17)
+    img.save(p, exif=b"Exif\x00\x00" + ifd)
+    assert dec.upright_file_size(p) == (24, 16)
+    np.testing.assert_array_equal(dec.decode(p, Preprocess(16, 24)).arrays[0], np.asarray(img))
+
+
 def test_upright_size_swaps_for_the_transposing_orientations():
     img = Image.new("RGB", (30, 20))
     assert [dec._upright_size(img, o) for o in range(1, 9)] == [(30, 20)] * 4 + [(20, 30)] * 4
@@ -220,6 +236,7 @@ def test_capture_time_prefers_datetime_original_then_datetime_then_mtime(tmp_pat
     assert (out.capture_time, out.datetime) == (1_000_000_000, None)
     out = dec.decode(_exif_jpeg(tmp_path, " 2024:05:06 07:08:09 extra", None), Preprocess(4, 4))
     assert out.datetime == "2024-05-06 07:08:09"
+    assert dec._parse_exif_time("\x00 2024:05:06 07:08:09") == datetime(2024, 5, 6, 7, 8, 9)
     assert dec.capture_time(texture(4, 4), None) == (None, None)
     assert dec.capture_time(texture(4, 4), tmp_path / "missing.jpg") == (None, None)
 
@@ -286,6 +303,14 @@ def test_large_non_jpeg_is_reduced_while_converted(tmp_path, monkeypatch):
     monkeypatch.setattr(dec, "REDUCE_ABOVE", 5999)
     got, _ = dec.load_upright(p, Preprocess(10, 10))  # room 6: factor 4
     np.testing.assert_array_equal(np.asarray(got), np.asarray(img.reduce(4)))
+    got, _ = dec.load_upright(p, Preprocess(10, 10, 1))
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(img.convert("L").reduce(4)))
+    exif = Image.Exif()
+    exif[274] = 6
+    rot = tmp_path / "rot.png"
+    img.save(rot, exif=exif.tobytes())  # upright 60 x 100
+    got, _ = dec.load_upright(rot, Preprocess(25, 10))  # upright room 6 x 4: 4 (stored: 2)
+    assert got.size == (15, 25)
 
 
 # -- JPEG draft (DCT-scaled decode) --------------------------------------------------------
@@ -306,9 +331,30 @@ def test_draft_scale_uses_the_upright_size_and_the_grey_decoder(tmp_path):
     img, _ = dec.load_upright(g, Preprocess(50, 50, 1))  # 1/8, libjpeg's own grey
     assert img.mode == "L" and img.size == (100, 75)
     np.testing.assert_array_equal(np.asarray(img), want)
+    assert dec._open(g, Preprocess(50, 50, 1), [(0, 0, 1, 1)]).mode == "L"  # libjpeg's Y only
+    assert dec._open(g, Preprocess(50, 50, 3), [(0, 0, 1, 1)]).mode == "RGB"
+    assert dec.load_upright(g, Preprocess(300, 300))[0].size == (400, 300)  # room 2.7 x 2: 1/2
     png = tmp_path / "p.png"
     texture(800, 600, seed=9).save(png)
     assert dec.load_upright(png, Preprocess(50, 50))[0].size == (800, 600)
+
+
+@pytest.mark.parametrize("w, h", [(8, 4000), (4000, 8)])
+def test_draft_never_asks_for_less_than_one_pixel(tmp_path, w, h):
+    p = tmp_path / "thin.jpg"
+    p.write_bytes(jpeg_bytes(Image.new("L", (w, h), 77)))
+    img, _ = dec.load_upright(p, Preprocess(1, 1, 1, "pad"))  # 1/8: the 8-pixel side to 1
+    assert img.size == (w // 8, h // 8)
+
+
+@pytest.mark.parametrize("w, h", [(800, 600), (600, 800)])
+def test_whole_image_is_the_default_region_for_the_dct_scale(tmp_path, w, h):
+    p = tmp_path / "d.jpg"
+    p.write_bytes(jpeg_bytes(texture(w, h, seed=16)))
+    with Image.open(p) as im:  # room min(w, h) / 100 = 6: 1/4
+        im.draft("RGB", (w // 4, h // 4))
+        want = np.asarray(im.resize((100, 100), BILINEAR))
+    np.testing.assert_array_equal(dec.decode(p, Preprocess(100, 100)).arrays[0], want)
 
 
 # -- refusals: pixel cap, empty, truncated, garbage ----------------------------------------
@@ -331,8 +377,8 @@ def test_pixel_cap_counts_pixels_after_the_draft(tmp_path, monkeypatch):
 
 def test_default_pixel_cap_is_24_megapixels(tmp_path):
     p = tmp_path / "huge.png"
-    Image.new("L", (4900, 4900)).save(p)  # 24.01 MP
-    with pytest.raises(ValueError, match=r"PNG of 4900×4900 = 24\.0 MP .* the 24 MP pixel cap"):
+    Image.new("L", (4810, 5000)).save(p)  # 24.05 MP, printed 24.1
+    with pytest.raises(ValueError, match=r"PNG of 4810×5000 = 24\.1 MP .* the 24 MP pixel cap"):
         dec.decode(p, Preprocess(8, 8))
 
 
@@ -358,6 +404,7 @@ def test_truncated_jpeg_decodes_with_a_warning_unless_strict(tmp_path):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # the process-wide switch is put back
     with pytest.raises(OSError, match="truncated"):
         dec.decode(p, Preprocess(16, 16), strict=True)
+    assert dec.load_upright(p, Preprocess(16, 16))[1].warnings == [dec.TRUNCATED_WARNING]
 
 
 def test_truncated_jpeg_when_pillow_already_tolerates_truncation(tmp_path, monkeypatch):
@@ -443,6 +490,7 @@ def test_mcu_count_by_hand():
     assert dec._mcu_count(_sof(100, 200, [0x21, 0x11, 0x11])[4:]) == 13 * 13  # 16 x 8
     assert dec._mcu_count(_sof(100, 200, [0x12, 0x11, 0x11])[4:]) == 25 * 7  # 8 x 16
     assert dec._mcu_count(_sof(100, 200, [0x11])[4:]) == 25 * 13  # 8 x 8
+    assert dec._mcu_count(_sof(100, 200, [0x00])[4:]) == 25 * 13  # invalid 0: taken as 1
 
 
 @pytest.mark.parametrize("scan, coverage", [
@@ -455,8 +503,11 @@ def test_jpeg_coverage_by_hand(tmp_path, scan, coverage):
     p = tmp_path / "g.jpg"
     sos = _segment(0xDA, bytes([1, 1, 0, 0, 63, 0]))
     p.write_bytes(b"\xff\xd8" + _segment(0xE0, b"JFIF\x00" + bytes(9))
+                  + _segment(0xE1, bytes(300))  # a length over 255: both bytes count
                   + _sof(800, 800, [0x11]) + sos + scan)
     assert dec.jpeg_coverage(p) == pytest.approx(coverage)
+    p.write_bytes(b"\xff\xd8" + _sof(100, 200, [0x11]) + sos + scan)  # 325 MCUs: 41 bytes
+    assert dec.jpeg_coverage(p) == 1.0  # 8 · 41 / 325 > 1, capped
 
 
 def test_jpeg_coverage_is_one_when_it_cannot_tell(tmp_path):
@@ -467,6 +518,13 @@ def test_jpeg_coverage_is_one_when_it_cannot_tell(tmp_path):
     p.write_bytes(b"\xff\xd8" + _sof(800, 800, [0x11], marker=0xC9) + sos + b"\x12" * 10)
     assert dec.jpeg_coverage(p) == 1.0  # arithmetic coding: no bound
     p.write_bytes(b"\xff\xd8" + _sof(800, 800, [0x11]) + b"\x00\xda")  # no SOS marker
+    assert dec.jpeg_coverage(p) == 1.0
+    p.write_bytes(b"\xff\xd8" + _sof(800, 800, [0x11]))  # ends after the frame header
+    assert dec.jpeg_coverage(p) == 1.0
+    p.write_bytes(b"\xff\xd8" + _sof(800, 800, [0x11], marker=0xC9) + sos)  # no MCU count
+    assert dec.jpeg_coverage(p) == 1.0
+    short = _segment(0xC0, bytes([8, 0, 100, 0, 200, 3, 1, 0x11, 0]))  # 3 components, 1 given
+    p.write_bytes(b"\xff\xd8" + short + sos + b"\x12" * 10)
     assert dec.jpeg_coverage(p) == 1.0
 
 

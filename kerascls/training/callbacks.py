@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -88,3 +89,80 @@ def check_finite(model: keras.Model) -> None:
         if not np.all(np.isfinite(keras.ops.convert_to_numpy(w))):
             raise FloatingPointError(
                 f"training diverged: weight {w.path} holds NaN/inf; lower --learning_rate")
+
+
+def monitor_mode(monitor: str) -> str:
+    """``min`` for a loss column, ``max`` for anything else (accuracy, top-5 …)."""
+    return "min" if monitor.endswith("loss") else "max"
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Keep the best epoch's weights by ``monitor``; optionally stop after ``patience``
+    epochs without a better value.
+
+    The best so far is resume state and lives in the run directory, written at each
+    improvement: ``best-epochE.weights.h5`` (the weights), then ``best.json`` (monitor,
+    epoch, value, file) by atomic rename, then the previous weights file is removed — a
+    kill -9 at any point leaves a ``best.json`` that names a complete weights file. A resumed
+    run reads it back, so the epochs before the crash still compete.
+    """
+
+    STATE = "best.json"
+
+    def __init__(self, run: Path, monitor: str, patience: int = 0, start: int = 0):
+        super().__init__()
+        self.run, self.monitor, self.patience = Path(run), monitor, patience
+        self.mode, self.start = monitor_mode(monitor), start
+        self.state: dict | None = None
+        self.stopped_epoch: int | None = None
+
+    def on_train_begin(self, logs=None):
+        state = read_best(self.run)
+        self.state = state if state and state["monitor"] == self.monitor else None
+
+    def _better(self, value: float) -> bool:
+        if self.state is None:
+            return True
+        best = self.state["value"]
+        return value < best if self.mode == "min" else value > best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None and self.monitor == "learning_rate":  # as EpochHistory records it
+            value = self.model.optimizer.learning_rate
+        if value is None:
+            return
+        value = _number(value)
+        redone = self.state is not None and self.state["epoch"] >= epoch  # after a crash
+        if math.isfinite(value) and (redone or self._better(value)):
+            self._save(epoch, value)
+        since = epoch - max(self.state["epoch"] if self.state else -1, self.start - 1)
+        if self.patience and since >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def _save(self, epoch: int, value: float) -> None:
+        old = self.state["weights"] if self.state else None
+        name = f"best-epoch{epoch}.weights.h5"
+        with atomic_path(self.run / name) as tmp:
+            self.model.save_weights(tmp)
+        self.state = {"monitor": self.monitor, "mode": self.mode, "epoch": int(epoch),
+                      "value": float(value), "weights": name}
+        with atomic_path(self.run / self.STATE) as tmp:
+            tmp.write_text(json.dumps(self.state, indent=2))
+        if old and old != name:
+            (self.run / old).unlink(missing_ok=True)
+
+
+def read_best(run: Path) -> dict | None:
+    """The best-so-far state of a run (``best.json``), or None before any epoch ended."""
+    path = Path(run) / BestEpoch.STATE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def clear_best(run: Path) -> None:
+    """Remove the best-epoch resume state once the run's model.keras is written."""
+    state = read_best(run)
+    if state:
+        (Path(run) / state["weights"]).unlink(missing_ok=True)
+    (Path(run) / BestEpoch.STATE).unlink(missing_ok=True)

@@ -56,14 +56,23 @@ def metrics(cfg, one_hot: bool) -> list[keras.metrics.Metric]:
     """Accuracy as the head's outputs need it (named ``accuracy`` in every case).
 
     Argmax is the same for logits and probabilities; a sigmoid decision at 0.5 is a
-    logit decision at 0.
+    logit decision at 0. Multiclass over more than 5 classes adds ``top5``.
     """
     if task_of(cfg) in ("binary", "multilabel"):
         return [keras.metrics.BinaryAccuracy("accuracy",
                                              threshold=0.0 if uses_logits(cfg) else 0.5)]
+    top5 = len(getattr(cfg, "class_names", None) or []) > 5  # ``top5``: a --monitor choice
     if one_hot:
-        return [keras.metrics.CategoricalAccuracy("accuracy")]
-    return [keras.metrics.SparseCategoricalAccuracy("accuracy")]
+        return [keras.metrics.CategoricalAccuracy("accuracy"),
+                *([keras.metrics.TopKCategoricalAccuracy(5, "top5")] if top5 else [])]
+    return [keras.metrics.SparseCategoricalAccuracy("accuracy"),
+            *([keras.metrics.SparseTopKCategoricalAccuracy(5, "top5")] if top5 else [])]
+
+
+def metric_names(cfg, validation: bool) -> list[str]:
+    """The history.csv columns a run of ``cfg`` will have (the choices of ``--monitor``)."""
+    names = ["loss", *(m.name for m in metrics(cfg, one_hot=False))]
+    return [*names, "learning_rate", *(f"val_{n}" for n in names if validation)]
 
 
 @keras.saving.register_keras_serializable(package="kerascls")

@@ -20,8 +20,16 @@ from kerascls.evaluation import plots
 from kerascls.evaluation.metrics import write_csv
 from kerascls.models import create_model, model_info
 from kerascls.models.registry import check_input_size
-from kerascls.training import heads
-from kerascls.training.callbacks import Backup, EpochHistory, StopOnNaN, check_finite
+from kerascls.training import calibration, heads
+from kerascls.training.callbacks import (
+    Backup,
+    BestEpoch,
+    EpochHistory,
+    StopOnNaN,
+    check_finite,
+    clear_best,
+    read_best,
+)
 from kerascls.training.config import TrainConfig
 from kerascls.training.distribute import make_strategy, worker_count, worker_index
 from kerascls.training.multiworker import fit_multiworker, per_example_loss
@@ -169,6 +177,7 @@ def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
     with _undo_failed_start(run, created):
         data = (_file_data(cfg, source, run) if isinstance(source, FileSource)
                 else _array_data(cfg, source))
+        data["monitor"] = _monitor(cfg, data["val"] is not None)
     started = time.time()
     with _precision(cfg.mixed_precision), strategy.scope():
         with _undo_failed_start(run, created):
@@ -183,14 +192,19 @@ def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
         if worker_index() != 0:
             return run  # the chief writes the model, metrics and report
         model = _single_device_copy(cfg, run / "workers" / "0.weights.h5")
+        data["monitor"] = None  # the multi-worker loop keeps the last epoch
+    metrics = {"train_seconds": round(time.time() - started, 1),
+               "replicas": int(strategy.num_replicas_in_sync),
+               **_restore_best(model, run, data["monitor"])}
     check_finite(model)
+    metrics.update(_calibrate(model, cfg, data))
     with atomic_path(run / "model.keras") as tmp:
         model.save(tmp)
-    metrics = {"train_seconds": round(time.time() - started, 1),
-               "replicas": int(strategy.num_replicas_in_sync)}
+    clear_best(run)  # resume state: model.keras now holds the best epoch
     if data.get("test") is not None:
         metrics.update(data["test"](heads.probability_model(model, data_runs.task_of(cfg))))
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with atomic_path(run / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
     plots.training_curves_png(run / "history.csv", run / "report" / "training_curves.png")
     return run
 
@@ -300,10 +314,13 @@ def _fit_phase(model: keras.Model, cfg: TrainConfig, phase: Phase, data: dict,
     model.compile(optimizer=_optimizer(cfg, steps, phase.lr_factor),
                   loss=_loss(cfg, len(cfg.class_names)),
                   metrics=heads.metrics(cfg, data_runs.options(cfg, training=True).one_hot),
-                  jit_compile=True if cfg.xla else "auto")
+                  jit_compile=True if cfg.xla else "auto",
+                  run_eagerly=_opt(cfg, "run_eagerly", False))
     nan = StopOnNaN()
     backup = "backup" if phase.name == "train" else f"backup_{phase.name}"
-    callbacks = [EpochHistory(run / "history.csv"),
+    best = ([BestEpoch(run, data["monitor"], _opt(cfg, "early_stopping_patience", 0),
+                       start=phase.first)] if data.get("monitor") else [])
+    callbacks = [EpochHistory(run / "history.csv"), *best,
                  Backup(str(run / backup), save_freq=cfg.checkpoint_every_steps or "epoch"),
                  *_tensorboard(run), nan]
     model.fit(data["train"], validation_data=data["val"], initial_epoch=phase.first,
@@ -312,6 +329,79 @@ def _fit_phase(model: keras.Model, cfg: TrainConfig, phase: Phase, data: dict,
     nan.raise_if_stopped()
     if multi:
         model.save_weights(done)
+
+
+def _opt(cfg: TrainConfig, name: str, default):
+    """A config field that older saved configs lack."""
+    return getattr(cfg, name, default)
+
+
+def _monitor(cfg: TrainConfig, has_val: bool) -> str | None:
+    """The history column that picks the best epoch, checked before training starts.
+
+    Without a validation split a ``val_*`` monitor falls back to the last epoch (said in one
+    line): the training loss is measured on augmented batches while the weights move, so it
+    is no held-out judge of an epoch.
+    """
+    monitor = _opt(cfg, "monitor", "val_loss")
+    names = heads.metric_names(cfg, validation=True)
+    if monitor not in names:
+        raise ValueError(f"--monitor {monitor!r} is not a column of this run's history.csv; "
+                         f"choose one of {', '.join(names)}")
+    if monitor.startswith("val_") and not has_val:
+        print(f"no validation split: --monitor {monitor} and early stopping are off; "
+              "RUN/model.keras holds the last epoch", flush=True)
+        return None
+    return monitor
+
+
+def _history_epochs(run: Path) -> list[int]:
+    rows = plots.read_history(run / "history.csv") if (run / "history.csv").exists() else {}
+    return [int(e) for e in rows.get("epoch", [])]
+
+
+def _restore_best(model: keras.Model, run: Path, monitor: str | None) -> dict:
+    """Load the best epoch's weights into ``model``; what metrics.json says about it.
+
+    ``best_epoch`` is the ``epoch`` column of history.csv (0-based); ``epochs_run`` counts
+    its rows, so early stopping shows as fewer rows than planned.
+    """
+    epochs = _history_epochs(run)
+    out = {"monitor": monitor, "epochs_run": len(epochs),
+           "best_epoch": epochs[-1] if epochs else None, "best_value": None}
+    state = read_best(run) if monitor else None
+    if state and state["monitor"] == monitor and (run / state["weights"]).exists():
+        model.load_weights(run / state["weights"])
+        out.update(best_epoch=state["epoch"], best_value=state["value"])
+    return out
+
+
+def _calibrate(model: keras.Model, cfg: TrainConfig, data: dict) -> dict:
+    """Fit a temperature on the validation logits and fold it into the head.
+
+    Returns metrics.json's ``calibration`` entry: T, or why there is none, and the test
+    split's ECE and NLL before and after (computed from the same test logits).
+    """
+    task = data_runs.task_of(cfg)
+    reason = (None if _opt(cfg, "calibrate", True) else "--calibrate is off") or \
+        (None if data.get("val") is not None else "no validation split") or \
+        calibration.why_not(model)
+    if reason:
+        return {"calibration": {"temperature": None, "skipped": reason}}
+    z_val, y_val = calibration.predict_logits(model, data["val"])
+    y_val = calibration.labels_for(y_val, task)
+    t = calibration.fit_temperature(z_val, y_val, task)
+    out = {"temperature": round(t, 6), "fitted_on": "val", "val_count": int(len(y_val)),
+           "val_before": calibration.quality(z_val, y_val, task),
+           "val_after": calibration.quality(z_val / t, y_val, task)}
+    if data.get("test_set") is not None:
+        z, y = calibration.predict_logits(model, data["test_set"]())
+        y = calibration.labels_for(y, task)
+        out.update(test_before=calibration.quality(z, y, task),
+                   test_after=calibration.quality(z / t, y, task))
+    calibration.fold_temperature(model, t)
+    print(f"calibration: temperature {t:.4f} folded into the head", flush=True)
+    return {"calibration": out}
 
 
 def _array_data(cfg: TrainConfig, source) -> dict:
@@ -328,7 +418,12 @@ def _array_data(cfg: TrainConfig, source) -> dict:
               if len(va_y) else None)
     test = ((lambda m: evaluate_arrays(m, *_test_subset(cfg, *source.split("test")), cfg))
             if source.x_test is not None else None)
-    return {"train": train_ds, "val": val_ds, "count": len(tr_y), "test": test}
+
+    def test_set():
+        x, y = _test_subset(cfg, *source.split("test"))
+        return array_dataset(x, y, 512, training=False, image_size=size, channels=ch)
+    return {"train": train_ds, "val": val_ds, "count": len(tr_y), "test": test,
+            "test_set": test_set if test is not None else None}
 
 
 def _test_subset(cfg: TrainConfig, *arrays):
@@ -351,9 +446,12 @@ def _file_data(cfg: TrainConfig, source: FileSource, run: Path) -> dict:
     def test(model: keras.Model) -> dict:
         ds, y = data_runs.dataset(_test_subset(cfg, splits["test"])[0], cfg, training=False)
         return task_metrics(model.predict(ds, verbose=0), y, data_runs.task_of(cfg))
+    def test_set():
+        return data_runs.dataset(_test_subset(cfg, splits["test"])[0], cfg, training=False)[0]
     return {"train": train_ds, "val": val_ds, "count": len(splits["train"]),
             "class_weight": data_runs.fit_class_weight(splits["train"], cfg),
-            "test": test if splits["test"] else None}
+            "test": test if splits["test"] else None,
+            "test_set": test_set if splits["test"] else None}
 
 
 def task_metrics(probs: np.ndarray, y: np.ndarray, task: str) -> dict:

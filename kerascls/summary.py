@@ -22,6 +22,8 @@ import math
 
 import keras
 
+from kerascls.layers.types import Shape
+
 STATISTICS = ("moving_mean", "moving_variance")
 
 
@@ -35,7 +37,7 @@ def count_params(model: keras.Model) -> int:
     return layer_params(model)
 
 
-def _positions(output_shape) -> int:
+def _positions(output_shape: Shape) -> int:
     """Positions a weight is applied at: all but batch and channel axes (static dims)."""
     dims = [d for d in output_shape[1:-1] if d is not None]
     return math.prod(dims) if dims else 1
@@ -69,7 +71,7 @@ def _sub_output_shape(sub, fallback):
     return fallback
 
 
-def layer_macs(layer: keras.layers.Layer, output_shape) -> int:
+def layer_macs(layer: keras.layers.Layer, output_shape: Shape) -> int:
     """Mult-adds of one layer (and its sub-layers) for one image, torchinfo's convention."""
     own = _own_params(layer)
     if own and (_is_conv(layer) or isinstance(layer, keras.layers.Dense

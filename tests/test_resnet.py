@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from kerascls.models import create_model
-from kerascls.models.resnet import drop_path_rates, load_keras_applications_weights
+from kerascls.models.blocks import drop_path_rates
+from kerascls.models.weights import load_keras_applications_weights
 
 SIZE = (64, 64, 3)
 APPS = {"resnet50": "ResNet50", "resnet101": "ResNet101", "resnet152": "ResNet152"}

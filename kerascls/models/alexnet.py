@@ -8,8 +8,9 @@ from __future__ import annotations
 import keras
 
 from kerascls.layers import AdaptiveAveragePooling2D
+from kerascls.layers.types import Tensor
 from kerascls.models.blocks import conv_norm_act, mlp
-from kerascls.models.registry import register_model
+from kerascls.models.catalog import register_model
 
 # (filters, kernel, stride, max-pool after) per conv: torchvision.models.AlexNet.features.
 FEATURES = ((64, 11, 4, True), (192, 5, 1, True), (384, 3, 1, False),
@@ -20,8 +21,8 @@ FEATURES = ((64, 11, 4, True), (192, 5, 1, True), (384, 3, 1, False),
                 learning_rate=1e-4,
                 paper="Krizhevsky 2014, One weird trick for parallelizing CNNs",
                 matches="torchvision.models.alexnet")
-def alexnet(x, *, norm: str | None = "none", attention: str | None = None,
-            dropout: float = 0.5, fc_widths: tuple[int, ...] = (4096, 4096)):
+def alexnet(x: Tensor, *, norm: str | None = "none", attention: str | None = None,
+            dropout: float = 0.5, fc_widths: tuple[int, ...] = (4096, 4096)) -> Tensor:
     """Five convs (pool after 1, 2, 5), adaptive pool to 6×6, dropout-4096-dropout-4096.
 
     conv1's padding is explicit (2 pixels, as torchvision) because "same" would give

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import keras
 
 from kerascls.layers import SqueezeExcite, get_norm
+from kerascls.layers.types import Tensor
 
 
-def conv_norm_act(x, filters: int, kernel: int = 3, strides: int = 1, *,
+def conv_norm_act(x: Tensor, filters: int, kernel: int = 3, strides: int = 1, *,
                   norm: str | None = "batch", activation: str | None = "relu",
                   padding: str = "same", use_bias: bool | None = None,
-                  attention: str | None = None, name: str = "conv"):
+                  attention: str | None = None, name: str = "conv") -> Tensor:
     """Conv2D → norm → activation (→ SE), the unit every CNN family repeats.
 
     The conv carries a bias only when no normalization follows (a norm's shift makes
@@ -28,7 +31,26 @@ def conv_norm_act(x, filters: int, kernel: int = 3, strides: int = 1, *,
     return apply_attention(x, attention, name)
 
 
-def apply_attention(x, attention: str | None, name: str):
+def norm(x: Tensor, kind: str | None, name: str, *, epsilon: float | None = None,
+         native: str = "batch", skip_none: bool = False) -> Tensor:
+    """Apply a fresh ``get_norm(kind)`` layer named ``name`` (names stay one scheme).
+
+    ``epsilon`` is the family's reference value for its ``native`` kind (batch for
+    ResNet/EfficientNet, layer for ConvNeXt): outputs only match reference weights with it;
+    any other kind keeps its own default. ``skip_none`` returns ``x`` for ``none`` instead
+    of an Identity layer (ResNet keeps keras.applications' layer list that way).
+    """
+    if skip_none and (kind or "none") == "none":
+        return x
+    return get_norm(kind, name=name, epsilon=epsilon if kind == native else None)(x)
+
+
+def drop_path_rates(rate: float, n: int) -> list[float]:
+    """Linearly increasing stochastic-depth rates, 0 for the first block (timm's rule)."""
+    return [rate * i / max(n - 1, 1) for i in range(n)]
+
+
+def apply_attention(x: Tensor, attention: str | None, name: str) -> Tensor:
     """Insert the named attention block (``se``) or return x unchanged."""
     if attention in (None, "none"):
         return x
@@ -37,7 +59,8 @@ def apply_attention(x, attention: str | None, name: str):
     raise ValueError(f"attention must be 'se' or None, got {attention!r}")
 
 
-def mlp(x, widths, *, activation: str = "relu", dropout: float = 0.0, name: str = "fc"):
+def mlp(x: Tensor, widths: Sequence[int], *, activation: str = "relu", dropout: float = 0.0,
+        name: str = "fc") -> Tensor:
     """Dense layers (with dropout before each, as AlexNet/VGG place it) for classic heads."""
     for i, width in enumerate(widths):
         if dropout:

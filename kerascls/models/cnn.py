@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import keras
 
+from kerascls.layers.types import Tensor
 from kerascls.models.blocks import conv_norm_act, mlp
-from kerascls.models.registry import register_model
+from kerascls.models.catalog import register_model
 
 
 @register_model(family="lenet", paper="LeCun et al. 1998, as in the PyTorch CIFAR tutorial",
                 input_size=32, params=62_006, matches="PyTorch tutorial Net (10 classes)",
                 min_input_size=16)  # two valid 5×5 convs and two 2×2 pools: 16 → 1×1
-def lenet(x, *, norm: str | None = "none", attention: str | None = None,
-          activation: str = "relu"):
+def lenet(x: Tensor, *, norm: str | None = "none", attention: str | None = None,
+          activation: str = "relu") -> Tensor:
     """conv 6@5×5 → pool → conv 16@5×5 → pool → fc 120 → fc 84 (→ head fc N)."""
     for i, filters in enumerate((6, 16)):
         x = conv_norm_act(x, filters, 5, norm=norm, activation=activation, padding="valid",
@@ -24,8 +25,8 @@ def lenet(x, *, norm: str | None = "none", attention: str | None = None,
 
 @register_model(family="small_cnn", paper="kerascls default: VGG-style blocks with BatchNorm",
                 input_size=28, params=None, matches="", min_input_size=4)  # two 2×2 pools
-def small_cnn(x, *, widths=(16, 32, 64), norm: str | None = "batch",
-              attention: str | None = None, dropout: float = 0.2):
+def small_cnn(x: Tensor, *, widths: tuple[int, ...] = (16, 32, 64), norm: str | None = "batch",
+              attention: str | None = None, dropout: float = 0.2) -> Tensor:
     """Three conv-norm-ReLU stages with 2×2 pooling, global pooling and dropout.
 
     About 7.4 M MACs at 28×28: 8 epochs on Fashion-MNIST reach about 92.5 % test accuracy

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import keras
 
-from kerascls.layers import GlobalResponseNorm, LayerScale, StochasticDepth, get_norm
-from kerascls.models.blocks import apply_attention
-from kerascls.models.registry import register_model
-from kerascls.models.resnet import drop_path_rates
+from kerascls.layers import GlobalResponseNorm, LayerScale, StochasticDepth
+from kerascls.layers.types import Tensor
+from kerascls.models.blocks import apply_attention, drop_path_rates, norm
+from kerascls.models.catalog import register_model
 
 EPS = 1e-6
 
@@ -37,12 +37,13 @@ SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 }
 
 
-def _norm(x, norm: str | None, name: str):
-    return get_norm(norm, name=name, epsilon=EPS if norm == "layer" else None)(x)
+def _norm(x, kind: str | None, name: str):
+    """The chosen norm with the reference layer-norm epsilon."""
+    return norm(x, kind, name, epsilon=EPS, native="layer")
 
 
-def convnext_block(x, width: int, *, version: int, norm: str | None, attention: str | None,
-                   drop_path: float, layer_scale: float, name: str):
+def convnext_block(x: Tensor, width: int, *, version: int, norm: str | None, attention: str | None,
+                   drop_path: float, layer_scale: float, name: str) -> Tensor:
     """dw 7×7 → norm → 4× pointwise → GELU (→ GRN in V2) → pointwise (→ scale) + shortcut."""
     shortcut = x
     x = keras.layers.Conv2D(width, 7, padding="same", groups=width,
@@ -61,9 +62,9 @@ def convnext_block(x, width: int, *, version: int, norm: str | None, attention: 
     return keras.layers.Add(name=f"{name}_add")([shortcut, x])
 
 
-def convnext(x, *, size: str = "tiny", version: int = 1, norm: str | None = "layer",
+def convnext(x: Tensor, *, size: str = "tiny", version: int = 1, norm: str | None = "layer",
              attention: str | None = None, drop_path: float = 0.0,
-             layer_scale: float = 1e-6, prefix: str = "convnext"):
+             layer_scale: float = 1e-6, prefix: str = "convnext") -> Tensor:
     """ConvNeXt backbone → pooled, normalized features.
 
     Args:

@@ -23,8 +23,10 @@ import math
 
 import keras
 
-from kerascls.layers import SqueezeExcite, get_norm, make_divisible
-from kerascls.models.registry import register_model
+from kerascls.layers import SqueezeExcite, make_divisible
+from kerascls.layers.types import Tensor
+from kerascls.models import blocks
+from kerascls.models.catalog import register_model
 
 BN_EPS = 1e-3  # keras.applications' and TF's EfficientNet/MobileNetV3 value
 
@@ -53,13 +55,14 @@ def tf_same_pad(size: int | None, kernel: int) -> tuple[tuple[int, int], tuple[i
     return ((half - adjust, half), (half - adjust, half))
 
 
-def _norm(x, norm: str | None, name: str):
-    return get_norm(norm, name=name, epsilon=BN_EPS if norm == "batch" else None)(x)
+def mb_norm(x: Tensor, kind: str | None, name: str) -> Tensor:
+    """The chosen norm with keras.applications' batch-norm epsilon (MBConv families)."""
+    return blocks.norm(x, kind, name, epsilon=BN_EPS)
 
 
-def mbconv(x, filters: int, kernel: int, strides: int, *, expand: int | None, se: int,
+def mbconv(x: Tensor, filters: int, kernel: int, strides: int, *, expand: int | None, se: int,
            activation: str, se_activation: str, se_gate: str, norm: str | None,
-           drop_path: float, prefix: str, names: dict = NAMES):
+           drop_path: float, prefix: str, names: dict = NAMES) -> Tensor:
     """Inverted residual: (1×1 expand) → depthwise k×k → (SE) → 1×1 project (+ shortcut).
 
     ``expand`` is the expanded width (None: no expand conv), ``se`` the SE bottleneck
@@ -70,7 +73,7 @@ def mbconv(x, filters: int, kernel: int, strides: int, *, expand: int | None, se
     shortcut = x
     if expand:
         x = keras.layers.Conv2D(expand, 1, padding="same", use_bias=False, name=n["expand"])(x)
-        x = _norm(x, norm, n["expand_bn"])
+        x = mb_norm(x, norm, n["expand_bn"])
         x = keras.layers.Activation(activation, name=n["expand_act"])(x)
     padding = "same"
     if strides == 2:
@@ -78,13 +81,13 @@ def mbconv(x, filters: int, kernel: int, strides: int, *, expand: int | None, se
         padding = "valid"
     x = keras.layers.DepthwiseConv2D(kernel, strides, padding=padding, use_bias=False,
                                      name=n["dw"])(x)
-    x = _norm(x, norm, n["dw_bn"])
+    x = mb_norm(x, norm, n["dw_bn"])
     x = keras.layers.Activation(activation, name=n["dw_act"])(x)
     if se:
         x = SqueezeExcite(rd_channels=se, activation=se_activation, gate=se_gate,
                           name=n["se"])(x)
     x = keras.layers.Conv2D(filters, 1, padding="same", use_bias=False, name=n["project"])(x)
-    x = _norm(x, norm, n["project_bn"])
+    x = mb_norm(x, norm, n["project_bn"])
     if strides != 1 or shortcut.shape[-1] != filters:
         return x
     if drop_path:
@@ -97,7 +100,7 @@ def _stem(x, filters: int, norm, activation: str):
     x = keras.layers.ZeroPadding2D(tf_same_pad(x.shape[1], 3), name="stem_conv_pad")(x)
     x = keras.layers.Conv2D(filters, 3, strides=2, padding="valid", use_bias=False,
                             name="stem_conv")(x)
-    x = _norm(x, norm, "stem_bn")
+    x = mb_norm(x, norm, "stem_bn")
     return keras.layers.Activation(activation, name="stem_activation")(x)
 
 
@@ -112,9 +115,9 @@ def _repeats(width: float, depth: float, lite: bool) -> list[tuple[int, int, int
     return rows
 
 
-def efficientnet(x, *, width: float = 1.0, depth: float = 1.0, dropout: float = 0.2,
+def efficientnet(x: Tensor, *, width: float = 1.0, depth: float = 1.0, dropout: float = 0.2,
                  lite: bool = False, norm: str | None = "batch", attention: str | None = "se",
-                 drop_path: float = 0.2, activation: str | None = None):
+                 drop_path: float = 0.2, activation: str | None = None) -> Tensor:
     """EfficientNet backbone → pooled features (dropout last, as keras.applications).
 
     Args:
@@ -146,7 +149,7 @@ def efficientnet(x, *, width: float = 1.0, depth: float = 1.0, dropout: float = 
             b += 1
     head = 1280 if lite else make_divisible(1280 * width)
     x = keras.layers.Conv2D(head, 1, padding="same", use_bias=False, name="top_conv")(x)
-    x = _norm(x, norm, "top_bn")
+    x = mb_norm(x, norm, "top_bn")
     x = keras.layers.Activation(act, name="top_activation")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.layers.Dropout(dropout, name="top_dropout")(x) if dropout else x

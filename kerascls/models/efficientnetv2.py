@@ -27,8 +27,9 @@ import math
 import keras
 
 from kerascls.layers import SqueezeExcite, StochasticDepth
-from kerascls.models.efficientnet import NAMES, _norm, mbconv
-from kerascls.models.registry import register_model
+from kerascls.layers.types import Tensor
+from kerascls.models.catalog import register_model
+from kerascls.models.efficientnet import NAMES, mb_norm, mbconv
 
 # kernel, repeats, filters in, filters out, expand ratio, SE ratio, stride, fused
 _B = ((3, 1, 32, 16, 1, 0, 1, True), (3, 2, 16, 32, 4, 0, 2, True),
@@ -57,8 +58,8 @@ def round_filters(filters: float, width: float, divisor: int = 8) -> int:
     return max(divisor, int(filters * width + divisor / 2) // divisor * divisor)
 
 
-def fused_mbconv(x, filters: int, kernel: int, strides: int, *, expand_ratio: int, se: int,
-                 activation: str, norm: str | None, drop_path: float, prefix: str):
+def fused_mbconv(x: Tensor, filters: int, kernel: int, strides: int, *, expand_ratio: int, se: int,
+                 activation: str, norm: str | None, drop_path: float, prefix: str) -> Tensor:
     """FusedMBConv: k×k conv (expand) → (SE) → 1×1 project, or one k×k conv when ratio 1.
 
     keras.applications' order and names; the shortcut exists when the shape is kept.
@@ -68,14 +69,14 @@ def fused_mbconv(x, filters: int, kernel: int, strides: int, *, expand_ratio: in
     if not single:
         x = keras.layers.Conv2D(c_in * expand_ratio, kernel, strides, padding="same",
                                 use_bias=False, name=f"{prefix}expand_conv")(x)
-        x = _norm(x, norm, f"{prefix}expand_bn")
+        x = mb_norm(x, norm, f"{prefix}expand_bn")
         x = keras.layers.Activation(activation, name=f"{prefix}expand_activation")(x)
     if se:
         x = SqueezeExcite(rd_channels=se, activation=activation, gate="sigmoid",
                           name=f"{prefix}se")(x)
     x = keras.layers.Conv2D(filters, kernel if single else 1, strides if single else 1,
                             padding="same", use_bias=False, name=f"{prefix}project_conv")(x)
-    x = _norm(x, norm, f"{prefix}project_bn")
+    x = mb_norm(x, norm, f"{prefix}project_bn")
     if single:
         x = keras.layers.Activation(activation, name=f"{prefix}project_activation")(x)
     if strides != 1 or c_in != filters:
@@ -97,10 +98,10 @@ def _block(x, row: tuple, filters: int, strides: int, *, use_se: bool, **kw):
                   names=V2_NAMES, **kw)
 
 
-def efficientnetv2(x, *, config: str = "b", width: float = 1.0, depth: float = 1.0,
+def efficientnetv2(x: Tensor, *, config: str = "b", width: float = 1.0, depth: float = 1.0,
                    dropout: float = 0.2, norm: str | None = "batch",
                    attention: str | None = "se", drop_path: float = 0.2,
-                   activation: str = "swish"):
+                   activation: str = "swish") -> Tensor:
     """EfficientNetV2 backbone → pooled features (dropout last, as keras.applications).
 
     Args:
@@ -119,7 +120,7 @@ def efficientnetv2(x, *, config: str = "b", width: float = 1.0, depth: float = 1
     total = float(sum(row[1] for row in stages))  # keras divides by the unscaled count
     x = keras.layers.Conv2D(round_filters(stages[0][2], width), 3, 2, padding="same",
                             use_bias=False, name="stem_conv")(x)
-    x = _norm(x, norm, "stem_bn")
+    x = mb_norm(x, norm, "stem_bn")
     x = keras.layers.Activation(activation, name="stem_activation")(x)
     b = 0
     for i, (row, n) in enumerate(zip(stages, repeats)):
@@ -130,7 +131,7 @@ def efficientnetv2(x, *, config: str = "b", width: float = 1.0, depth: float = 1
             b += 1
     x = keras.layers.Conv2D(round_filters(1280, width), 1, padding="same", use_bias=False,
                             name="top_conv")(x)
-    x = _norm(x, norm, "top_bn")
+    x = mb_norm(x, norm, "top_bn")
     x = keras.layers.Activation(activation, name="top_activation")(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     return keras.layers.Dropout(dropout, name="top_dropout")(x) if dropout else x

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import keras
 
-from kerascls.layers import get_norm, make_divisible
-from kerascls.models.efficientnet import BN_EPS, mbconv
-from kerascls.models.registry import register_model
+from kerascls.layers import make_divisible
+from kerascls.layers.types import Tensor
+from kerascls.models.catalog import register_model
+from kerascls.models.efficientnet import mb_norm, mbconv
 
 HS, RE = "hard_swish", "relu"
 
@@ -48,12 +49,13 @@ def _conv_bn_act(x, filters: int, norm, activation: str, name: str, strides: int
                  kernel: int = 1):
     x = keras.layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
                             name=name)(x)
-    x = get_norm(norm, name=f"{name}_bn", epsilon=BN_EPS if norm == "batch" else None)(x)
+    x = mb_norm(x, norm, f"{name}_bn")
     return keras.layers.Activation(activation, name=f"{name}_act")(x)
 
 
-def mobilenetv3(x, *, size: str = "large", norm: str | None = "batch",
-                attention: str | None = "se", drop_path: float = 0.0, dropout: float = 0.2):
+def mobilenetv3(x: Tensor, *, size: str = "large", norm: str | None = "batch",
+                attention: str | None = "se", drop_path: float = 0.0,
+                dropout: float = 0.2) -> Tensor:
     """MobileNetV3 backbone → pooled, projected features (dropout last).
 
     Args:

@@ -1,5 +1,8 @@
 """One registry for every architecture: ``@register_model`` feeds ``create_model``.
 
+The table and its decorator live in ``catalog`` (families import it); this module reads
+the table and builds models.
+
 Builders are backbone functions ``builder(x, **kwargs) -> features``: they take the
 preprocessed input tensor and return the pre-logit feature tensor (2-D). ``create_model``
 adds what every family shares — the input, the in-model preprocessing and the task head —
@@ -9,96 +12,48 @@ so those options apply to every family alike (the timm / keras-hub pattern).
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import keras
 
 from kerascls.layers.preprocessing import ImagePreprocessing
+from kerascls.models.catalog import (  # noqa: F401 (the registry's public names)
+    _REGISTRY,
+    DEFAULT_LEARNING_RATE,
+    ModelInfo,
+    register_model,
+)
 
 TASKS = ("multiclass", "binary", "multilabel")
 # Largest input side create_model and the CLI accept: a 4096×4096 image already needs
 # gigabytes of activations per image in the first layers of most families.
 MAX_INPUT_SIZE = 4096
-# Peak AdamW learning rate `kerascls train` uses unless --learning_rate is given. Deep plain
-# nets with wide fc layers and no normalization (VGG, AlexNet) register a lower one: at
-# 3e-3 they diverge in the first epoch (vgg11 on Fashion-MNIST: val accuracy 0.11 at 3e-3,
-# 0.46 at 1e-4 after one epoch of 1,536 images).
-DEFAULT_LEARNING_RATE = 3e-3
+def load_families() -> None:
+    """Import every family module once, so their ``@register_model`` decorators run.
 
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the registry knows about one architecture name."""
-
-    name: str
-    builder: Callable[..., Any]
-    family: str
-    paper: str = ""
-    input_size: int = 224
-    ref_params: int | None = None
-    matches: str = ""
-    defaults: dict = field(default_factory=dict)
-    min_input_size: int = 1
-    min_input_overrides: dict = field(default_factory=dict)
-    learning_rate: float = DEFAULT_LEARNING_RATE
-
-    def min_size(self, **overrides: Any) -> int:
-        """Smallest input side for these family options (e.g. resnet ``stem_kind="small"``)."""
-        options = {**self.defaults, **overrides}
-        for (key, value), size in self.min_input_overrides.items():
-            if options.get(key) == value:
-                return size
-        return self.min_input_size
-
-
-_REGISTRY: dict[str, ModelInfo] = {}
-
-
-def register_model(name: str | None = None, *, family: str, paper: str = "",
-                   input_size: int = 224, params: int | None = None,
-                   matches: str = "", min_input_size: int = 1,
-                   min_input_overrides: dict | None = None,
-                   learning_rate: float = DEFAULT_LEARNING_RATE, **defaults: Any) -> Callable:
-    """Register a backbone builder under ``name`` (default: the function's name).
-
-    ``defaults`` are keyword arguments bound into the builder for this name, which is
-    how variants become rows of data: ``register_model("vgg16", cfg="D", ...)(build_vgg)``.
-    ``params`` is the reference parameter count at ``input_size`` and 1000 classes
-    (or the count the family's tests name), checked by the test suite.
-    ``min_input_size`` is the smallest square input side that builds and that every
-    downsampling stage divides into at least one pixel (the product of the strides, or more
-    where valid convolutions need it); ``min_input_overrides`` maps ``(option, value)`` to
-    the minimum under that option. The test suite builds every name at min and min - 1.
-    ``learning_rate`` is the peak AdamW rate training uses when none is given.
+    The families import ``catalog`` (not this module), so this import points one way.
     """
-
-    def decorator(builder: Callable) -> Callable:
-        key = name or builder.__name__
-        if key in _REGISTRY:
-            raise ValueError(f"model {key!r} is already registered")
-        _REGISTRY[key] = ModelInfo(key, builder, family, paper, input_size, params,
-                                   matches, dict(defaults), min_input_size,
-                                   dict(min_input_overrides or {}), learning_rate)
-        return builder
-
-    return decorator
-
-
-def _load_families() -> None:
-    """Import every family module once, so their decorators run."""
-    import kerascls.models  # noqa: F401  (its __init__ imports the families)
+    from kerascls.models import (  # noqa: F401 (imported to register their architectures)
+        alexnet,
+        cnn,
+        convnext,
+        efficientnet,
+        efficientnetv2,
+        mobilenetv3,
+        resnet,
+        vgg,
+    )
 
 
 def list_models(family: str | None = None) -> list[str]:
     """Sorted names of every registered model, optionally of one family."""
-    _load_families()
+    load_families()
     return sorted(n for n, i in _REGISTRY.items() if family in (None, i.family))
 
 
 def model_info(name: str) -> ModelInfo:
     """The registry entry for ``name``; an unknown name lists close matches."""
-    _load_families()
+    load_families()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""

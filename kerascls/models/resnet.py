@@ -5,7 +5,8 @@ Layer names, layer order and conventions follow ``keras.applications.ResNet50/10
 conv of a bottleneck, explicit stem padding, conv biases, BatchNorm epsilon 1.001e-5).
 Keras 3 ``.weights.h5`` files key each layer by class and position (``layers/conv2d_7``),
 not by name, so identical order is what lets a keras.applications weights file load
-with a plain ``model.load_weights`` (see ``load_keras_applications_weights``).
+with a plain ``model.load_weights`` (see
+``kerascls.models.weights.load_keras_applications_weights``).
 
 Parameter counts. ``params=`` is the registry's one convention, PyTorch's
 (``kerascls.summary.count_params``: BatchNorm moving statistics are buffers, not
@@ -34,13 +35,14 @@ seresnet above; resnet101/152's torchvision counts equal keras.applications' −
 
 from __future__ import annotations
 
-import re
 from typing import Callable
 
 import keras
 
-from kerascls.layers import SqueezeExcite, StochasticDepth, get_norm
-from kerascls.models.registry import register_model
+from kerascls.layers import StochasticDepth
+from kerascls.layers.types import Tensor
+from kerascls.models.blocks import apply_attention, drop_path_rates, norm
+from kerascls.models.catalog import register_model
 
 BN_EPSILON = 1.001e-5  # keras.applications' value; outputs only match with it
 
@@ -56,10 +58,9 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 STAGE_WIDTHS = (64, 128, 256, 512)
 
 
-def _norm(x, norm: str | None, name: str):
-    """The chosen norm, named ``*_bn`` whatever its kind so names stay one scheme."""
-    eps = BN_EPSILON if norm == "batch" else None
-    return get_norm(norm, name=name, epsilon=eps)(x) if (norm or "none") != "none" else x
+def _norm(x, kind: str | None, name: str):
+    """The chosen norm, named ``*_bn`` whatever its kind; ``none`` adds no layer."""
+    return norm(x, kind, name, epsilon=BN_EPSILON, skip_none=True)
 
 
 def _conv(x, filters: int, kernel: int, strides: int = 1, *, name: str):
@@ -105,8 +106,8 @@ def _branch_bottleneck(x, filters: int, strides: int, norm, activation, name: st
 BRANCHES: dict[str, Callable] = {"basic": _branch_basic, "bottleneck": _branch_bottleneck}
 
 
-def residual_block(x, block: str, filters: int, strides: int, *, norm: str | None,
-                   attention: str | None, drop_path: float, activation: str, name: str):
+def residual_block(x: Tensor, block: str, filters: int, strides: int, *, norm: str | None,
+                   attention: str | None, drop_path: float, activation: str, name: str) -> Tensor:
     """shortcut + drop_path(attention(branch(x))), then the activation.
 
     The projection shortcut (``{name}_0``) is built before the branch, as keras.applications
@@ -117,16 +118,13 @@ def residual_block(x, block: str, filters: int, strides: int, *, norm: str | Non
     if strides != 1 or x.shape[-1] != out:
         shortcut = _conv_norm(x, out, 1, strides, norm, f"{name}_0")
     x = BRANCHES[block](x, filters, strides, norm, activation, name)
-    if attention == "se":
-        x = SqueezeExcite(name=f"{name}_se")(x)
-    elif attention not in (None, "none"):
-        raise ValueError(f"attention must be 'se' or None, got {attention!r}")
+    x = apply_attention(x, attention, name)
     x = _drop_path(x, drop_path, f"{name}_drop")
     x = keras.layers.Add(name=f"{name}_add")([shortcut, x])
     return keras.layers.Activation(activation, name=f"{name}_out")(x)
 
 
-def stem(x, norm: str | None, activation: str, kind: str = "imagenet"):
+def stem(x: Tensor, norm: str | None, activation: str, kind: str = "imagenet") -> Tensor:
     """7×7/2 conv and 3×3/2 max-pool with keras.applications' explicit padding.
 
     ``kind="small"`` is the CIFAR-style stem (one 3×3/1 conv, no pooling) for 28–64 px
@@ -146,13 +144,8 @@ def stem(x, norm: str | None, activation: str, kind: str = "imagenet"):
     return keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
 
-def drop_path_rates(rate: float, n: int) -> list[float]:
-    """Linearly increasing stochastic-depth rates, 0 for the first block (timm's rule)."""
-    return [rate * i / max(n - 1, 1) for i in range(n)]
-
-
-def resnet(x, *, depth: int = 50, norm: str | None = "batch", attention: str | None = None,
-           drop_path: float = 0.0, activation: str = "relu", stem_kind: str = "imagenet"):
+def resnet(x: Tensor, *, depth: int = 50, norm: str | None = "batch", attention: str | None = None,
+           drop_path: float = 0.0, activation: str = "relu", stem_kind: str = "imagenet") -> Tensor:
     """ResNet backbone of ``depth`` ∈ DEPTHS → globally pooled features.
 
     Args:
@@ -175,54 +168,6 @@ def resnet(x, *, depth: int = 50, norm: str | None = "batch", attention: str | N
                                drop_path=next(rates), activation=activation,
                                name=f"conv{stage + 2}_block{i + 1}")
     return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-
-
-def _snake(name: str) -> str:
-    """Keras' class name → file key rule: ``BatchNormalization`` → ``batch_normalization``."""
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def _file_keys(model: keras.Model) -> list[tuple[keras.layers.Layer, str]]:
-    """(layer, ``layers/<class>_<n>``) as Keras 3 writes ``.weights.h5``: per class, in order."""
-    seen: dict[str, int] = {}
-    keys = []
-    for layer in model.layers:
-        base = _snake(type(layer).__name__)
-        n = seen.get(base, -1) + 1
-        seen[base] = n
-        keys.append((layer, f"layers/{base}" + (f"_{n}" if n else "")))
-    return keys
-
-
-def load_keras_applications_weights(model: keras.Model, path: str) -> keras.Model:
-    """Load a ``.weights.h5`` saved from ``keras.applications.ResNet{50,101,152}``.
-
-    Keras 3 keys weight-file entries by layer class and position (``layers/conv2d_7``), not
-    by name; this family builds its layers in keras.applications' order, so every body
-    layer finds its entry (our ``ImagePreprocessing``/``Activation`` layers hold no
-    weights). Body layers must match exactly (a ResNet50 file in a ResNet101 raises).
-    The ``head`` takes their ``predictions`` Dense when the file has one of the same
-    shape (1000 ImageNet classes) and otherwise keeps its fresh weights, so a K-class
-    fine-tuning model and ``include_top=False`` files load too. Build with
-    ``preprocess=False`` to feed caffe-preprocessed tensors as keras.applications does.
-    """
-    import h5py  # a Keras dependency; only this loader needs it
-
-    with h5py.File(path, "r") as f:
-        for layer, key in _file_keys(model):
-            if not layer.weights:
-                continue
-            group = f.get(f"{key}/vars")
-            values = [group[str(i)][()] for i in range(len(group))] if group else []
-            shapes = [tuple(w.shape) for w in layer.weights]
-            if [v.shape for v in values] != shapes:
-                if layer.name == "head":
-                    continue
-                raise ValueError(f"{path}: {key} holds {[v.shape for v in values]}, "
-                                 f"layer {layer.name!r} needs {shapes}")
-            layer.load_own_variables({str(i): v for i, v in enumerate(values)})
-    return model
 
 
 _PAPERS = {"resnet": "He et al. 2015, Deep Residual Learning (arXiv:1512.03385)",

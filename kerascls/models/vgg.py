@@ -13,8 +13,9 @@ from __future__ import annotations
 import keras
 
 from kerascls.layers import AdaptiveAveragePooling2D, LocalResponseNormalization
+from kerascls.layers.types import Tensor
 from kerascls.models.blocks import conv_norm_act, mlp
-from kerascls.models.registry import register_model
+from kerascls.models.catalog import register_model
 
 PAPER = "Simonyan & Zisserman 2015, Very Deep Convolutional Networks (ICLR)"
 WIDTHS = (64, 128, 256, 512, 512)
@@ -28,8 +29,9 @@ CONFIGS = {
 }
 
 
-def vgg(x, *, cfg: str, norm: str | None = "none", attention: str | None = None,
-        lrn: bool = False, dropout: float = 0.5, fc_widths: tuple[int, ...] = (4096, 4096)):
+def vgg(x: Tensor, *, cfg: str, norm: str | None = "none", attention: str | None = None,
+        lrn: bool = False, dropout: float = 0.5,
+        fc_widths: tuple[int, ...] = (4096, 4096)) -> Tensor:
     """Stages of conv-(norm)-ReLU, max-pool, adaptive pool to 7×7, dropout-4096-dropout-4096.
 
     Convs keep their bias whatever the norm, as torchvision's ``vgg*_bn`` do, so counts

@@ -23,7 +23,7 @@ the twin itself (fed ``preprocess_input`` output, BGR for ResNet): no stem flip.
 
 from __future__ import annotations
 
-import importlib
+import hashlib
 import io
 import json
 import math
@@ -34,6 +34,8 @@ import zipfile
 from dataclasses import dataclass
 
 import keras
+
+from kerascls.models import _keras_private
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 CAFFE = ((123.68 / 255, 116.779 / 255, 103.939 / 255), (1 / 255,) * 3)  # BGR, no std
@@ -50,7 +52,7 @@ class Twin:
     """A keras.applications architecture ours is layer-compatible with, and its files."""
 
     app: str                    # keras.applications constructor
-    module: str                 # keras.src.applications module with WEIGHTS_HASHES
+    module: str                 # keras.applications module (``_keras_private``)
     key: str                    # its WEIGHTS_HASHES key
     files: tuple[str, str]      # (with top, notop) file names
     stats: tuple = IMAGENET     # (mean, std) on the 0–1 scale the weights expect
@@ -58,13 +60,12 @@ class Twin:
     top: tuple[str, ...] = ()   # our layers, besides ``head``, that only top files hold
 
     def origin(self, fname: str) -> str:
-        mod = importlib.import_module(f"keras.src.applications.{self.module}")
-        base = getattr(mod, "BASE_WEIGHTS_PATH", None) or mod.BASE_WEIGHT_PATH
-        return base + fname
+        """The address keras.applications downloads ``fname`` from."""
+        return _keras_private.weights_base_url(self.module) + fname
 
     def file_hash(self, include_top: bool) -> str:
-        mod = importlib.import_module(f"keras.src.applications.{self.module}")
-        return mod.WEIGHTS_HASHES[self.key][0 if include_top else 1]
+        """Keras' published hash of the file with (or without) its top."""
+        return _keras_private.weights_hashes(self.module)[self.key][0 if include_top else 1]
 
 
 def _resnet(depth: int) -> Twin:
@@ -126,8 +127,7 @@ def _twin(name: str) -> Twin:
 
 def keras_home() -> str:
     """The cache root keras.applications uses (``$KERAS_HOME`` or ``~/.keras``)."""
-    from keras.src.backend.config import keras_home as home
-    root = os.path.expanduser(home())
+    root = os.path.expanduser(_keras_private.keras_home())
     return root if os.access(root, os.W_OK) else os.path.join("/tmp", ".keras")
 
 
@@ -138,13 +138,12 @@ def fetch(name: str, include_top: bool) -> tuple[str, bool]:
     is cached. A cached file whose hash differs from Keras' warns and is used (it was
     placed there on purpose); never deleted, unlike ``get_file`` on a failed re-download.
     """
-    from keras.src.utils.file_utils import validate_file
     twin = _twin(name)
     cache = os.path.join(keras_home(), "models")
     for top in (include_top, not include_top):
         path = os.path.join(cache, twin.files[0 if top else 1])
         if os.path.exists(path):
-            if not validate_file(path, twin.file_hash(top)):
+            if not file_matches(path, twin.file_hash(top)):
                 warnings.warn(f"{path} does not match Keras' published hash; using it as is",
                               stacklevel=2)
             return path, top
@@ -157,6 +156,15 @@ def fetch(name: str, include_top: bool) -> tuple[str, bool]:
             f"ImageNet weights for {name!r} are not cached and could not be downloaded "
             f"({exc}). Place {fname} (from {twin.origin(fname)}) in {cache}/ "
             f"(or set KERAS_HOME) and retry.") from exc
+
+
+def file_matches(path: str, expected: str) -> bool:
+    """Whether ``path`` has Keras' published hash (sha256 if 64 hex digits, else md5)."""
+    hasher = hashlib.sha256() if len(expected) == 64 else hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest() == expected
 
 
 def build_twin(name: str, include_top: bool, channels: int = 3) -> keras.Model:
@@ -294,13 +302,60 @@ def _h5_keys(path: str) -> frozenset[str]:
         return frozenset(f"layers/{k}" for k in f.get("layers", {}))
 
 
+def snake_case(name: str) -> str:
+    """Keras' class name → file key rule: ``BatchNormalization`` → ``batch_normalization``."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", re.sub(r"\W+", "", name))
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def file_keys(model: keras.Model) -> list[tuple[keras.layers.Layer, str]]:
+    """(layer, ``layers/<class>_<n>``) as Keras 3 writes ``.weights.h5``: per class, in order."""
+    seen: dict[str, int] = {}
+    keys = []
+    for layer in model.layers:
+        base = snake_case(type(layer).__name__)
+        n = seen.get(base, -1) + 1
+        seen[base] = n
+        keys.append((layer, f"layers/{base}" + (f"_{n}" if n else "")))
+    return keys
+
+
+def load_keras_applications_weights(model: keras.Model, path: str) -> keras.Model:
+    """Load a ``.weights.h5`` saved from ``keras.applications.ResNet{50,101,152}``.
+
+    Keras 3 keys weight-file entries by layer class and position (``layers/conv2d_7``), not
+    by name; this family builds its layers in keras.applications' order, so every body
+    layer finds its entry (our ``ImagePreprocessing``/``Activation`` layers hold no
+    weights). Body layers must match exactly (a ResNet50 file in a ResNet101 raises).
+    The ``head`` takes their ``predictions`` Dense when the file has one of the same
+    shape (1000 ImageNet classes) and otherwise keeps its fresh weights, so a K-class
+    fine-tuning model and ``include_top=False`` files load too. Build with
+    ``preprocess=False`` to feed caffe-preprocessed tensors as keras.applications does.
+    """
+    import h5py  # a Keras dependency; only this loader needs it
+
+    with h5py.File(path, "r") as f:
+        for layer, key in file_keys(model):
+            if not layer.weights:
+                continue
+            group = f.get(f"{key}/vars")
+            values = [group[str(i)][()] for i in range(len(group))] if group else []
+            shapes = [tuple(w.shape) for w in layer.weights]
+            if [v.shape for v in values] != shapes:
+                if layer.name == "head":
+                    continue
+                raise ValueError(f"{path}: {key} holds {[v.shape for v in values]}, "
+                                 f"layer {layer.name!r} needs {shapes}")
+            layer.load_own_variables({str(i): v for i, v in enumerate(values)})
+    return model
+
+
 def _twin_keys(name: str) -> list[frozenset[str]]:
     """The Keras 3 weight-file keys of the twin with and without its top."""
-    from kerascls.models.resnet import _file_keys
     out = []
     for top in (True, False):
         twin = build_twin(name, top)
-        out.append(frozenset(key for _, key in _file_keys(twin)))
+        out.append(frozenset(key for _, key in file_keys(twin)))
         del twin
     return out
 
@@ -358,10 +413,8 @@ def _is_legacy_h5(path: str) -> bool:
 def _own_format(model: keras.Model, path: str) -> bool:
     """A Keras 3 weights file of our own layout (every weighted layer's key is there)."""
     import h5py
-
-    from kerascls.models.resnet import _file_keys
     with h5py.File(path, "r") as f:
-        return all(key in f for layer, key in _file_keys(model)
+        return all(key in f for layer, key in file_keys(model)
                    if layer.weights and layer.name != "head")
 
 
@@ -383,16 +436,35 @@ def _from_twin_file(model: keras.Model, name: str, path: str) -> None:
                      f"{_twin(name).app}:\n" + "\n".join(errors))
 
 
+KERAS_ARCHIVE = ("config.json", "model.weights.h5")
+
+
+def load_keras_file(path: str) -> keras.Model:
+    """``keras.saving.load_model`` (no compile, safe mode) after checking the archive.
+
+    Keras answers a file that is not a zip with "File not found" and a zip without
+    ``config.json`` with a bare KeyError; this says what the file lacks instead.
+    """
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a Keras model file: a .keras file is a zip archive "
+                         f"holding {' and '.join(KERAS_ARCHIVE)}")
+    with zipfile.ZipFile(path) as z:
+        missing = [n for n in KERAS_ARCHIVE if n not in z.namelist()]
+    if missing:
+        raise ValueError(f"{path} is not a Keras model file: the archive lacks "
+                         f"{', '.join(missing)}")
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
 def load_path(model: keras.Model, name: str, path: str) -> keras.Model:
     """Load a .keras, .weights.h5 (ours or the twin's) or legacy .h5 file into ``model``."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.endswith(".keras"):
-        source = keras.saving.load_model(path, compile=False, safe_mode=True)
+        source = load_keras_file(path)
         transfer(source, model, TWINS[name].top if name in TWINS else ())
     elif not _is_legacy_h5(path) and _own_format(model, path):
-        from kerascls.models.resnet import load_keras_applications_weights
         try:  # the same model (nested layers such as SqueezeExcite included)
             model.load_weights(path)
         except ValueError:  # class/position keys, head may differ

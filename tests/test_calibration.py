@@ -4,6 +4,8 @@ and on a real run it lowers the test ECE measured by the evaluation code."""
 
 from __future__ import annotations
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -58,3 +60,17 @@ def test_folded_head_outputs_softmax_of_logits_over_t(tmp_path, logits):
         out = m.predict(x, verbose=0).astype(np.float64)
         want = z / t if logits else _np_softmax(z.astype(np.float64) / t)
         np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-6)
+
+
+def test_evaluate_reports_the_runs_temperature(tmp_path):
+    from kerascls.evaluation.evaluate import _run_calibration, calibration_line
+    entry = {"temperature": 1.5, "test_before": {"ece": 0.12, "nll": 0.9},
+             "test_after": {"ece": 0.03, "nll": 0.8}}
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "metrics.json").write_text(json.dumps({"calibration": entry}))
+    (tmp_path / "bundle").mkdir()
+    assert _run_calibration(tmp_path) == entry == _run_calibration(tmp_path / "bundle")
+    assert calibration_line(entry) == ("calibration: temperature 1.500 (fitted on val); "
+                                       "test ECE 0.1200 → 0.0300, NLL 0.9000 → 0.8000")
+    assert "no validation split" in calibration_line({"temperature": None,
+                                                      "skipped": "no validation split"})

@@ -42,6 +42,9 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
                else M.classification_report(probs, y, names))
     report = {"model": pred["model"], "data": pred["data"], "split": split, **metrics}
     report["skipped"] = _skipped(pred, report)
+    calibration = _run_calibration(Path(pred["run_dir"]))
+    if calibration:
+        report["calibration"] = calibration
     out = Path(output_dir) if output_dir else _default_report_dir(path, pred["run_dir"])
     write_report(report, out)
     if pred.get("paths"):
@@ -68,6 +71,37 @@ def _skipped(pred: dict, report: dict) -> dict:
               f"{unknown} with a label outside the model's classes, {unreadable} unreadable",
               file=sys.stderr, flush=True)
     return skipped
+
+
+def _run_calibration(run_dir: Path) -> dict | None:
+    """The training run's temperature scaling (its metrics.json), for a run or its bundle.
+
+    The model evaluated already has T folded in; this says by how much it was changed and
+    what that did to the test split's ECE and NLL when it was trained.
+    """
+    for folder in (run_dir, run_dir.parent):
+        file = folder / "metrics.json"
+        if (folder / "config.json").exists() and file.exists():
+            try:
+                entry = json.loads(file.read_text()).get("calibration")
+            except (OSError, ValueError):
+                return None
+            return entry if isinstance(entry, dict) else None
+    return None
+
+
+def calibration_line(entry: dict | None) -> str | None:
+    """One line on the run's temperature scaling (T, test ECE and NLL before → after)."""
+    if not entry:
+        return None
+    if entry.get("temperature") is None:
+        return f"calibration: none ({entry.get('skipped', 'not fitted')})"
+    line = f"calibration: temperature {entry['temperature']:.3f} (fitted on val)"
+    before, after = entry.get("test_before"), entry.get("test_after")
+    if before and after:
+        line += (f"; test ECE {before['ece']:.4f} → {after['ece']:.4f}, "
+                 f"NLL {before['nll']:.4f} → {after['nll']:.4f}")
+    return line
 
 
 def _default_report_dir(path: Path, run_dir: Path) -> Path:
@@ -121,6 +155,8 @@ def summary_lines(report: dict) -> list[str]:
              f"loss: {report['loss']:.4f}  images: {report['count']}",
              f"NLL: {report['nll']:.4f}  log-likelihood: {report['log_likelihood']:.1f}  "
              f"ECE: {report['ece']:.4f}"]
+    if calibration_line(report.get("calibration")):
+        lines.append(calibration_line(report.get("calibration")))
     worst = min(report["per_class"], key=lambda r: r["f1"])
     lines.append(f"lowest F1: {worst['class']} {worst['f1']:.3f}")
     if "empty_filter" in report:

@@ -58,7 +58,8 @@ cli.run(["kerascls", "models"])
 
 
 @pytest.mark.parametrize("body, one_line", [
-    ("raise UserError('--data: no images in /x')", True),
+    # the one-line side is also what tests/test_cli.py checks through real commands
+    pytest.param("raise UserError('--data: no images in /x')", True, marks=pytest.mark.slow),
     ("return {}['missing']", False),
 ])
 def test_cli_prints_user_errors_in_one_line_and_bugs_with_traceback(body, one_line):

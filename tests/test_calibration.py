@@ -74,3 +74,14 @@ def test_evaluate_reports_the_runs_temperature(tmp_path):
                                        "test ECE 0.1200 → 0.0300, NLL 0.9000 → 0.8000")
     assert "no validation split" in calibration_line({"temperature": None,
                                                       "skipped": "no validation split"})
+
+
+def test_bundle_records_the_folded_temperature(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"calibration": {"temperature": 1.25, "fitted_on": "val"}}))
+    assert C.bundle_entry(tmp_path)["calibration"] == {
+        "method": "temperature", "temperature": 1.25, "folded_into_head": True,
+        "fitted_on": "val"}
+    (tmp_path / "metrics.json").write_text(json.dumps(
+        {"calibration": {"temperature": None, "skipped": "--calibrate is off"}}))
+    assert C.bundle_entry(tmp_path) == {} == C.bundle_entry(tmp_path / "absent")

@@ -9,7 +9,9 @@ Networks").
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -115,3 +117,18 @@ def why_not(model: keras.Model) -> str | None:
     if not isinstance(head, keras.layers.Dense):
         return f"its 'head' layer is a {type(head).__name__}, not Dense"
     return None
+
+
+def bundle_entry(run_dir: Path) -> dict:
+    """model.json's ``calibration`` entry: the temperature already folded into the head
+    (the runtime applies nothing more), from the run's metrics.json; {} when none was fitted.
+    """
+    file = Path(run_dir) / "metrics.json"
+    try:
+        entry = json.loads(file.read_text()).get("calibration") if file.exists() else None
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(entry, dict) or entry.get("temperature") is None:
+        return {}
+    return {"calibration": {"method": "temperature", "temperature": entry["temperature"],
+                            "folded_into_head": True, "fitted_on": entry.get("fitted_on")}}

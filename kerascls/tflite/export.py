@@ -69,7 +69,13 @@ def contract(run: LoadedRun, quantize: str) -> dict:
             "output": {"activation": activation}, "quantization": quantize,
             "thresholds": {"default": 0.5},
             "empty_classes": [n for n in names if n.lower() in EMPTY_NAMES],
-            **_crop_rule(cfg)}
+            **_crop_rule(cfg), **_calibration(run)}
+
+
+def _calibration(run: LoadedRun) -> dict:
+    """The temperature train folded into the head (recorded only: nothing to apply)."""
+    from kerascls.training.calibration import bundle_entry
+    return bundle_entry(Path(run.path).parent) if run.path else {}
 
 
 def _crop_rule(cfg) -> dict:

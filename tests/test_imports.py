@@ -34,16 +34,10 @@ RANKS = {
 # Known exceptions, each being removed by open work; anything new fails. Delete an entry
 # when its edge is gone (the test warns about stale entries).
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    ("kerascls.data.runs", "kerascls.training.config"):
-        "issue 16 part 1: the data layer takes typed options from kerascls.config",
-    ("kerascls.runs", "kerascls"):
-        "issue 16 part 2: the run layer calls the package facade (kerascls.load_model)",
     ("kerascls.tflite.export", "kerascls"):
         "issue 16 part 2: export calls the package facade (kerascls.load_model)",
 }
 ALLOWED_CYCLES: dict[tuple[str, ...], str] = {
-    ("kerascls.tflite.export", "kerascls.tflite.tfmot_bridge"):
-        "issue 16 part 4: the bridge's parent/child split",
     ("kerascls.data.camtrap_sources", "kerascls.data.sources"):
         "issue 16 part 3: sources dispatches to camtrap_sources, which reuses its readers",
     ("kerascls.predict", "kerascls.ray_predict"):

@@ -21,9 +21,6 @@ ISOLATED = ROOT / "kerascls" / "models" / "_keras_private.py"
 PRIVATE_USE = re.compile(r"keras\.src\b|\._inbound_nodes\b|\._outbound_nodes\b")
 # Known uses being removed by open work: (file, stripped line) → why. Anything new fails.
 KNOWN: dict[tuple[str, str], str] = {
-    ("kerascls/tflite/tfmot_bridge.py", "node = layer._inbound_nodes[0]"):
-        "issue 16 part 4 (bridge split): the public layer.input / layer.output give the "
-        "same tensors for a functional model's layers",
 }
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from kerascls.evaluation import metrics as M
 from kerascls.evaluation import plots
+from kerascls.evaluation.metrics import calibration_line
 
 
 def _is_tflite(path: Path) -> bool:
@@ -88,20 +89,6 @@ def _run_calibration(run_dir: Path) -> dict | None:
                 return None
             return entry if isinstance(entry, dict) else None
     return None
-
-
-def calibration_line(entry: dict | None) -> str | None:
-    """One line on the run's temperature scaling (T, test ECE and NLL before → after)."""
-    if not entry:
-        return None
-    if entry.get("temperature") is None:
-        return f"calibration: none ({entry.get('skipped', 'not fitted')})"
-    line = f"calibration: temperature {entry['temperature']:.3f} (fitted on val)"
-    before, after = entry.get("test_before"), entry.get("test_after")
-    if before and after:
-        line += (f"; test ECE {before['ece']:.4f} → {after['ece']:.4f}, "
-                 f"NLL {before['nll']:.4f} → {after['nll']:.4f}")
-    return line
 
 
 def _default_report_dir(path: Path, run_dir: Path) -> Path:

@@ -215,3 +215,17 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def calibration_line(entry: dict | None) -> str | None:
+    """One line on the run's temperature scaling (T, test ECE and NLL before → after)."""
+    if not entry:
+        return None
+    if entry.get("temperature") is None:
+        return f"calibration: none ({entry.get('skipped', 'not fitted')})"
+    line = f"calibration: temperature {entry['temperature']:.3f} (fitted on val)"
+    before, after = entry.get("test_before"), entry.get("test_after")
+    if before and after:
+        line += (f"; test ECE {before['ece']:.4f} → {after['ece']:.4f}, "
+                 f"NLL {before['nll']:.4f} → {after['nll']:.4f}")
+    return line

@@ -118,7 +118,7 @@ def write_html_report(report: dict, probs: np.ndarray, y, out: Path,
     summary = (f"accuracy {report['accuracy']:.4f} · top-5 {report['top5_accuracy']:.4f} · "
                f"NLL {report['nll']:.4f} · ECE {report['ece']:.4f} · "
                f"{report['count']} images ({report.get('data', '')}:{report.get('split', '')})")
-    from kerascls.evaluation.evaluate import calibration_line
+    from kerascls.evaluation.metrics import calibration_line
     calibrated = calibration_line(report.get("calibration"))
     summary += f" · {calibrated}" if calibrated else ""
     page = (_TEMPLATE.replace("%TITLE%", html.escape(data["title"]))

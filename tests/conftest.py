@@ -4,14 +4,19 @@ each other)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
+import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from kerascls.data import fashion_mnist as fm
+from tests import camtrapdp_check
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -35,3 +40,35 @@ def run_cli(*args: str, timeout: int = 300, check: bool = True) -> subprocess.Co
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def free_keras_memory():
+    """Clear Keras' global state after a test that builds models (modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("free_keras_memory")``)."""
+    yield
+    import keras
+    keras.backend.clear_session()
+
+
+@pytest.fixture(scope="module")
+def schema_server(tmp_path_factory):
+    """The standard's files served on 127.0.0.1, with the offline-relaxed profile."""
+    frictionless = pytest.importorskip("frictionless")
+    if not (camtrapdp_check.STANDARD / "camtrap-dp-profile.json").is_file():
+        pytest.skip(f"{camtrapdp_check.STANDARD} absent (../shared/data)")
+    root = tmp_path_factory.mktemp("schemas")
+    for f in camtrapdp_check.STANDARD.glob("*.json"):
+        shutil.copy(f, root / f.name)
+    handler = functools.partial(camtrapdp_check.QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    text = (camtrapdp_check.STANDARD / "camtrap-dp-profile.json").read_text()
+    text = text.replace('"pattern": "1\\\\.0\\\\.2"', f'"pattern": "{url.replace(".", "[.]")}"')
+    text = text.replace("https://specs.frictionlessdata.io/schemas/data-package.json",
+                        f"{url}/frictionless-data-package.json")
+    text = text.replace("http://json.schemastore.org/geojson.json", f"{url}/geojson.json")
+    (root / "relaxed-profile.json").write_text(text)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield url, frictionless
+    server.shutdown()

@@ -31,7 +31,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.test_edge import MAKE_BUNDLES
+from tests.bundle_scripts import MAKE_BUNDLES
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPORT = ROOT / "export"

@@ -8,14 +8,11 @@ remote $refs, which point at offline copies here). Real images, the real Coral .
 from __future__ import annotations
 
 import csv
-import functools
 import hashlib
-import http.server
 import json
 import os
 import shutil
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -24,66 +21,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "export"))
 
 from kerascls_edge.cli import main  # noqa: E402
-from tests.shared_paths import CORAL_MODEL, DATA, ENA24, SPECIESNET  # noqa: E402
-
-STANDARD = DATA / "camtrapdp"
+from tests.camtrapdp_check import STANDARD, rows, validate  # noqa: E402
+from tests.shared_paths import CORAL_MODEL, ENA24, SPECIESNET  # noqa: E402
 
 needs_data = pytest.mark.skipif(
     not (CORAL_MODEL.is_file() and SPECIESNET.is_dir() and (ENA24 / "md_annotations.json")
          .is_file() and (STANDARD / "camtrap-dp-profile.json").is_file()),
     reason="../shared/data (Coral model, camera-trap frames, Camtrap DP schemas) absent")
-TABLES = ("deployments", "media", "observations")
-
-
-@pytest.fixture(scope="module")
-def schema_server(tmp_path_factory):
-    """The standard's files served on 127.0.0.1, with the offline-relaxed profile."""
-    frictionless = pytest.importorskip("frictionless")
-    if not (STANDARD / "camtrap-dp-profile.json").is_file():
-        pytest.skip(f"{STANDARD} absent (../shared/data)")
-    root = tmp_path_factory.mktemp("schemas")
-    for f in STANDARD.glob("*.json"):
-        shutil.copy(f, root / f.name)
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    text = (STANDARD / "camtrap-dp-profile.json").read_text()
-    text = text.replace('"pattern": "1\\\\.0\\\\.2"', f'"pattern": "{url.replace(".", "[.]")}"')
-    text = text.replace("https://specs.frictionlessdata.io/schemas/data-package.json",
-                        f"{url}/frictionless-data-package.json")
-    text = text.replace("http://json.schemastore.org/geojson.json", f"{url}/geojson.json")
-    (root / "relaxed-profile.json").write_text(text)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield url, frictionless
-    server.shutdown()
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # noqa: D102
-        pass
-
-
-def validate(package: Path, server) -> list[str]:
-    """frictionless errors for `package`, its descriptor pointed at the served schemas."""
-    url, frictionless = server
-    desc = json.loads((package / "datapackage.json").read_text())
-    desc["profile"] = f"{url}/relaxed-profile.json"
-    for res in desc["resources"]:
-        if res["name"] in TABLES:
-            res["schema"] = f"{url}/{res['name']}-table-schema.json"
-    check = package / "_validate.datapackage.json"
-    check.write_text(json.dumps(desc))
-    try:
-        report = frictionless.validate(str(check))
-    finally:
-        check.unlink()
-    return [f"{e.type}: {e.message}" for task in report.tasks for e in task.errors] + \
-           [f"{e.type}: {e.message}" for e in report.errors]
-
-
-def rows(package: Path, table: str) -> list[dict]:
-    with open(package / f"{table}.csv", newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def digests(folder: Path) -> dict:

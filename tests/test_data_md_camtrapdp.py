@@ -21,7 +21,8 @@ from kerascls.data.pipeline import PipelineOptions, file_dataset
 from kerascls.data.sources import load_source
 from kerascls_edge import runner
 from kerascls_edge.classifier import Classifier
-from tests.test_fidelity import MAKE_BUNDLE, render
+from tests.bundle_scripts import MAKE_BUNDLE
+from tests.pictures import render
 
 ENA24 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camtrap" / "ena24_small"
 SIZE = 32  # MAKE_BUNDLE's input size

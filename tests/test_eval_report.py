@@ -20,8 +20,8 @@ import pytest
 
 from tests.browser import browser, needs_chromium
 from tests.conftest import needs_debian
-from tests.test_evaluate_vs_edge import _train
-from tests.test_heads_labels import render_folder, small_run, texture
+from tests.scenes import render_folder, small_run, texture
+from tests.scenes import train_in_subprocess as _train
 
 pytestmark = needs_chromium
 EVIL = "x'\" onerror=\"document.title=1\"><b id=\"pwn\">&amp.jpg"

@@ -11,7 +11,6 @@ carries the softmax its model.json names.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import os
 import subprocess
@@ -21,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_heads_labels import SIZES, render_folder, small_run
+from tests.scenes import SIZES, render_folder, small_run
+from tests.scenes import train_in_subprocess as _train
 
 EDGE = [sys.executable, "-m", "kerascls_edge"]
 
@@ -33,17 +32,6 @@ def data(tmp_path_factory) -> Path:
     sizes = (*SIZES, (1046, 802), (597, 448), (449, 1031))
     return render_folder(tmp_path_factory.mktemp("e2e") / "images", per_class=24, seed=5,
                          sizes=sizes)
-
-
-def _train(cfg) -> Path:
-    """Train in a fresh process (the run is what a user would have on disk)."""
-    code = ("import json,sys; from kerascls.training.config import TrainConfig; "
-            "from kerascls.training.train import train; "
-            "train(TrainConfig(**json.loads(sys.argv[1])))")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-c", code, json.dumps(dataclasses.asdict(cfg))],
-                   check=True, capture_output=True, env=env, cwd=ROOT, timeout=600)
-    return Path(cfg.output_dir)
 
 
 def _edge_probs(bundle: Path, files: list[str], out: Path) -> dict[str, dict[str, float]]:

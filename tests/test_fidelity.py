@@ -33,59 +33,13 @@ from kerascls.data.pipeline import PipelineOptions, file_dataset
 from kerascls.data.records import Record, check_files
 from kerascls_edge import decode as edge
 from kerascls_edge.decode import Preprocess
+from tests.bundle_scripts import MAKE_BUNDLE
+from tests.pictures import render, texture
 
 CAMTRAP = ROOT.parent / "shared" / "data" / "camtrap"
 SIZES = [(224, 224), (96, 96), (96, 160)]
 MODES = ("stretch", "crop", "pad")
 DECODERS = ("auto", "tf", "pil")
-
-
-def texture(w: int, h: int, seed: int = 0) -> np.ndarray:
-    """A photograph-like H×W×3 uint8 picture: noise at several scales, edges, a gradient.
-
-    Values stay in 8..247, so a letterbox's zero margin is told from picture by value.
-    """
-    if w * h > 4_000_000:  # big frames: rendered at half size, then enlarged (fast)
-        half = Image.fromarray(texture(max(1, w // 2), max(1, h // 2), seed))
-        return np.asarray(half.resize((w, h), Image.Resampling.BICUBIC))
-    rng = np.random.default_rng(seed)
-    out = np.zeros((h, w, 3), np.float32)
-    for cell, amp in ((96, 70), (24, 40), (6, 30), (2, 20)):
-        gh, gw = max(2, h // cell + 2), max(2, w // cell + 2)
-        grid = Image.fromarray(rng.integers(0, 256, (gh, gw, 3), dtype=np.uint8))
-        layer = np.asarray(grid.resize((w, h), Image.Resampling.BICUBIC), np.float32)
-        out += (layer - 128) * (amp / 128)
-    out += 128 + np.linspace(-30, 30, w, dtype=np.float32)[None, :, None]
-    for _ in range(8):  # hard-edged blocks
-        x0, y0 = rng.integers(0, w), rng.integers(0, h)
-        x1, y1 = x0 + rng.integers(1, max(2, w // 3)), y0 + rng.integers(1, max(2, h // 3))
-        out[y0:y1, x0:x1] = out[y0:y1, x0:x1] * 0.4 + rng.integers(0, 256, 3) * 0.6
-    return np.clip(out, 8, 247).astype(np.uint8)
-
-
-def _exif(orientation: int) -> bytes:
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    return exif.tobytes()
-
-
-def render(d: Path, name: str, w: int, h: int, seed: int = 0, mode: str = "RGB",
-           orientation: int = 1, **save) -> str:
-    """Save a textured picture (stored as seen before an EXIF rotation) in any mode."""
-    im = Image.fromarray(texture(w, h, seed))
-    if mode == "I;16":
-        arr = np.asarray(im.convert("L"), np.uint16) * 257 + np.uint16(seed % 200)
-        im = Image.fromarray(arr)
-    elif mode == "P+t":
-        im = im.convert("P", palette=Image.Palette.ADAPTIVE, colors=200)
-        im.info["transparency"] = 3
-    elif mode != "RGB":
-        im = im.convert(mode)
-    if orientation != 1:
-        save["exif"] = _exif(orientation)
-    path = d / name
-    im.save(path, **save)
-    return str(path)
 
 
 def training_view(records: list[Record], size, mode: str, decoder: str) -> np.ndarray:
@@ -377,26 +331,6 @@ def test_large_non_jpeg_reduction_matches_whole_image_conversion(tmp_path):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-MAKE_BUNDLE = textwrap.dedent(r'''
-    import json, os, sys
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import numpy as np, tensorflow as tf, keras
-    d = sys.argv[1]
-    inp = keras.Input((32, 32, 3), batch_size=1)
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255.0)(inp))
-    m = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(x))
-    os.makedirs(d)
-    open(os.path.join(d, "model.tflite"), "wb").write(
-        tf.lite.TFLiteConverter.from_keras_model(m).convert())
-    open(os.path.join(d, "labels.txt"), "w").write("empty\nanimal\n")
-    json.dump({"format": "kerascls-bundle", "format_version": 1, "task": "multiclass",
-               "class_names": ["empty", "animal"],
-               "input": {"height": 32, "width": 32, "channels": 3, "channel_order": "RGB",
-                         "dtype": "float32", "value_range": [0, 255], "resize": "stretch",
-                         "interpolation": "bilinear"},
-               "output": {"activation": "softmax"}, "quantization": "none",
-               "empty_classes": ["empty"]}, open(os.path.join(d, "model.json"), "w"))
-''')
 
 PEAK_RSS = textwrap.dedent(r'''
     import resource, subprocess, sys

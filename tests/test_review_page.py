@@ -12,7 +12,6 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,30 +21,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "export"))
 
 from kerascls_edge.cli import main  # noqa: E402
+from tests.browser import browser, needs_chromium  # noqa: E402
 from tests.shared_paths import CORAL, CORAL_MODEL, ENA24, SPECIESNET  # noqa: E402
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                                "(apt-get install -y chromium)"),
+    needs_chromium,
     pytest.mark.skipif(not (CORAL_MODEL.is_file() and SPECIESNET.is_dir()
                             and (ENA24 / "md_annotations.json").is_file()),
                        reason="../shared/data (Coral model, camera-trap frames) absent"),
 ]
-
-
-def browser(tmp_path: Path, page: Path, fragment: str, screenshot: Path | None = None) -> str:
-    """The DOM after the page's scripts ran (or a screenshot), in headless chromium."""
-    profile = tmp_path / "chromium-profile"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-background-networking", "--no-first-run", "--disable-component-update",
-           "--disable-sync", f"--user-data-dir={profile}", "--window-size=1200,900"]
-    cmd += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
-    proc = subprocess.run([*cmd, f"{page.resolve().as_uri()}#{fragment}"], capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
 
 
 def cards(dom: str) -> list[tuple[str, float]]:

@@ -21,9 +21,8 @@ sys.path.insert(0, str(ROOT / "export"))
 from kerascls_edge import Classifier  # noqa: E402
 from kerascls_edge.cli import main  # noqa: E402
 from kerascls_edge.taxonomy import Rollup, read_allow, read_taxonomy, restrict  # noqa: E402
+from tests.camtrapdp_check import rows, validate  # noqa: E402
 from tests.shared_paths import CORAL, CORAL_MODEL, ENA24  # noqa: E402
-
-from .test_camtrapdp_out import rows, schema_server, validate  # noqa: E402,F401
 
 needs_coral = pytest.mark.skipif(not CORAL_MODEL.is_file(),
                                  reason=f"Coral model not found under {CORAL} (../shared/data)")

@@ -13,7 +13,7 @@ import pytest
 from kerascls.training import train as T
 from kerascls.training.callbacks import EpochHistory, StopOnNaN
 from kerascls.training.config import TrainConfig, merge_config
-from tests.test_fashion_mnist import needs_debian
+from tests.conftest import needs_debian
 
 
 def test_config_file_values_yield_to_explicit_flags(tmp_path):

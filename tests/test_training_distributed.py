@@ -15,7 +15,7 @@ import pytest
 import kerascls.layers  # noqa: F401  (registers the custom layers for loading)
 import kerascls.models  # noqa: F401
 from kerascls.training.distribute import parse_devices
-from tests.test_fashion_mnist import needs_debian
+from tests.conftest import needs_debian
 
 
 @pytest.mark.parametrize("spec, parsed", [("", ("auto", None)), ("gpu", ("gpu", None)),

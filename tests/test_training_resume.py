@@ -17,8 +17,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import ROOT
-from tests.test_fashion_mnist import needs_debian
+from tests.conftest import ROOT, needs_debian
 
 KILL_EPOCH, KILL_BATCH = 1, 25  # second epoch, well after its first step checkpoint
 

@@ -17,6 +17,7 @@ journal ignores a file it already holds, so nothing is lost or doubled.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from kerascls_edge.bundle import EdgeError
 OBJECT_STORE_BYTES = 200 * 1024 * 1024  # enough for blocks of paths and JSON records
 RETRIES = 5  # actor restarts and task retries before a run gives up
 BLOCK = 64  # images per actor call (and per journal part)
+WINDOW = 50_000  # listed images handed to Ray per dataset run
 
 
 def _item_json(item) -> str:
@@ -147,6 +149,7 @@ class RayBackend:
     gpus: float = 0.0
     worker_model: Optional[str] = None
     prog: str = "kerascls"
+    window: int = WINDOW
 
     def classifier(self, args):
         """Join/start Ray first (a bad address fails fast), then load the driver's model."""
@@ -165,20 +168,39 @@ class RayBackend:
             return int(self.args.threads)
         return max(1, (os.cpu_count() or 1) // self.workers) if not self.address else 0
 
-    def consume(self, clf, items, journal, opts, progress) -> None:
-        """Classify what the journal lacks on the Ray pool, one journal part per block."""
-        import ray
-
+    def _ctor(self, clf, opts) -> dict:
+        """What each actor is built with: the model as the workers see it, and its sha256."""
         from kerascls_edge.journal import bundle_identity
-        todo = [_item_json(it) for it in items if it.rel not in journal.done]
-        if not todo:
-            return
-        model = self.worker_model or os.path.abspath(self.args.bundle)
-        ctor = dict(kind="keras" if self.keras_model else "bundle", model=model,
+        return dict(kind="keras" if self.keras_model else "bundle",
+                    model=self.worker_model or os.path.abspath(self.args.bundle),
                     labels=os.path.abspath(self.args.labels) if self.args.labels else None,
                     threads=self._threads() or None, batch_size=self.batch_size,
                     opts=pickle.dumps(opts),
                     identity=bundle_identity(clf.spec.model_path, clf.labels))
+
+    def consume(self, clf, items, journal, opts, progress) -> None:
+        """Classify what the journal lacks on the Ray pool, one journal part per block.
+
+        The listing goes to Ray a window at a time, so the driver and the object store hold
+        one window of paths, not a whole programme's millions.
+        """
+        ctor = self._ctor(clf, opts)
+        todo = (_item_json(it) for it in items if it.rel not in journal.done)
+        # a failure becomes our one line below; Ray Data would print its trace first
+        logging.getLogger("ray.data.exceptions").disabled = True
+        try:
+            while window := list(itertools.islice(todo, self.window)):
+                self._run(window, ctor, journal, progress)
+        except (KeyboardInterrupt, EdgeError):
+            raise
+        except Exception as e:  # a worker that cannot load the model, a lost cluster…
+            raise _worker_error(e) from None
+        finally:
+            journal.flush()
+
+    def _run(self, todo: list[str], ctor: dict, journal, progress) -> None:
+        """One Ray Data run over a window of items, journaled block by block, in order."""
+        import ray
         ds = ray.data.from_items([{"item": t} for t in todo],
                                  override_num_blocks=max(1, -(-len(todo) // self.batch_size)))
         ctx = ds.context
@@ -191,20 +213,10 @@ class RayBackend:
                                 compute=ray.data.ActorPoolStrategy(size=self.workers),
                                 max_restarts=RETRIES, max_task_retries=RETRIES,
                                 batch_format="numpy", **res)
-        # a failure becomes our one line below; Ray Data would print its trace first
-        logging.getLogger("ray.data.exceptions").disabled = True
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy",
-                                         prefetch_batches=1):
-                for text in batch["rec"]:
-                    rec = json.loads(text)
-                    failed = bool(rec.get("failure") or rec.pop("_failed", False))
-                    journal.add(rec)
-                    progress.tick(failed)
-                journal.flush()
-        except (KeyboardInterrupt, EdgeError):
-            raise
-        except Exception as e:  # a worker that cannot load the model, a lost cluster…
-            raise _worker_error(e) from None
-        finally:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+            for text in batch["rec"]:
+                rec = json.loads(text)
+                failed = bool(rec.get("failure") or rec.pop("_failed", False))
+                journal.add(rec)
+                progress.tick(failed)
             journal.flush()

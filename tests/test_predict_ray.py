@@ -93,11 +93,11 @@ def images(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory) -> Path:
-    """300 links to one noisy PNG (a few ms to decode each): a run long enough to kill."""
+    """300 links to one noisy PNG (~10 ms to decode each): a run long enough to kill."""
     d = tmp_path_factory.mktemp("many")
     src = d / "000.png"
     rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (360, 480, 3), dtype=np.uint8)).save(
+    Image.fromarray(rng.integers(0, 255, (720, 960, 3), dtype=np.uint8)).save(
         src, compress_level=1)
     for i in range(1, 300):
         os.link(src, d / f"{i:03d}.png")
@@ -171,16 +171,27 @@ def _wait_parts(proc: subprocess.Popen, partial: Path, n: int) -> None:
 
 
 ACTOR_PIDS = """
-import json, sys, ray
+import json, sys, time, ray
 ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
-print(json.dumps([a["Pid"] for a in ray._private.state.actors().values()
-                  if a["State"] == "ALIVE" and "MapWorker" in a["ActorClassName"]]))
+wait = sys.argv[2] == "wait"
+while True:
+    pids = [a["Pid"] for a in ray._private.state.actors().values()
+            if a["State"] == "ALIVE" and "MapWorker" in a["ActorClassName"] and a["Pid"]]
+    if pids or not wait:
+        break
+    time.sleep(0.05)
+print(json.dumps(pids))
 """
 
 
-def _actor_pids(address: str) -> list[int]:
-    """PIDs of the live Ray Data actors, from the cluster's GCS (no dashboard needed)."""
-    proc = _run([sys.executable, "-c", ACTOR_PIDS, address], timeout=120)
+def _actor_pids(address: str, wait: bool = False) -> subprocess.Popen | list[int]:
+    """PIDs of the live Ray Data actors, from the cluster's GCS (no dashboard needed);
+    `wait`: a process that prints them once there are some (started beside the run)."""
+    cmd = [sys.executable, "-c", ACTOR_PIDS, address, "wait" if wait else "now"]
+    if wait:
+        return subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    proc = _run(cmd, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -188,12 +199,15 @@ def _actor_pids(address: str) -> list[int]:
 def test_killed_actor_loses_and_doubles_nothing(cluster, bundle, many, tmp_path):
     want = _edge(bundle, many, tmp_path / "edge.json")
     out = tmp_path / "ray.json"
+    finder = _actor_pids(cluster, wait=True)
     proc = subprocess.Popen(_ray_cmd(bundle, many, out, f"--ray_address={cluster}",
                                      "--batch_size=8", "--checkpoint_every=8"),
                             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_parts(proc, tmp_path / "ray.json.partial", 2)
-    pids = _actor_pids(cluster)
-    assert pids, "no live actor found"
+    found, err = finder.communicate(timeout=180)
+    assert finder.returncode == 0, err[-2000:]
+    pids = json.loads(found.strip().splitlines()[-1])
+    _wait_parts(proc, tmp_path / "ray.json.partial", 1)
+    assert proc.poll() is None, "the run finished before its actor could be killed"
     os.kill(pids[0], signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]

@@ -85,3 +85,10 @@ def test_bundle_records_the_folded_temperature(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps(
         {"calibration": {"temperature": None, "skipped": "--calibrate is off"}}))
     assert C.bundle_entry(tmp_path) == {} == C.bundle_entry(tmp_path / "absent")
+
+
+def test_a_perfectly_classified_split_is_not_fitted():
+    z = np.array([[3.0, 0.0], [0.0, 2.0]])
+    assert C.separable(z, np.array([0, 1]), "multiclass")
+    assert not C.separable(z, np.array([1, 1]), "multiclass")
+    assert C.separable(np.array([[2.0], [-1.0]]), np.array([[1.0], [0.0]]), "binary")

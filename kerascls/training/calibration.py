@@ -83,6 +83,15 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray, task: str = "multiclass",
     return float(math.exp((a + b) / 2))
 
 
+def separable(logits: np.ndarray, y: np.ndarray, task: str) -> bool:
+    """Whether every label is decided right: then the NLL falls as T → 0 and the split
+    cannot say how sure the model should be (a fitted T would only sharpen it blindly)."""
+    logits = np.asarray(logits)
+    if task == "multiclass" and logits.shape[-1] > 1:
+        return bool(np.all(logits.argmax(-1) == np.asarray(y).reshape(-1)))
+    return bool(np.all((logits.reshape(-1) > 0) == (np.asarray(y).reshape(-1) > 0.5)))
+
+
 def logits_model(model: keras.Model) -> keras.Model:
     """The model up to its ``head`` Dense layer: the logits before any activation."""
     return keras.Model(model.inputs, model.get_layer("head").output)

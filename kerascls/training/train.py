@@ -390,6 +390,9 @@ def _calibrate(model: keras.Model, cfg: TrainConfig, data: dict) -> dict:
         return {"calibration": {"temperature": None, "skipped": reason}}
     z_val, y_val = calibration.predict_logits(model, data["val"])
     y_val = calibration.labels_for(y_val, task)
+    if calibration.separable(z_val, y_val, task):
+        return {"calibration": {"temperature": None, "skipped": "every validation image is "
+                                "classified right: no temperature can be fitted on it"}}
     t = calibration.fit_temperature(z_val, y_val, task)
     out = {"temperature": round(t, 6), "fitted_on": "val", "val_count": int(len(y_val)),
            "val_before": calibration.quality(z_val, y_val, task),

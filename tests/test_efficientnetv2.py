@@ -11,15 +11,14 @@ Default runs build B0 at 32×32; the bigger variants run under ``-m slow``.
 
 from __future__ import annotations
 
-import h5py
 import keras
 import numpy as np
 import pytest
 
 from kerascls.models import create_model, list_models, model_info
 from kerascls.models import weights as W
-from kerascls.models.efficientnetv2 import KERAS_COUNTS
 from kerascls.summary import count_params
+from tests.twins import keras_twin, save_legacy_h5, textured_images
 
 NAMES = ["efficientnetv2_b0", "efficientnetv2_b1", "efficientnetv2_b2", "efficientnetv2_b3",
          "efficientnetv2_s", "efficientnetv2_m", "efficientnetv2_l"]
@@ -31,16 +30,11 @@ def _params(names: list[str]) -> list:
             for n in names]
 
 
-@pytest.fixture(autouse=True)
-def _free_memory():
-    yield
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("free_keras_memory")  # tests/conftest.py
 
 
 def _theirs(name: str, include_top: bool = True, shape=SIZE) -> keras.Model:
-    app = getattr(keras.applications, "EfficientNetV2" + name.split("_")[1].upper())
-    return app(weights=None, include_top=include_top, input_shape=shape,
-               classifier_activation=None)
+    return keras_twin(name, shape, include_top)
 
 
 def _randomize(model: keras.Model, seed: int = 0) -> None:
@@ -62,16 +56,7 @@ def _randomize(model: keras.Model, seed: int = 0) -> None:
 
 
 def _raw(seed: int = 1, n: int = 3) -> np.ndarray:
-    """Textured colour gradients from dark to bright, 0–255 (photograph-like statistics)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:SIZE[0], 0:SIZE[1]] / SIZE[0]
-    out = []
-    for level in np.linspace(50, 200, n):
-        f = rng.uniform(1, 6, 3)
-        base = np.stack([level + 60 * np.sin(f[c] * xx + c) * np.cos(f[2 - c] * yy)
-                         for c in range(3)], -1)
-        out.append(base + rng.normal(0, 20, SIZE))
-    return np.clip(np.stack(out), 0, 255).astype("float32")
+    return textured_images(SIZE, seed, n, amplitude=60)
 
 
 def _assert_same(ours: keras.Model, theirs: keras.Model) -> None:
@@ -81,12 +66,6 @@ def _assert_same(ours: keras.Model, theirs: keras.Model) -> None:
     assert a.shape == b.shape
     assert np.ptp(a, axis=0).max() > 1e-4, "outputs must depend on the input"
     assert np.abs(a - b).max() < 1e-5 * max(1.0, np.abs(a).max()), np.abs(a - b).max()
-
-
-def _save_legacy_h5(model: keras.Model, path) -> None:
-    from keras.src.legacy.saving import legacy_h5_format
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
 
 
 def test_registered_with_metadata():
@@ -107,7 +86,7 @@ def test_counts_equal_keras_applications(name):
     theirs = _theirs(name, shape=(size, size, 3))
     trainable = sum(int(np.prod(w.shape)) for w in theirs.trainable_weights)
     assert count_params(ours) == trainable == model_info(name).ref_params
-    assert ours.count_params() == theirs.count_params() == KERAS_COUNTS[name]
+    assert ours.count_params() == theirs.count_params() == model_info(name).keras_params
 
 
 # --- weight files ---------------------------------------------------------------------
@@ -128,7 +107,7 @@ def test_imagenet_from_keras_cache(name, tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
     theirs = _theirs(name)
     _randomize(theirs)
-    _save_legacy_h5(theirs, tmp_path / "models" / W.TWINS[name].files[0])
+    save_legacy_h5(theirs, tmp_path / "models" / W.TWINS[name].files[0])
     with pytest.warns(UserWarning, match="hash"):
         ours = create_model(name, 1000, SIZE, logits=True, weights="imagenet")
     _assert_same(ours, theirs)
@@ -138,7 +117,7 @@ def test_notop_file_for_k_class_model(tmp_path):
     theirs = _theirs("efficientnetv2_b0", include_top=False)
     _randomize(theirs)
     path = tmp_path / "efficientnetv2-b0_notop.h5"
-    _save_legacy_h5(theirs, path)
+    save_legacy_h5(theirs, path)
     ours = create_model("efficientnetv2_b0", 5, SIZE, weights=str(path))
     _assert_same(keras.Model(ours.inputs, ours.get_layer("top_activation").output), theirs)
 
@@ -177,6 +156,6 @@ def test_family_options():
 
 def test_int8_export_has_no_float_ops():
     # the same subprocess conversion and op audit as the other families
-    from tests.test_zoo2_int8 import audit
+    from tests.int8_audit import audit
     result = audit("efficientnetv2_b0", 32)
     assert not result["float"], result

@@ -42,24 +42,16 @@ def small_size(name: str) -> int:
     return max(SMALL, model_info(name).min_input_size)
 
 
-# Entries whose reference count is not at 1000 classes (until ModelInfo records it).
-REF_CLASSES = {"lenet": 10}
-
-
 def ref_classes(name: str) -> int:
-    """Classes the reference count assumes: ``ModelInfo.ref_classes`` if present, else 1000."""
-    info = model_info(name)
-    return getattr(info, "ref_classes", None) or REF_CLASSES.get(name, 1000)
+    """Classes the reference count assumes (``ModelInfo.ref_classes``)."""
+    return model_info(name).ref_classes
 
 
 def _images(size: int, batch: int = 2) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 255, (batch, size, size, 3)).astype("float32")
 
 
-@pytest.fixture(autouse=True)
-def _free_memory():
-    yield
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("free_keras_memory")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("name", _build_params(NAMES))

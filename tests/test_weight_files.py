@@ -12,13 +12,13 @@ inputs keep it fast; the large twins run under ``slow``.
 
 from __future__ import annotations
 
-import h5py
 import keras
 import numpy as np
 import pytest
 
 from kerascls.models import create_model
 from kerascls.models import weights as W
+from tests.twins import keras_twin, save_legacy_h5, textured_images
 
 SIZE = (32, 32, 3)
 PREPROCESS = {"resnet": keras.applications.resnet.preprocess_input,
@@ -32,10 +32,7 @@ VAR_FACTOR = 1.3  # BN variance over the batch's: outputs input-dependent, yet n
 EFFICIENTNET_STATS = ((0.3, 0.45, 0.6), (0.04, 0.09, 0.0625))  # not the identity
 
 
-@pytest.fixture(autouse=True)
-def _free_memory():
-    yield
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("free_keras_memory")  # tests/conftest.py
 
 
 def _twin(name: str, seed: int = 0, input_stats: tuple | None = None) -> keras.Model:
@@ -46,8 +43,7 @@ def _twin(name: str, seed: int = 0, input_stats: tuple | None = None) -> keras.M
     images: the probabilities then depend on the input, so a wrong preprocessing shows.
     """
     keras.utils.set_random_seed(seed)
-    model = getattr(keras.applications, W.TWINS[name].app)(
-        weights=None, input_shape=SIZE, classifier_activation=None)
+    model = keras_twin(name, SIZE)
     if input_stats:  # EfficientNet's in-model Normalization (mean, variance)
         _set_input_stats(model, *input_stats)
     layers = list(model._flatten_layers())
@@ -84,9 +80,7 @@ def _save(model: keras.Model, folder, name: str, fmt: str) -> str:
     """Under keras.applications' file name: legacy HDF5 (``.h5``) or Keras 3 format."""
     path = folder / W.TWINS[name].files[0]
     if fmt == ".h5":
-        from keras.src.legacy.saving import legacy_h5_format
-        with h5py.File(path, "w") as f:
-            legacy_h5_format.save_weights_to_hdf5_group(f, model)
+        save_legacy_h5(model, path)
     else:
         path = path.with_name(path.name[:-3] + ".weights.h5")
         model.save_weights(path)
@@ -94,17 +88,7 @@ def _save(model: keras.Model, folder, name: str, fmt: str) -> str:
 
 
 def _raw(seed: int = 1, n: int = 3) -> np.ndarray:
-    """Photographic-ish raw pixels: scenes from dark to bright, each a different colour
-    gradient with texture, 0–255."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:SIZE[0], 0:SIZE[1]] / SIZE[0]
-    images = []
-    for level in np.linspace(50, 200, n):
-        f = rng.uniform(1, 6, 3)
-        base = np.stack([level + 50 * np.sin(f[c] * xx + c) * np.cos(f[2 - c] * yy)
-                         for c in range(3)], -1)
-        images.append(base + rng.normal(0, 20, SIZE))
-    return np.clip(np.stack(images), 0, 255).astype("float32")
+    return textured_images(SIZE, seed, n, amplitude=50)
 
 
 def _theirs_input(name: str, raw: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ import pytest
 from kerascls.layers import GlobalResponseNorm
 from kerascls.models import create_model, model_info
 from kerascls.models import weights as W
-from kerascls.models.efficientnet import KERAS_COUNTS
 from kerascls.summary import count_params
 
 SIZE = (32, 32, 3)
@@ -27,10 +26,7 @@ TWIN_STATS = {"efficientnet": ((0.0,) * 3, (1.0,) * 3), "mobilenetv3": W.INCEPTI
 FAST = ["convnext_tiny", "efficientnet_b0", "mobilenetv3_small", "mobilenetv3_large"]
 
 
-@pytest.fixture(autouse=True)
-def _free_memory():
-    yield
-    keras.backend.clear_session()
+pytestmark = pytest.mark.usefixtures("free_keras_memory")  # tests/conftest.py
 
 
 def _randomize(model: keras.Model, seed: int = 0) -> None:
@@ -86,7 +82,7 @@ def test_efficientnet_counts_both_conventions(name):
     size = model_info(name).input_size
     model = create_model(name, input_shape=(size, size, 3))
     assert count_params(model) == model_info(name).ref_params  # PyTorch / trainable
-    assert model.count_params() + 7 == KERAS_COUNTS[name]      # + keras' Normalization
+    assert model.count_params() + 7 == model_info(name).keras_params      # + keras' Normalization
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3_small", "mobilenetv3_large"])

@@ -31,6 +31,8 @@ class ModelInfo:
     min_input_size: int = 1
     min_input_overrides: dict = field(default_factory=dict)
     learning_rate: float = DEFAULT_LEARNING_RATE
+    ref_classes: int = 1000
+    keras_params: int | None = None
 
     def min_size(self, **overrides: Any) -> int:
         """Smallest input side for these family options (e.g. resnet ``stem_kind="small"``)."""
@@ -48,13 +50,16 @@ def register_model(name: str | None = None, *, family: str, paper: str = "",
                    input_size: int = 224, params: int | None = None,
                    matches: str = "", min_input_size: int = 1,
                    min_input_overrides: dict | None = None,
-                   learning_rate: float = DEFAULT_LEARNING_RATE, **defaults: Any) -> Callable:
+                   learning_rate: float = DEFAULT_LEARNING_RATE, ref_classes: int = 1000,
+                   keras_params: int | None = None, **defaults: Any) -> Callable:
     """Register a backbone builder under ``name`` (default: the function's name).
 
     ``defaults`` are keyword arguments bound into the builder for this name, which is
     how variants become rows of data: ``register_model("vgg16", cfg="D", ...)(build_vgg)``.
-    ``params`` is the reference parameter count at ``input_size`` and 1000 classes
-    (or the count the family's tests name), checked by the test suite.
+    ``params`` is the reference parameter count (PyTorch's convention: no BatchNorm moving
+    statistics) at ``input_size`` and ``ref_classes`` classes, and ``matches`` names its
+    source; ``keras_params`` is Keras' ``count_params()`` of a keras.applications twin
+    (moving statistics included). The test suite checks both against the built model.
     ``min_input_size`` is the smallest square input side that builds and that every
     downsampling stage divides into at least one pixel (the product of the strides, or more
     where valid convolutions need it); ``min_input_overrides`` maps ``(option, value)`` to
@@ -68,7 +73,8 @@ def register_model(name: str | None = None, *, family: str, paper: str = "",
             raise ValueError(f"model {key!r} is already registered")
         _REGISTRY[key] = ModelInfo(key, builder, family, paper, input_size, params,
                                    matches, dict(defaults), min_input_size,
-                                   dict(min_input_overrides or {}), learning_rate)
+                                   dict(min_input_overrides or {}), learning_rate,
+                                   ref_classes, keras_params)
         return builder
 
     return decorator

@@ -11,6 +11,7 @@ from kerascls.models.catalog import register_model
 
 @register_model(family="lenet", paper="LeCun et al. 1998, as in the PyTorch CIFAR tutorial",
                 input_size=32, params=62_006, matches="PyTorch tutorial Net (10 classes)",
+                ref_classes=10,
                 min_input_size=16)  # two valid 5×5 convs and two 2×2 pools: 16 → 1×1
 def lenet(x: Tensor, *, norm: str | None = "none", attention: str | None = None,
           activation: str = "relu") -> Tensor:

@@ -175,14 +175,12 @@ _VARIANTS = (
     ("efficientnet_lite4", 1.4, 1.8, 380, 0.3, True, 13_006_568, None),
 )
 
-# keras.applications count_params() (BN statistics and its Normalization layer included)
-KERAS_COUNTS = {n: k for n, *_, k in _VARIANTS if k}
-
 for _n, _w, _d, _res, _drop, _lite, _params, _keras in _VARIANTS:
     _ref = (f"keras.applications.EfficientNetB{_n[-1]} (count_params {_keras:,} with BN "
             "statistics + 7 Normalization values)") if _keras else f"timm tf_{_n}"
     register_model(_n, family="efficientnet_lite" if _lite else "efficientnet",
                    paper=_PAPERS[_lite], input_size=_res, params=_params, matches=_ref,
+                   keras_params=_keras,  # the twin's count_params (+7: its Normalization)
                    min_input_size=32,  # total stride 32, as keras.applications' min_size
                    width=_w, depth=_d, dropout=_drop, lite=_lite,
                    attention=None if _lite else "se")(efficientnet)

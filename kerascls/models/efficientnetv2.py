@@ -15,7 +15,7 @@ those statistics (``kerascls.models.weights``), mean = std = 128/255 for S/M/L.
 
 Parameter counts. ``params=`` is the PyTorch convention (``count_params``: BatchNorm
 moving statistics excluded), keras.applications' trainable count. Its ``count_params()``
-(``KERAS_COUNTS``) adds the BN statistics only: its input ``Normalization`` is built from
+(``keras_params``) adds the BN statistics only: its input ``Normalization`` is built from
 constant mean/variance and ``Rescaling`` has no weights, so ``model.count_params()``
 equals keras.applications' ``count_params()`` exactly (no +7 as for EfficientNet V1).
 """
@@ -151,11 +151,10 @@ _VARIANTS = (
 )
 
 # keras.applications count_params() (BN statistics included), = our model.count_params()
-KERAS_COUNTS = {n: k for n, *_, k in _VARIANTS}
-
 for _n, _cfg, _w, _d, _res, _params, _keras in _VARIANTS:
     register_model(_n, family="efficientnetv2", paper=PAPER, input_size=_res, params=_params,
                    matches=(f"keras.applications.EfficientNetV2{_n.split('_')[1].upper()} "
                             f"(count_params {_keras:,} with BN statistics)"),
+                   keras_params=_keras,
                    min_input_size=32,  # total stride 32, as keras.applications' min_size
                    config=_cfg, width=_w, depth=_d)(efficientnetv2)

@@ -85,6 +85,7 @@ _PAPER = "Howard et al. 2019, Searching for MobileNetV3 (arXiv:1905.02244)"
 for _size, _params, _keras in (("small", 2_542_856, 2_554_968), ("large", 5_483_032, 5_507_432)):
     register_model(f"mobilenetv3_{_size}", family="mobilenetv3", paper=_PAPER, params=_params,
                    min_input_size=32,  # total stride 32, as keras.applications' min_size
+                   keras_params=_keras,
                    matches=f"keras.applications.MobileNetV3{_size.capitalize()} "
                            f"(count_params {_keras:,} with BN statistics)",
                    size=_size)(mobilenetv3)

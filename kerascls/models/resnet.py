@@ -173,6 +173,9 @@ def resnet(x: Tensor, *, depth: int = 50, norm: str | None = "batch", attention:
 _PAPERS = {"resnet": "He et al. 2015, Deep Residual Learning (arXiv:1512.03385)",
            "seresnet": "Hu et al. 2018, Squeeze-and-Excitation Networks (arXiv:1709.01507)"}
 
+# Keras' count_params() (BN moving statistics included) = keras.applications' own numbers
+KERAS_PARAMS = {"resnet50": 25_636_712, "resnet101": 44_707_176, "resnet152": 60_419_944}
+
 # name, depth, attention, params (PyTorch convention, see module docstring), what it matches
 _VARIANTS = (
     ("resnet18", 18, None, 11_694_312, "torchvision resnet18 11,689,512 + one conv bias per channel"),  # noqa: E501
@@ -189,6 +192,7 @@ _VARIANTS = (
 
 for _name, _depth, _attention, _params, _matches in _VARIANTS:
     register_model(_name, family="resnet", paper=_PAPERS["seresnet" if _attention else "resnet"],
-                   params=_params, matches=_matches, depth=_depth, attention=_attention,
+                   params=_params, matches=_matches, keras_params=KERAS_PARAMS.get(_name),
+                   depth=_depth, attention=_attention,
                    # total stride 32 (as keras.applications' min_size); the small stem's 8
                    min_input_size=32, min_input_overrides={("stem_kind", "small"): 8})(resnet)

@@ -171,6 +171,15 @@ def test_decode_crop_and_pad_modes_against_pillow():
     np.testing.assert_array_equal(pad, want)
 
 
+def test_an_open_pillow_jpeg_is_decoded_as_given(tmp_path):
+    p = tmp_path / "o.jpg"
+    p.write_bytes(jpeg_bytes(texture(40, 30, seed=18)))
+    with Image.open(p) as im:
+        out = dec.decode(im, Preprocess(30, 40))
+        assert out.warnings == []
+        np.testing.assert_array_equal(out.arrays[0], np.asarray(im.convert("RGB")))
+
+
 def test_decode_one_array_per_region_in_order():
     img = texture(40, 40, seed=3)
     regions = ((0, 0, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5))
@@ -440,7 +449,8 @@ def test_end_marker_is_found_across_a_chunk_boundary_and_not_in_app_segments(tmp
     # a decoy end marker in an APP15 segment just before the scan (as in EXIF thumbnails)
     app = b"\xff\xef" + (2 + 6).to_bytes(2, "big") + b"\xff\xd9\xff\xd9\x00\x00"
     sos = data.index(b"\xff\xda")
-    p.write_bytes(data[:sos] + app + data[sos: len(data) // 2])
+    long_app = _segment(0xE1, bytes(300))  # a length over 255: both bytes count
+    p.write_bytes(data[:2] + long_app + data[2:sos] + app + data[sos: len(data) // 2])
     assert dec._jpeg_end_missing(p, chunk=16)
     p.write_bytes(data[:sos])  # cut where the scan would start
     assert dec._jpeg_end_missing(p)
@@ -491,6 +501,7 @@ def test_mcu_count_by_hand():
     assert dec._mcu_count(_sof(100, 200, [0x12, 0x11, 0x11])[4:]) == 25 * 7  # 8 x 16
     assert dec._mcu_count(_sof(100, 200, [0x11])[4:]) == 25 * 13  # 8 x 8
     assert dec._mcu_count(_sof(100, 200, [0x00])[4:]) == 25 * 13  # invalid 0: taken as 1
+    assert dec._mcu_count(_sof(100, 200, [])[4:]) == 25 * 13  # no components: 8 x 8
 
 
 @pytest.mark.parametrize("scan, coverage", [

@@ -121,14 +121,13 @@ def report(name: str, target: Target, clone: Path, seconds: float) -> str:
 def rerun_survivors(target: Target, clone: Path, jobs: int) -> subprocess.CompletedProcess:
     """Re-run only the survivors of an earlier run, against the committed HEAD's tests.
 
-    Test files added or changed since are copied into the clone (and mutmut's copy of it);
-    mutmut collects coverage for the new tests itself. Much cheaper than a fresh run.
+    HEAD's tests/ folder is copied into the clone (and mutmut's copy of it); mutmut collects
+    coverage for the new tests itself. Much cheaper than a fresh run.
     """
-    for test in target.tests:
-        text = subprocess.run(["git", "show", f"HEAD:{test}"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout
-        for where in (clone, clone / "mutants"):
-            (where / test).write_text(text)
+    tests = subprocess.run(["git", "archive", "HEAD", "tests"], cwd=ROOT, check=True,
+                           capture_output=True).stdout
+    for where in (clone, clone / "mutants"):
+        subprocess.run(["tar", "-x", "-C", str(where)], input=tests, check=True)
     names = [n for n, s in results(clone).items() if s not in ("killed", "timeout", "skipped")]
     return subprocess.run(["mutmut", "run", "--max-children", str(jobs), *names], cwd=clone,
                           capture_output=True, text=True, check=False)

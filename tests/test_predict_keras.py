@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_evaluate_vs_edge import _train
-from tests.test_heads_labels import render_folder, small_run
+from tests.scenes import render_folder, small_run
+from tests.scenes import train_in_subprocess as _train
 
 PROB_TOL = 0.03  # int8 output steps are 1/256; a 1-epoch model is not very confident
 
@@ -55,6 +55,7 @@ def _probs(img: dict, n: int) -> np.ndarray:
     return p
 
 
+@pytest.mark.slow  # training + int8 export fixture (~20 s) and two CLI runs (~15 s)
 def test_keras_run_writes_what_the_bundle_writes(trained, tmp_path, cli):
     run, images = trained
     _predict(cli, run, images, tmp_path / "keras.json")

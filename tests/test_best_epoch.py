@@ -24,8 +24,7 @@ from kerascls.data.sources import holdout, load_source
 from kerascls.errors import is_user_error
 from kerascls.training import train as T
 from kerascls.training.config import TrainConfig
-from tests.conftest import ROOT
-from tests.test_fashion_mnist import needs_debian
+from tests.conftest import ROOT, needs_debian
 
 SMALL = dict(arch="small_cnn", max_train_images=240, max_test_images=100, batch_size=32,
              seed=0, calibrate=False)

@@ -208,3 +208,17 @@ def test_the_check_sees_a_cycle():
              "f": {"a": 1}}
     assert cycles(graph) == [["a", "b"], ["c", "d", "e"]]
     assert cycle_path(graph, ["c", "d", "e"]).startswith("c -> d (line 1 of c)")
+
+
+def test_no_test_module_imports_another():
+    """Shared fixtures live in tests/conftest.py, shared helpers in tests/<helper>.py; a test
+    module importing another test module runs (and couples to) that module's globals."""
+    found = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names += [a.name for a in node.names] if isinstance(node, ast.ImportFrom) else []
+            if any(n.split(".")[-1].startswith("test_") for n in names):
+                found.append(f"tests/{path.name}:{node.lineno}")
+    assert not found, "test modules importing test modules:\n" + "\n".join(found)

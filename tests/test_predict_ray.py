@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT
-from tests.test_heads_labels import render_folder
+from tests.scenes import render_folder
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra")
 pytestmark = pytest.mark.slow  # a Ray cluster and several CLI runs: ~2-3 min in all
@@ -73,7 +73,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
     """test_edge's tiny uint8 bundle (class from mean colour): made in a few seconds."""
-    from tests.test_edge import MAKE_BUNDLES
+    from tests.bundle_scripts import MAKE_BUNDLES
     out = tmp_path_factory.mktemp("bundles")
     proc = subprocess.run([sys.executable, "-c", MAKE_BUNDLES, str(out)], capture_output=True,
                           text=True, timeout=600)

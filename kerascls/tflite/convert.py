@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
 from kerascls.errors import UserError
 from kerascls.utils import quiet_fds
+
+if TYPE_CHECKING:  # annotations only: importing this module stays TensorFlow-free
+    import keras
+    import tensorflow as tf
+
+    from kerascls.layers.types import Tensor
 
 QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
 
@@ -30,7 +36,7 @@ def full_range_sample(shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to((grid * 255.0)[None, :, :, None], shape).astype(np.float32)
 
 
-def int8_hard_swish(x):
+def int8_hard_swish(x: Tensor) -> Tensor:
     """Hard-swish spelled ``x · (relu6(x − (−3)) · 1/6)``: int8 SUB+RELU6 and two MULs.
 
     The converter fuses Keras' ``hard_swish`` (and the ``x·relu6(x+3)/6`` spellings) into
@@ -45,7 +51,7 @@ def int8_hard_swish(x):
 
 
 @contextlib.contextmanager
-def int8_friendly_activations(model) -> Iterator[int]:
+def int8_friendly_activations(model: keras.Model) -> Iterator[int]:
     """Swap every layer's hard-swish activation for :func:`int8_hard_swish` while inside.
 
     Works on any Keras model (ours or a user's file), nested models included; the
@@ -65,7 +71,7 @@ def int8_friendly_activations(model) -> Iterator[int]:
             layer.activation = act
 
 
-def convert(model, quantize: str = "int8",
+def convert(model: keras.Model, quantize: str = "int8",
             calibration: Iterable[np.ndarray] | None = None) -> bytes:
     """Convert with builtin ops only (Flex ops never slip in).
 
@@ -83,7 +89,7 @@ def convert(model, quantize: str = "int8",
         return run_converter(conv, quantize, (1, *model.input_shape[1:]), calibration)
 
 
-def run_converter(conv, quantize: str, shape: tuple[int, ...],
+def run_converter(conv: tf.lite.TFLiteConverter, quantize: str, shape: tuple[int, ...],
                   calibration: Iterable[np.ndarray] | None = None) -> bytes:
     """Apply one quantization mode's settings to a TFLiteConverter and convert.
 

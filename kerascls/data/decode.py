@@ -18,6 +18,7 @@ is plain numbers and the graph only branches, never inspects.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,7 +141,7 @@ def load_graph(path: tf.Tensor, branch, orientation, box, inner, offset,
     return place(image, box, inner, offset, (pre.height, pre.width))
 
 
-def loader(decoder: str, plans: list[Plan], pre: edge.Preprocess):
+def loader(decoder: str, plans: list[Plan], pre: edge.Preprocess) -> Callable[..., tf.Tensor]:
     """``f(path, branch, orientation, region, box, inner, offset) → H×W×C uint8``.
 
     ``pil``: every file through the device's decoder. ``tf``: JPEGs through the graph,

@@ -13,8 +13,12 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only (camtrap_sources imports this module)
+    from kerascls.data.camtrap_sources import DetectionOptions
 
 from kerascls.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
 from kerascls.data.records import BadFile, Record, check_files, split_labels
@@ -100,7 +104,8 @@ def is_file_spec(spec: str) -> bool:
 
 
 def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
-                classes: list[str] | None = None, check: bool = True, detection=None):
+                classes: list[str] | None = None, check: bool = True,
+                detection: DetectionOptions | None = None) -> ArraySource | FileSource:
     """Resolve a ``--data`` spec to an ``ArraySource`` or a checked ``FileSource``.
 
     Args:
@@ -371,7 +376,8 @@ def _tfds(rest: str) -> ArraySource:
                        None if yt is None else yt.astype(np.int64))
 
 
-def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
+def holdout(x: np.ndarray, y: np.ndarray, fraction: float, seed: int
+            ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Seeded, class-stratified split of arrays into (train, validation) parts."""
     if not 0 <= fraction < 1:
         raise UserError(f"validation fraction must be in [0, 1), got {fraction}")

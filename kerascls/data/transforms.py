@@ -8,6 +8,8 @@ applied to batches of the training split only.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import keras
 import tensorflow as tf
 
@@ -115,7 +117,8 @@ def parse_augment(spec: str) -> list[str]:
     return names
 
 
-def batch_augmenter(names: list[str], seed: int | None = None):
+def batch_augmenter(names: list[str], seed: int | None = None
+                    ) -> Callable[[tf.Tensor, tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
     """A function ``(images, labels) → (images, labels)`` of Keras layers for batches.
 
     ``rrc`` is not here: it happens per image before resizing (:func:`random_resized_crop`).

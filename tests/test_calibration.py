@@ -12,6 +12,7 @@ import pytest
 
 from kerascls.models import create_model
 from kerascls.training import calibration as C
+from tests.test_fashion_mnist import needs_debian
 
 
 def _np_softmax(z):
@@ -92,3 +93,47 @@ def test_a_perfectly_classified_split_is_not_fitted():
     assert C.separable(z, np.array([0, 1]), "multiclass")
     assert not C.separable(z, np.array([1, 1]), "multiclass")
     assert C.separable(np.array([[2.0], [-1.0]]), np.array([[1.0], [0.0]]), "binary")
+
+
+def _ece_before_after(run) -> tuple[float, float, dict]:
+    m = json.loads((run / "metrics.json").read_text())
+    c = m["calibration"]
+    return c["test_before"]["ece"], c["test_after"]["ece"], m
+
+
+@pytest.mark.slow
+def test_temperature_lowers_test_ece_on_an_image_file_run(tmp_path):
+    """The README's image-file row (bench/calibration_ece.py): 5 rendered texture classes,
+    two pairs alike, 3 epochs at 24 px leave an underconfident model."""
+    from kerascls.training.train import train
+    from tests import scenes
+    extra = {"stripes_mid": (3.2, 1.1, (0.7, 0.9, 0.95)),
+             "rings_fine": (5.8, None, (0.9, 1.0, 0.75))}
+    classes = {**scenes.CLASSES, **extra}
+    old = dict(scenes.CLASSES)
+    scenes.CLASSES.update(extra)
+    try:
+        data = scenes.render_folder(tmp_path / "images", per_class=150, classes=tuple(classes),
+                                    seed=3)
+    finally:
+        scenes.CLASSES.clear()
+        scenes.CLASSES.update(old)
+    run = train(scenes.small_run(data, tmp_path / "run", epochs=3, val_fraction=0.2,
+                                 test_fraction=0.3, image_size=24, learning_rate=1e-3))
+    before, after, metrics = _ece_before_after(run)
+    assert after < before and metrics["calibration"]["temperature"] != 1.0
+    assert metrics["loss"] == pytest.approx(metrics["calibration"]["test_after"]["nll"],
+                                            rel=1e-4)
+
+
+@pytest.mark.slow
+@needs_debian
+def test_temperature_lowers_test_ece_on_fashion_mnist(tmp_path):
+    """Label smoothing leaves the model underconfident (the README's second row, smaller)."""
+    from kerascls.training.config import TrainConfig
+    from kerascls.training.train import train
+    run = train(TrainConfig(arch="small_cnn", epochs=3, max_train_images=2000,
+                            max_test_images=2000, batch_size=64, label_smoothing=0.1, seed=0,
+                            output_dir=str(tmp_path / "run")))
+    before, after, metrics = _ece_before_after(run)
+    assert after < before and metrics["calibration"]["temperature"] < 1.0

@@ -12,7 +12,7 @@ import pytest
 
 from kerascls.models import create_model
 from kerascls.training import calibration as C
-from tests.test_fashion_mnist import needs_debian
+from tests.conftest import needs_debian
 
 
 def _np_softmax(z):

@@ -1,7 +1,7 @@
 """CPU training-step throughput of the modern families against keras.applications.
 
-``convnext_tiny`` vs ``ConvNeXtTiny``, ``efficientnet_b0`` vs ``EfficientNetB0`` and
-``efficientnetv2_b0`` vs ``EfficientNetV2B0``, same
+``convnext_tiny`` vs ``ConvNeXtTiny``, ``efficientnet_b0`` vs ``EfficientNetB0``,
+``efficientnetv2_b0`` vs ``EfficientNetV2B0`` and ``efficientnetv2_s`` vs ``EfficientNetV2S``, same
 process, same batch, interleaved rounds, medians — ``bench/cpu_train.py``'s method and
 code (``common.build_pair``/``interleaved``/``report``), with these pairs added to its
 twin table. Target: ours/theirs ≥ 0.95.
@@ -9,6 +9,7 @@ twin table. Target: ours/theirs ≥ 0.95.
 Usage::
 
     python bench/cpu_train_modern.py --image_size 224 --batch_size 8 --rounds 5
+    python bench/cpu_train_modern.py --arch efficientnetv2_b0,efficientnetv2_s --rounds 9
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import common  # noqa: E402  (bench/common.py; puts the checkout on sys.path)
 import cpu_train  # noqa: E402
 
 MODERN = {"convnext_tiny": "ConvNeXtTiny", "efficientnet_b0": "EfficientNetB0",
-          "efficientnetv2_b0": "EfficientNetV2B0"}
+          "efficientnetv2_b0": "EfficientNetV2B0", "efficientnetv2_s": "EfficientNetV2S"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -121,9 +121,11 @@ def report(name: str, target: Target, clone: Path, seconds: float) -> str:
 def rerun_survivors(target: Target, clone: Path, jobs: int) -> subprocess.CompletedProcess:
     """Re-run only the survivors of an earlier run, against the committed HEAD's tests.
 
-    HEAD's tests/ folder is copied into the clone (and mutmut's copy of it); mutmut collects
-    coverage for the new tests itself. Much cheaper than a fresh run.
+    HEAD's tests/ folder is copied into the clone (and mutmut's copy of it), and mutmut's
+    test-to-function map is dropped so it is collected again (mutmut only maps test ids it
+    has not seen, and new parametrize cases can reuse old ids). Cheaper than a fresh run.
     """
+    (clone / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     tests = subprocess.run(["git", "archive", "HEAD", "tests"], cwd=ROOT, check=True,
                            capture_output=True).stdout
     for where in (clone, clone / "mutants"):

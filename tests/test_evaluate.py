@@ -99,6 +99,7 @@ def _render(folder, rows: list[tuple[str, tuple[str, ...]]]) -> None:
     (folder / "labels.csv").write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow  # ~30 s; the report's maths: test_metrics (default)
 def test_multilabel_run_evaluates_per_class_ap(cli, tmp_path):
     sets = [("deer",), ("fox",), ("deer", "fox"), ("empty",)]
     _render(tmp_path, [(f"{i}.png", sets[i % 4]) for i in range(160)])
@@ -119,6 +120,7 @@ def test_multilabel_run_evaluates_per_class_ap(cli, tmp_path):
     assert not (run / "eval" / "confusion_matrix.png").exists()
 
 
+@pytest.mark.slow  # ~30 s; the report's maths: test_metrics (default)
 def test_binary_run_evaluates_both_classes(cli, tmp_path):
     _render(tmp_path, [(f"{i}.png", ("deer",) if i % 2 else ("empty",)) for i in range(120)])
     run = tmp_path / "run"

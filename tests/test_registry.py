@@ -78,7 +78,9 @@ def test_builds_trains_and_round_trips(name, tmp_path):
     np.testing.assert_array_equal(probs, np.asarray(loaded(x, training=False)))
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if model_info(n).ref_params is not None])
+@pytest.mark.parametrize("name", [  # EfficientNetV2-M/L build at 480 px: slow
+    pytest.param(n, marks=pytest.mark.slow) if n in ("efficientnetv2_m", "efficientnetv2_l")
+    else n for n in NAMES if model_info(n).ref_params is not None])
 def test_parameter_count_matches_reference(name):
     info = model_info(name)
     size = info.input_size
@@ -163,6 +165,7 @@ def _run_under_jax(models: dict[str, dict]) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
 
+@pytest.mark.slow  # 76 s; default: test_layers_run_under_jax
 def test_one_model_per_family_builds_under_jax():
     """The smallest name of every family, small overrides applied: fast, every builder."""
     first = {}

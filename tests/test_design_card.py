@@ -52,6 +52,7 @@ def smallest_of_each_family() -> set[str]:
 
 
 DEFAULT = {"lenet", "small_cnn"}
+SLOW_PARAMS = 100_000_000  # up to convnext_base; above: KERASCLS_ALL_ARCHS=1
 EXPORT_PARAMS = 4_000_000  # lenet, small_cnn, mobilenetv3_small, convnextv2_atto
 # Widths that change no spatial size, for the shape-only builds of the size check.
 SHAPE_OVERRIDES = {"alexnet": {"fc_widths": (8,)}, "vgg": {"fc_widths": (8,)}}
@@ -172,8 +173,14 @@ def kerascls_subprocess(*argv: str) -> list[str]:
 
 
 def every_name(default: set[str]) -> list:
-    """``default`` by default; every other registered name with `-m slow`."""
-    return [n if n in default else pytest.param(n, marks=pytest.mark.slow) for n in NAMES]
+    """``default`` by default; every other name up to SLOW_PARAMS with `-m slow`; the giants
+    (VGG but vgg16, ConvNeXt large/xlarge/huge, EfficientNetV2-L) with KERASCLS_ALL_ARCHS=1:
+    their cost is memory (16 bytes a parameter: 10.6 GB for convnextv2_huge) and the GBs of
+    .keras they write, not tracing. vgg16 goes through the slow README flow test too."""
+    every = pytest.mark.skipif(not ALL_ARCHS, reason=f"above {SLOW_PARAMS:,} parameters: "
+                               "KERASCLS_ALL_ARCHS=1 trains it")
+    return [n if n in default else pytest.param(n, marks=[pytest.mark.slow] + (
+        [every] if (model_info(n).ref_params or 0) > SLOW_PARAMS else [])) for n in NAMES]
 
 
 @needs_fashion_mnist

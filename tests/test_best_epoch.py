@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -25,6 +24,7 @@ from kerascls.errors import is_user_error
 from kerascls.training import train as T
 from kerascls.training.config import TrainConfig
 from tests.conftest import ROOT, needs_debian
+from tests.kill_launcher import LAUNCHER
 
 SMALL = dict(arch="small_cnn", max_train_images=240, max_test_images=100, batch_size=32,
              seed=0, calibrate=False)
@@ -107,27 +107,6 @@ def test_no_validation_split_keeps_the_last_epoch(tmp_path, capsys):
 
 
 KILL_EPOCH, KILL_BATCH = 2, 3
-LAUNCHER = textwrap.dedent("""
-    import os, signal, sys
-    from kerascls.training import callbacks
-    from kerascls import cli
-
-    epoch_at, batch_at = int(sys.argv[1]), int(sys.argv[2])
-    save, begin = callbacks.Backup._save_model, callbacks.Backup.on_epoch_begin
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._test_epoch = epoch
-        begin(self, epoch, logs)
-
-    def _save_model(self):
-        save(self)
-        if getattr(self, "_test_epoch", -1) == epoch_at and self._last_batch_seen >= batch_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    callbacks.Backup.on_epoch_begin = on_epoch_begin
-    callbacks.Backup._save_model = _save_model
-    cli.run(["kerascls", *sys.argv[3:]])
-""")
 
 
 @pytest.mark.slow

@@ -15,36 +15,14 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 
 from tests.conftest import ROOT, needs_debian
+from tests.kill_launcher import LAUNCHER
 
 KILL_EPOCH, KILL_BATCH = 1, 25  # second epoch, well after its first step checkpoint
 
 # Runs `kerascls ARGS` and kills itself once Backup has saved at batch >= KILL_BATCH of epoch
 # KILL_EPOCH (checkpoints fall every 10 steps, so batches 19 and 29 of that epoch).
-LAUNCHER = textwrap.dedent("""
-    import os, signal, sys
-    from kerascls.training import callbacks
-    from kerascls import cli
-
-    epoch_at, batch_at = int(sys.argv[1]), int(sys.argv[2])
-    save = callbacks.Backup._save_model
-    begin = callbacks.Backup.on_epoch_begin
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._test_epoch = epoch
-        begin(self, epoch, logs)
-
-    def _save_model(self):
-        save(self)
-        if getattr(self, "_test_epoch", -1) == epoch_at and self._last_batch_seen >= batch_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    callbacks.Backup.on_epoch_begin = on_epoch_begin
-    callbacks.Backup._save_model = _save_model
-    cli.run(["kerascls", *sys.argv[3:]])
-""")
 
 
 def _train_args(run) -> list[str]:

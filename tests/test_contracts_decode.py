@@ -25,6 +25,12 @@ BILINEAR = Image.Resampling.BILINEAR
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+@pytest.fixture(autouse=True)
+def _pillow_strict_about_truncation(monkeypatch):
+    """Pillow's default; an earlier test's import (megadetector) may have flipped it."""
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", False)
+
+
 def texture(w: int, h: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
     """Smooth gradients plus noise: every pixel differs, no flat margins hide a shift."""
     rng = np.random.default_rng(seed)
@@ -174,6 +180,16 @@ def test_decode_crop_and_pad_modes_against_pillow():
 def test_an_open_pillow_jpeg_is_decoded_as_given(tmp_path):
     p = tmp_path / "o.jpg"
     p.write_bytes(jpeg_bytes(texture(40, 30, seed=18)))
+    with Image.open(p) as im:
+        out = dec.decode(im, Preprocess(30, 40))
+        assert out.warnings == []
+        np.testing.assert_array_equal(out.arrays[0], np.asarray(im.convert("RGB")))
+
+
+def test_an_open_pillow_image_when_pillow_already_tolerates_truncation(tmp_path, monkeypatch):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    p = tmp_path / "o.jpg"
+    p.write_bytes(jpeg_bytes(texture(40, 30, seed=19)))
     with Image.open(p) as im:
         out = dec.decode(im, Preprocess(30, 40))
         assert out.warnings == []

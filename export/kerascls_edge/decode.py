@@ -300,7 +300,8 @@ def _open_tolerant(src: Source, pre: Preprocess, regions: Sequence[Box], strict:
         if strict or isinstance(src, Image.Image) or not _is_truncation(e):
             raise
     else:
-        if lenient and img.format in JPEG_FORMATS and _jpeg_end_missing(src):
+        if (lenient and img.format in JPEG_FORMATS and not isinstance(src, Image.Image)
+                and _jpeg_end_missing(src)):
             if strict:
                 raise OSError("image file is truncated (no JPEG end marker)")
             return img, [TRUNCATED_WARNING]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascls.errors import UserError
 from kerascls.evaluation import metrics as M
 from kerascls.evaluation import plots
 from kerascls.evaluation.metrics import calibration_line
@@ -177,7 +178,7 @@ def _predict_keras(path: Path, data: str | None, split: str, batch_size: int) ->
     run = load_run(path)
     data = data or (run.config.data if run.config else None)
     if not data:
-        raise ValueError("no data to evaluate on: pass --data")
+        raise UserError("no data to evaluate on: pass --data")
     shape = tuple(int(d) for d in run.model.input_shape[1:])
     multi_hot = bool(run.config) and task_of(run.config) == "multilabel"
     x, y = sample_images(data, split, 10**9, shape, run_dir=run.path.parent,
@@ -228,7 +229,7 @@ def _predict_tflite(path: Path, data: str | None, split: str) -> dict:
     if not data and (file.parent / "model.json").exists() and run_cfg.exists():
         data = json.loads(run_cfg.read_text())["data"]
     if not data:
-        raise ValueError("no data to evaluate on: pass --data")
+        raise UserError("no data to evaluate on: pass --data")
     it = A.interpreter(str(file))
     shape = tuple(int(d) for d in it.get_input_details()[0]["shape"][1:])
     meta = file.parent / "model.json"

@@ -11,6 +11,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerascls.errors import UserError
 from kerascls.layers.batch_channel import BatchChannelNormalization
 from kerascls.layers.standardize import group_standardize, resolve_groups, standardize
 from kerascls.layers.types import Config, Shape, Tensor
@@ -80,7 +81,7 @@ def get_norm(norm: str | None, name: str | None = None, *, groups: int = 32,
         return BatchChannelNormalization(name=name, **eps, **kwargs)
     if norm == "none":
         return keras.layers.Identity(name=name)
-    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    raise UserError(f"norm must be one of {NORMS}, got {norm!r}")
 
 
 @keras.saving.register_keras_serializable(package="kerascls")

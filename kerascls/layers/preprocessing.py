@@ -8,6 +8,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerascls.errors import UserError
 from kerascls.layers.types import Config, Shape, Tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,7 +45,7 @@ class ImagePreprocessing(keras.layers.Layer):
         mean = self.mean or dmean
         std = self.std or dstd
         if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"mean/std need {channels} values, got {mean} / {std}")
+            raise UserError(f"mean/std need {channels} values, got {mean} / {std}")
         self._scale = [1.0 / (255.0 * s) for s in std]
         self._offset = [-m / s for m, s in zip(mean, std)]
 

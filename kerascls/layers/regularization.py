@@ -7,6 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
+from kerascls.errors import UserError
 from kerascls.layers.types import Config, Shape, Tensor
 
 
@@ -21,7 +22,7 @@ class StochasticDepth(keras.layers.Layer):
     def __init__(self, rate: float = 0.0, seed: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not 0.0 <= rate < 1.0:
-            raise ValueError(f"rate must be in [0, 1), got {rate}")
+            raise UserError(f"rate must be in [0, 1), got {rate}")
         self.rate, self.seed = rate, seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 

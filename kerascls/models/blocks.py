@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import keras
 
+from kerascls.errors import UserError
 from kerascls.layers import SqueezeExcite, get_norm
 from kerascls.layers.types import Tensor
 
@@ -56,7 +57,7 @@ def apply_attention(x: Tensor, attention: str | None, name: str) -> Tensor:
         return x
     if attention == "se":
         return SqueezeExcite(name=f"{name}_se")(x)
-    raise ValueError(f"attention must be 'se' or None, got {attention!r}")
+    raise UserError(f"attention must be 'se' or None, got {attention!r}")
 
 
 def mlp(x: Tensor, widths: Sequence[int], *, activation: str = "relu", dropout: float = 0.0,

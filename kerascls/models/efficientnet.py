@@ -23,6 +23,7 @@ import math
 
 import keras
 
+from kerascls.errors import UserError
 from kerascls.layers import SqueezeExcite, make_divisible
 from kerascls.layers.types import Tensor
 from kerascls.models import blocks
@@ -132,7 +133,7 @@ def efficientnet(x: Tensor, *, width: float = 1.0, depth: float = 1.0, dropout: 
     act = activation or ("relu6" if lite else "swish")
     use_se = attention == "se"
     if attention not in (None, "none", "se"):
-        raise ValueError(f"attention must be 'se' or None, got {attention!r}")
+        raise UserError(f"attention must be 'se' or None, got {attention!r}")
     stages = _repeats(width, depth, lite)
     total = sum(r for _, r, _, _ in stages)
     x = _stem(x, 32 if lite else make_divisible(32 * width), norm, act)

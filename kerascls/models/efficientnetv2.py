@@ -26,6 +26,7 @@ import math
 
 import keras
 
+from kerascls.errors import UserError
 from kerascls.layers import SqueezeExcite, StochasticDepth
 from kerascls.layers.types import Tensor
 from kerascls.models.catalog import register_model
@@ -114,7 +115,7 @@ def efficientnetv2(x: Tensor, *, config: str = "b", width: float = 1.0, depth: f
         activation: override swish.
     """
     if attention not in (None, "none", "se"):
-        raise ValueError(f"attention must be 'se' or None, got {attention!r}")
+        raise UserError(f"attention must be 'se' or None, got {attention!r}")
     stages = STAGES[config]
     repeats = [math.ceil(depth * row[1]) for row in stages]
     total = float(sum(row[1] for row in stages))  # keras divides by the unscaled count

@@ -16,6 +16,7 @@ from typing import Any
 
 import keras
 
+from kerascls.errors import UserError
 from kerascls.layers.preprocessing import ImagePreprocessing
 from kerascls.models.catalog import (  # noqa: F401 (the registry's public names)
     _REGISTRY,
@@ -57,7 +58,7 @@ def model_info(name: str) -> ModelInfo:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint} (see `kerascls models`)")
+        raise UserError(f"unknown model {name!r}{hint} (see `kerascls models`)")
     return _REGISTRY[name]
 
 
@@ -71,17 +72,17 @@ def check_input_size(name: str, height: int | None, width: int | None,
     least = model_info(name).min_size(**overrides)
     sides = [s for s in (height, width) if s is not None]
     if any(s < least for s in sides):
-        raise ValueError(f"{name} needs an input of at least {least}×{least} pixels; "
-                         f"got {height}×{width}")
+        raise UserError(f"{name} needs an input of at least {least}×{least} pixels; "
+                        f"got {height}×{width}")
     if any(s > MAX_INPUT_SIZE for s in sides):
-        raise ValueError(f"input {height}×{width} is above the largest size kerascls builds, "
-                         f"{MAX_INPUT_SIZE}×{MAX_INPUT_SIZE}")
+        raise UserError(f"input {height}×{width} is above the largest size kerascls builds, "
+                        f"{MAX_INPUT_SIZE}×{MAX_INPUT_SIZE}")
 
 
 def _head(x, num_classes: int, task: str, logits: bool):
     """Final classifier: softmax over K, one sigmoid, or K sigmoids."""
     if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        raise UserError(f"task must be one of {TASKS}, got {task!r}")
     units = 1 if task == "binary" else num_classes
     x = keras.layers.Dense(units, name="head")(x)
     activation = "linear" if logits else ("softmax" if task == "multiclass" else "sigmoid")

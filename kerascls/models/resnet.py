@@ -39,6 +39,7 @@ from typing import Callable
 
 import keras
 
+from kerascls.errors import UserError
 from kerascls.layers import StochasticDepth
 from kerascls.layers.types import Tensor
 from kerascls.models.blocks import apply_attention, drop_path_rates, norm
@@ -135,7 +136,7 @@ def stem(x: Tensor, norm: str | None, activation: str, kind: str = "imagenet") -
         x = _norm(x, norm, "conv1_bn")
         return keras.layers.Activation(activation, name="conv1_relu")(x)
     if kind != "imagenet":
-        raise ValueError(f"stem must be 'imagenet' or 'small', got {kind!r}")
+        raise UserError(f"stem must be 'imagenet' or 'small', got {kind!r}")
     x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = keras.layers.Conv2D(64, 7, strides=2, name="conv1_conv")(x)
     x = _norm(x, norm, "conv1_bn")
@@ -157,7 +158,7 @@ def resnet(x: Tensor, *, depth: int = 50, norm: str | None = "batch", attention:
         stem_kind: ``imagenet`` (7×7/2 + max-pool) or ``small`` (3×3/1, for tiny images).
     """
     if depth not in DEPTHS:
-        raise ValueError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
+        raise UserError(f"depth must be one of {sorted(DEPTHS)}, got {depth}")
     block, counts = DEPTHS[depth]
     rates = iter(drop_path_rates(drop_path, sum(counts)))
     x = stem(x, norm, activation, stem_kind)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import keras
 
+from kerascls.errors import UserError
 from kerascls.models import _keras_private
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -120,8 +121,8 @@ def imagenet_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 def _twin(name: str) -> Twin:
     if name not in TWINS:
-        raise ValueError(f"no ImageNet weights for {name!r}; keras.applications ships them "
-                         f"for {', '.join(sorted(TWINS))} (or pass weights=PATH)")
+        raise UserError(f"no ImageNet weights for {name!r}; keras.applications ships them "
+                        f"for {', '.join(sorted(TWINS))} (or pass weights=PATH)")
     return TWINS[name]
 
 
@@ -200,12 +201,12 @@ def transfer(source: keras.Model, target: keras.Model, top: tuple[str, ...] = ()
     body = [w for layer in _leaves(target) if layer.name not in top for w in layer.weights]
     tail = [w for layer in _leaves(target) if layer.name in top for w in layer.weights]
     if not len(body) <= len(src) <= len(body) + len(tail):
-        raise ValueError(f"{source.name} has {len(src)} weights, {target.name} needs "
-                         f"{len(body)} (+{len(tail)} in its head)")
+        raise UserError(f"{source.name} has {len(src)} weights, {target.name} needs "
+                        f"{len(body)} (+{len(tail)} in its head)")
     for s, d in zip(src, body):
         if not _fits(s, d):
-            raise ValueError(f"{source.name}: {s.path} {tuple(s.shape)} does not fit "
-                             f"{d.path} {tuple(d.shape)}")
+            raise UserError(f"{source.name}: {s.path} {tuple(s.shape)} does not fit "
+                            f"{d.path} {tuple(d.shape)}")
         d.assign(keras.ops.reshape(s.value, d.shape))
     for s, d in zip(src[len(body):], tail):
         if _fits(s, d):  # a K-class head keeps its fresh kernel and bias
@@ -344,8 +345,8 @@ def load_keras_applications_weights(model: keras.Model, path: str) -> keras.Mode
             if [v.shape for v in values] != shapes:
                 if layer.name == "head":
                     continue
-                raise ValueError(f"{path}: {key} holds {[v.shape for v in values]}, "
-                                 f"layer {layer.name!r} needs {shapes}")
+                raise UserError(f"{path}: {key} holds {[v.shape for v in values]}, "
+                                f"layer {layer.name!r} needs {shapes}")
             layer.load_own_variables({str(i): v for i, v in enumerate(values)})
     return model
 
@@ -432,8 +433,8 @@ def _from_twin_file(model: keras.Model, name: str, path: str) -> None:
             continue
         transfer(source, model, _twin(name).top)
         return
-    raise ValueError(f"{path} fits neither {name} nor keras.applications."
-                     f"{_twin(name).app}:\n" + "\n".join(errors))
+    raise UserError(f"{path} fits neither {name} nor keras.applications."
+                    f"{_twin(name).app}:\n" + "\n".join(errors))
 
 
 KERAS_ARCHIVE = ("config.json", "model.weights.h5")
@@ -446,13 +447,13 @@ def load_keras_file(path: str) -> keras.Model:
     ``config.json`` with a bare KeyError; this says what the file lacks instead.
     """
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a Keras model file: a .keras file is a zip archive "
-                         f"holding {' and '.join(KERAS_ARCHIVE)}")
+        raise UserError(f"{path} is not a Keras model file: a .keras file is a zip archive "
+                        f"holding {' and '.join(KERAS_ARCHIVE)}")
     with zipfile.ZipFile(path) as z:
         missing = [n for n in KERAS_ARCHIVE if n not in z.namelist()]
     if missing:
-        raise ValueError(f"{path} is not a Keras model file: the archive lacks "
-                         f"{', '.join(missing)}")
+        raise UserError(f"{path} is not a Keras model file: the archive lacks "
+                        f"{', '.join(missing)}")
     return keras.saving.load_model(path, compile=False, safe_mode=True)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kerascls.errors import UserError
 from kerascls.utils import atomic_path
 
 
@@ -59,6 +60,11 @@ def _number(value) -> float:
     return float(keras.ops.convert_to_numpy(value))
 
 
+class TrainingDiverged(UserError, FloatingPointError):
+    """The loss or a weight went NaN/inf: an operator fixes it (a lower learning rate, other
+    data), so it prints in one line; still a ``FloatingPointError`` for callers."""
+
+
 class StopOnNaN(keras.callbacks.Callback):
     """Stop at the first non-finite batch loss and remember where, for a one-line error."""
 
@@ -76,18 +82,18 @@ class StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def raise_if_stopped(self) -> None:
-        """FloatingPointError naming the epoch and batch where the loss went NaN/inf."""
+        """TrainingDiverged naming the epoch and batch where the loss went NaN/inf."""
         if self.where:
             epoch, batch, loss = self.where
-            raise FloatingPointError(f"training diverged: loss became {loss} at epoch {epoch}, "
-                                     f"batch {batch}; lower --learning_rate or check the data")
+            raise TrainingDiverged(f"training diverged: loss became {loss} at epoch {epoch}, "
+                                   f"batch {batch}; lower --learning_rate or check the data")
 
 
 def check_finite(model: keras.Model) -> None:
     """A NaN in the weights means the run diverged: say so rather than save it."""
     for w in model.weights:
         if not np.all(np.isfinite(keras.ops.convert_to_numpy(w))):
-            raise FloatingPointError(
+            raise TrainingDiverged(
                 f"training diverged: weight {w.path} holds NaN/inf; lower --learning_rate")
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import keras
 
+from kerascls.errors import UserError
+
 TASKS_NEEDING = {"multiclass": 2, "binary": 2}  # least number of classes a task trains on
 
 
@@ -33,10 +35,10 @@ def check_classes(cfg) -> None:
     least = TASKS_NEEDING.get(task, 1)
     if len(names) < least:
         found = f" ({', '.join(map(str, names))})" if names else ""
-        raise ValueError(f"task={task} needs at least {least} classes; {cfg.data} has "
-                         f"{len(names)}{found}")
+        raise UserError(f"task={task} needs at least {least} classes; {cfg.data} has "
+                        f"{len(names)}{found}")
     if task == "binary" and len(names) != 2:
-        raise ValueError(f"task=binary needs exactly 2 classes, {cfg.data} has {len(names)}")
+        raise UserError(f"task=binary needs exactly 2 classes, {cfg.data} has {len(names)}")
 
 
 def loss(cfg, num_classes: int, one_hot: bool) -> keras.losses.Loss:

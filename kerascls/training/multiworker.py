@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerascls.errors import UserError
 from kerascls.evaluation.metrics import write_csv
 from kerascls.training.distribute import worker_index
 from kerascls.utils import atomic_path
@@ -67,11 +68,16 @@ def fit_multiworker(model: keras.Model, optimizer: keras.optimizers.Optimizer,
             model.save_weights(tmp)
         _barrier(strategy)  # every worker's weights are written: the state is not needed
     except PEER_LOST as e:
-        raise RuntimeError(
+        raise PeerLost(
             f"worker {worker_index()}: another worker stopped ({type(e).__name__}); start "
             f"every worker again with the same command to resume from {state.folder}") from e
     state.remove()
     return progress.history
+
+
+class PeerLost(UserError, RuntimeError):
+    """Another worker stopped: the operator restarts every worker to resume (one line), a
+    ``RuntimeError`` as before."""
 
 
 # what a collective raises when a peer worker died (heartbeats stop) or left
@@ -161,8 +167,8 @@ class ResumeState:
             return Progress()
         meta = json.loads(meta_file.read_text())
         if meta["shapes"] != self._shapes() or meta["steps_per_epoch"] != steps:
-            raise ValueError(f"{self.folder} holds the resume state of a different model or "
-                             "data size; remove it (or pass --overwrite) to start again")
+            raise UserError(f"{self.folder} holds the resume state of a different model or "
+                            "data size; remove it (or pass --overwrite) to start again")
         with np.load(self.folder / meta["arrays"]) as arrays:
             for i, v in enumerate(self.variables):
                 v.assign(arrays[f"arr_{i}"])

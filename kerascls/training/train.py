@@ -16,6 +16,7 @@ import numpy as np
 from kerascls.data import runs as data_runs
 from kerascls.data.pipeline import array_dataset
 from kerascls.data.sources import FileSource, holdout, load_source
+from kerascls.errors import UserError
 from kerascls.evaluation import plots
 from kerascls.evaluation.metrics import write_csv
 from kerascls.models import create_model, model_info
@@ -42,7 +43,7 @@ def _schedule(cfg: TrainConfig, total_steps: int, lr: float):
         return keras.optimizers.schedules.PiecewiseConstantDecay(
             [max(total_steps // 2, 1), max(3 * total_steps // 4, 2)], [lr, lr / 10, lr / 100])
     if cfg.lr_schedule != "cosine":
-        raise ValueError(f"lr_schedule must be 'cosine' or 'step', got {cfg.lr_schedule!r}")
+        raise UserError(f"lr_schedule must be 'cosine' or 'step', got {cfg.lr_schedule!r}")
     warmup = min(cfg.warmup_steps, max(total_steps // 5, 1))
     return keras.optimizers.schedules.CosineDecay(
         0.0, max(total_steps - warmup, 1), warmup_target=lr, warmup_steps=warmup)
@@ -57,7 +58,7 @@ def _optimizer(cfg: TrainConfig, total_steps: int, lr_factor: float = 1.0
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True,
                                     weight_decay=cfg.weight_decay)
-    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
+    raise UserError(f"optimizer must be 'adamw' or 'sgd', got {cfg.optimizer!r}")
 
 
 HEAD_LAYERS = ("head", "predictions")
@@ -213,8 +214,8 @@ def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
 def _precision(policy: str):
     """Keras's global dtype policy for the block (restored after, for in-process callers)."""
     if policy not in ("none", "mixed_float16", "mixed_bfloat16"):
-        raise ValueError(f"mixed_precision must be none, mixed_float16 or mixed_bfloat16, "
-                         f"got {policy!r}")
+        raise UserError(f"mixed_precision must be none, mixed_float16 or mixed_bfloat16, "
+                        f"got {policy!r}")
     before = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32" if policy == "none" else policy)
     try:
@@ -279,7 +280,7 @@ def _fit_workers(model: keras.Model, cfg: TrainConfig, data: dict, run: Path,
                  strategy) -> None:
     """Multi-worker training (custom step, see ``multiworker``); the chief writes history."""
     if cfg.finetune_epochs:
-        raise ValueError("--finetune_epochs is not supported with several workers yet")
+        raise UserError("--finetune_epochs is not supported with several workers yet")
     set_backbone_trainable(model, not cfg.freeze_backbone)
     steps = max(data["count"] // cfg.batch_size, 1)
     rows = fit_multiworker(model, _optimizer(cfg, steps * cfg.epochs),
@@ -346,8 +347,8 @@ def _monitor(cfg: TrainConfig, has_val: bool) -> str | None:
     monitor = _opt(cfg, "monitor", "val_loss")
     names = heads.metric_names(cfg, validation=True)
     if monitor not in names:
-        raise ValueError(f"--monitor {monitor!r} is not a column of this run's history.csv; "
-                         f"choose one of {', '.join(names)}")
+        raise UserError(f"--monitor {monitor!r} is not a column of this run's history.csv; "
+                        f"choose one of {', '.join(names)}")
     if monitor.startswith("val_") and not has_val:
         print(f"no validation split: --monitor {monitor} and early stopping are off; "
               "RUN/model.keras holds the last epoch", flush=True)

@@ -14,6 +14,7 @@ import pytest
 
 import kerascls.layers  # noqa: F401  (registers the custom layers for loading)
 import kerascls.models  # noqa: F401
+from kerascls.errors import UserError
 from kerascls.training.distribute import parse_devices
 from tests.conftest import needs_debian
 
@@ -24,9 +25,9 @@ def test_parse_devices(spec, parsed):
     assert parse_devices(spec) == parsed
 
 
-@pytest.mark.parametrize("spec", ["tpu", "cpu:0", "auto:3"])
+@pytest.mark.parametrize("spec", ["tpu", "cpu:0", "auto:3", "cpu:x", "cpu:2,3", "gpu:0,a"])
 def test_bad_devices(spec):
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError, match="--devices="):  # a ValueError, printed in one line
         parse_devices(spec)
 
 

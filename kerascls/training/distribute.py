@@ -16,21 +16,32 @@ import os
 
 import tensorflow as tf
 
+from kerascls.errors import UserError
+
 
 def parse_devices(spec: str) -> tuple[str, list[int] | int | None]:
     """``""`` → ("auto", None); ``gpu`` → ("gpu", None); ``gpu:0,1`` → ("gpu", [0, 1]);
     ``cpu:2`` → ("cpu", 2)."""
     kind, _, rest = (spec or "auto").partition(":")
     if kind == "cpu":
-        count = int(rest or 1)
-        if count < 1:
-            raise ValueError(f"--devices={spec}: cpu:N needs N >= 1")
-        return kind, count
+        counts = _numbers(spec, rest or "1")
+        if len(counts) != 1 or counts[0] < 1:
+            raise UserError(f"--devices={spec}: cpu:N needs one N >= 1")
+        return kind, counts[0]
     if kind == "gpu":
-        return kind, [int(i) for i in rest.split(",")] if rest else None
+        return kind, _numbers(spec, rest) if rest else None
     if kind == "auto" and not rest:
         return kind, None
-    raise ValueError(f"--devices={spec!r}: use gpu, gpu:0,1 or cpu:N (empty: every GPU)")
+    raise UserError(f"--devices={spec!r}: use gpu, gpu:0,1 or cpu:N (empty: every GPU)")
+
+
+def _numbers(spec: str, text: str) -> list[int]:
+    """``0,2`` → [0, 2]; anything else is a one-line error naming ``--devices``."""
+    try:
+        return [int(i) for i in text.split(",")]
+    except ValueError:
+        raise UserError(f"--devices={spec!r}: {text!r} is not a number or a comma-separated "
+                        "list of numbers") from None
 
 
 def make_strategy(spec: str = "") -> tf.distribute.Strategy:
@@ -44,11 +55,11 @@ def make_strategy(spec: str = "") -> tf.distribute.Strategy:
         return _cpu_strategy(arg)
     if kind == "gpu":
         if not gpus:
-            raise ValueError(f"--devices={spec}: no GPU visible")
+            raise UserError(f"--devices={spec}: no GPU visible")
         ids = arg if arg is not None else range(len(gpus))
         bad = [i for i in ids if i >= len(gpus)]
         if bad:
-            raise ValueError(f"--devices={spec}: GPU {bad[0]} not visible ({len(gpus)} GPUs)")
+            raise UserError(f"--devices={spec}: GPU {bad[0]} not visible ({len(gpus)} GPUs)")
         return _mirrored([f"/gpu:{i}" for i in ids])
     return _mirrored([f"/gpu:{i}" for i in range(len(gpus))]) if len(gpus) > 1 \
         else tf.distribute.get_strategy()
@@ -96,17 +107,17 @@ def _tf_config() -> dict:
     try:
         config = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({e}): {text[:80]!r}") from None
+        raise UserError(f"TF_CONFIG is not valid JSON ({e}): {text[:80]!r}") from None
     if not isinstance(config, dict):
-        raise ValueError(f"TF_CONFIG must be a JSON object, got {text[:80]!r}")
+        raise UserError(f"TF_CONFIG must be a JSON object, got {text[:80]!r}")
     cluster, task = config.get("cluster", {}), config.get("task", {})
     if not isinstance(cluster, dict) or not isinstance(task, dict):
-        raise ValueError("TF_CONFIG: 'cluster' and 'task' must be JSON objects")
+        raise UserError("TF_CONFIG: 'cluster' and 'task' must be JSON objects")
     if cluster:
         kind, index = task.get("type"), task.get("index", 0)
         tasks = cluster.get(kind) if kind in ("chief", "worker") else None
         if not isinstance(tasks, list) or not isinstance(index, int) \
                 or not 0 <= index < len(tasks):
-            raise ValueError(f"TF_CONFIG: task {task} is not one of the cluster's chief/worker "
-                             f"tasks {json.dumps(cluster)}")
+            raise UserError(f"TF_CONFIG: task {task} is not one of the cluster's chief/worker "
+                            f"tasks {json.dumps(cluster)}")
     return config

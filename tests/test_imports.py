@@ -38,8 +38,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
         "issue 16 part 2: export calls the package facade (kerascls.load_model)",
 }
 ALLOWED_CYCLES: dict[tuple[str, ...], str] = {
-    ("kerascls.data.camtrap_sources", "kerascls.data.sources"):
-        "issue 16 part 3: sources dispatches to camtrap_sources, which reuses its readers",
     ("kerascls.predict", "kerascls.ray_predict"):
         "issue 17: predict dispatches to Ray, which reuses predict's batch runner",
 }

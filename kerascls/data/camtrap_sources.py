@@ -19,15 +19,15 @@ from pathlib import Path
 
 from kerascls.config import TrainConfig
 from kerascls.data.decode import upright_size
-from kerascls.data.records import Record
-from kerascls.data.sources import (
+from kerascls.data.files import (
     FileSource,
-    _csv_rows,
-    _existing,
-    _read_json,
-    _read_text,
-    _require_every_class,
+    csv_rows,
+    existing,
+    read_json,
+    read_text,
+    require_every_class,
 )
+from kerascls.data.records import Record
 from kerascls.errors import UserError
 from kerascls_edge.decode import crop_region
 
@@ -94,13 +94,13 @@ class CropSource(FileSource):
         if not out:
             raise UserError(f"{self.name}: no crop left (every box is under --min_crop_px)")
         self.records = out
-        _require_every_class(out, self.class_names, self.name, "crop or ")
+        require_every_class(out, self.class_names, self.name, "crop or ")
         return self
 
 
 def _load_md(file: Path) -> dict:
     """A MegaDetector batch output file (1.0–1.6), checked where this reader looks."""
-    md = _read_json(file, "MegaDetector file")
+    md = read_json(file, "MegaDetector file")
     if not isinstance(md, dict) or not isinstance(md.get("images"), list):
         raise UserError(f"{file}: not a MegaDetector results file (no 'images' list)")
     cats = md.get("detection_categories", {"1": "animal", "2": "person", "3": "vehicle"})
@@ -136,12 +136,12 @@ def md_source(rest: str, opts: DetectionOptions) -> CropSource:
     """``md:RESULTS.json[:LABELS.csv]``: one crop per qualifying detection (labels.csv beside
     the MD file by default); MD paths are relative to the MD file's folder."""
     md_part, _, labels_part = rest.partition(":")
-    file = _existing(md_part, "MegaDetector file")
-    labels_file = _existing(labels_part or str(file.parent / "labels.csv"), "labels CSV")
+    file = existing(md_part, "MegaDetector file")
+    labels_file = existing(labels_part or str(file.parent / "labels.csv"), "labels CSV")
     md = _load_md(file)
     cats = _category_ids(md.get("detection_categories") or {"1": "animal"},
                          opts.categories, file)
-    rows = _csv_rows(labels_file)
+    rows = csv_rows(labels_file)
     if not rows or not {"filepath", "label"} <= set(rows[0]):
         raise UserError(f"{labels_file}: needs a header with filepath and label columns")
     labels = {(labels_file.parent / r["filepath"]).resolve(): r for r in rows}
@@ -240,7 +240,7 @@ def _table(pkg: Path, descriptor: dict, name: str, required: bool = True) -> lis
     file = pkg.parent / res["path"]
     if not file.exists():
         raise UserError(f"{pkg}: resource {name!r}: {file} not found")
-    reader = csv.DictReader(io.StringIO(_read_text(file, "CSV"), newline=""))
+    reader = csv.DictReader(io.StringIO(read_text(file, "CSV"), newline=""))
     header = reader.fieldnames or []
     unknown = [c for c in header if c not in CAMTRAPDP_FIELDS[name]]
     if unknown:
@@ -312,10 +312,10 @@ def camtrapdp_source(rest: str, crop_boxes: bool = False) -> CropSource:
     relative filePaths are found, and remote (URL) media by their fileName.
     """
     pkg_part, _, root_part = rest.partition(":")
-    pkg = _existing(pkg_part, "Camtrap DP datapackage.json")
-    root = _existing(root_part, "media root") if root_part else None
+    pkg = existing(pkg_part, "Camtrap DP datapackage.json")
+    root = existing(root_part, "media root") if root_part else None
     try:
-        descriptor = json.loads(_read_text(pkg, "datapackage.json"))
+        descriptor = json.loads(read_text(pkg, "datapackage.json"))
     except json.JSONDecodeError as e:
         raise UserError(f"{pkg}: line {e.lineno} column {e.colno}: not valid JSON "
                          f"({e.msg})") from None

@@ -7,28 +7,32 @@ records (``FileSource``) that ``pipeline.file_dataset`` decodes in tf.data.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-if TYPE_CHECKING:  # annotations only (camtrap_sources imports this module)
-    from kerascls.data.camtrap_sources import DetectionOptions
-
 from kerascls.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
-from kerascls.data.records import BadFile, Record, check_files, split_labels
-from kerascls.data.splits import split_records
+from kerascls.data.files import (
+    SPLIT_DIRS,
+    FileSource,
+    csv_rows,
+    existing,
+    read_json,
+    require_every_class,
+)
+from kerascls.data.records import Record, split_labels
 from kerascls.errors import UserError
 
+if TYPE_CHECKING:  # annotations only: camtrap_sources loads for md: and camtrapdp: alone
+    from kerascls.data.camtrap_sources import DetectionOptions
+
 DEFAULT_DATA = "fashion_mnist"
-DEFAULT_FILE_IMAGE_SIZE = 224
-SPLIT_DIRS = {"train": ("train",), "val": ("val", "validation", "valid"), "test": ("test",)}
 log = logging.getLogger("kerascls.data")
+
+
 @dataclass
 class ArraySource:
     """A dataset held in memory as uint8 NHWC images and integer labels."""
@@ -51,48 +55,6 @@ class ArraySource:
         if name == "test" and self.x_test is not None:
             return self.x_test, self.y_test
         raise UserError(f"data source {self.name!r} has no {name!r} split")
-
-
-@dataclass
-class FileSource:
-    """Image files with string labels; optionally already split (train/val/test folders)."""
-
-    name: str
-    class_names: list[str]
-    records: list[Record]
-    presplit: dict[str, list[Record]] | None = None
-    bad: list[BadFile] = field(default_factory=list)
-    image_shape: tuple[int, int, int] = (DEFAULT_FILE_IMAGE_SIZE, DEFAULT_FILE_IMAGE_SIZE, 3)
-    x_test = None  # no in-memory test arrays: the test split is a file list
-
-    @property
-    def multilabel(self) -> bool:
-        return any(len(r.labels) > 1 for r in self.records)
-
-    def check(self) -> "FileSource":
-        """Probe every file once; drop and remember the bad ones; fail if a class is left empty."""
-        result = check_files(self.records)
-        good = set(result.records)
-        self.bad, self.records = result.bad, result.records
-        if self.presplit:
-            by_key = {(r.path, r.labels, r.bbox): r for r in good}
-            self.presplit = {s: [by_key[k] for k in ((r.path, r.labels, r.bbox) for r in recs)
-                                 if k in by_key] for s, recs in self.presplit.items()}
-        if not self.records:
-            raise UserError(f"{self.name}: no readable image ({len(self.bad)} files skipped)")
-        _require_every_class(self.records, self.class_names, self.name, "readable ")
-        return self
-
-    def splits(self, val_fraction: float, test_fraction: float, seed: int
-               ) -> dict[str, list[Record]]:
-        """train/val/test records: the given folders, else a leak-free grouped split."""
-        if not self.presplit:
-            return split_records(self.records, val_fraction, test_fraction, seed)
-        out = {s: list(self.presplit.get(s, [])) for s in SPLIT_DIRS}
-        if not out["val"] and val_fraction:
-            parts = split_records(out["train"], val_fraction, 0.0, seed)
-            out["train"], out["val"] = parts["train"], parts["val"]
-        return out
 
 
 FILE_KINDS = ("folder", "csv", "coco", "md", "camtrapdp")
@@ -180,28 +142,13 @@ def _class_list(source: FileSource, classes: list[str] | None) -> list[str]:
             if label not in known:
                 raise UserError(f"{source.name}: label {label!r} of {r.path} is not in the "
                                  f"class list ({', '.join(names)})")
-    _require_every_class(source.records, names, source.name, "")
+    require_every_class(source.records, names, source.name, "")
     return names
-
-
-def _require_every_class(records: list[Record], names: list[str], where: str, what: str):
-    seen = {label for r in records for label in r.labels}
-    missing = [n for n in names if n not in seen]
-    if missing:
-        raise UserError(f"{where}: class {missing[0]!r} has no {what}image"
-                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-
-
-def _existing(path: str, what: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise UserError(f"{what} not found: {p}")
-    return p
 
 
 def _folder(path: str) -> FileSource:
     """``PATH/CLASS/*`` or ``PATH/{train,val,test}/CLASS/*``."""
-    root = _existing(path, "image folder")
+    root = existing(path, "image folder")
     split_dirs = {s: d for s, names in SPLIT_DIRS.items() for n in names
                   if (d := root / n).is_dir()}
     if "train" in split_dirs:
@@ -229,8 +176,8 @@ def _class_folders(root: Path) -> list[Record]:
 def _csv(path: str) -> FileSource:
     """filepath,label[,location,datetime,seq_id]; paths relative to the CSV; ``a|b`` labels
     (``\\|`` is a literal ``|`` inside a label, as the run's split files write it)."""
-    file = _existing(path, "CSV file")
-    rows = _csv_rows(file)
+    file = existing(path, "CSV file")
+    rows = csv_rows(file)
     if not rows or not {"filepath", "label"} <= set(rows[0]):
         raise UserError(f"{file}: needs a header with filepath and label columns")
     records = [Record(str(file.parent / row["filepath"]),
@@ -244,47 +191,9 @@ def _csv(path: str) -> FileSource:
     return FileSource(f"csv:{file}", names, records)
 
 
-def _read_text(file: Path, what: str) -> str:
-    """The file as UTF-8 (a BOM allowed); another encoding is named with its line."""
-    raw = file.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise UserError(f"{file}: line {line} is not UTF-8 (byte 0x{raw[e.start]:02x}); "
-                         f"save the {what} as UTF-8") from None
-
-
-def _csv_rows(file: Path) -> list[dict]:
-    """Rows of a CSV with a header; a row too short for filepath/label is named by its line."""
-    reader = csv.DictReader(io.StringIO(_read_text(file, "CSV"), newline=""))
-    rows = []
-    try:
-        for row in reader:
-            for col in ("filepath", "label"):
-                if col in reader.fieldnames and row.get(col) is None:
-                    raise UserError(f"{file}: line {reader.line_num} has no {col} field "
-                                     "(too few columns)")
-            rows.append(row)
-    except csv.Error as e:
-        raise UserError(f"{file}: line {reader.line_num}: {e}") from None
-    return rows
-
-
-def _read_json(file: Path, what: str) -> object:
-    """Parse a JSON file; errors name the file and the line, never a traceback."""
-    try:
-        return json.loads(_read_text(file, what))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{file}: line {e.lineno} column {e.colno}: not valid JSON "
-                         f"({e.msg})") from None
-    except RecursionError:
-        raise UserError(f"{file}: nested too deeply to be a {what}") from None
-
-
 def _load_coco(file: Path) -> dict:
     """Parse and check a COCO Camera Traps file: errors name the file and the line or entry."""
-    coco = _read_json(file, "COCO Camera Traps file")
+    coco = read_json(file, "COCO Camera Traps file")
     if not isinstance(coco, dict):
         raise UserError(f"{file}: not a COCO Camera Traps file (the top level is not an object)")
     need = {"categories": ("id", "name"), "images": ("id", "file_name"),
@@ -315,8 +224,8 @@ def _check_coco_entry(file: Path, where: str, entry: object, fields: tuple) -> N
 def _coco(rest: str, crop_boxes: bool) -> FileSource:
     """COCO Camera Traps JSON: labels from annotations, site/burst from the images."""
     file_part, _, root_part = rest.partition(":")
-    file = _existing(file_part, "COCO file")
-    root = _existing(root_part, "image root") if root_part else file.parent
+    file = existing(file_part, "COCO file")
+    root = existing(root_part, "image root") if root_part else file.parent
     coco = _load_coco(file)
     cats = {c["id"]: str(c["name"]) for c in coco.get("categories", [])}
     images = {im["id"]: im for im in coco.get("images", [])}

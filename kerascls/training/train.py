@@ -14,8 +14,9 @@ import keras
 import numpy as np
 
 from kerascls.data import runs as data_runs
+from kerascls.data.files import FileSource
 from kerascls.data.pipeline import array_dataset
-from kerascls.data.sources import FileSource, holdout, load_source
+from kerascls.data.sources import holdout, load_source
 from kerascls.errors import UserError
 from kerascls.evaluation import plots
 from kerascls.evaluation.metrics import write_csv

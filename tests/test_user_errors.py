@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kerascls.errors import UserError, is_user_error
@@ -42,6 +43,56 @@ def test_internal_bugs_are_not():
     assert not is_user_error(deep)
     assert not is_user_error(RuntimeError("raised nowhere"))  # no traceback: not ours
     assert not is_user_error(TypeError("bad call"))
+    from kerascls.models._keras_private import applications_module
+    invariant = _caught(applications_module, "no_such_module")  # our own `raise ValueError(`
+    assert type(invariant) is ValueError and not is_user_error(invariant)
+
+
+def _numpy_bug():
+    np.zeros(3).reshape(2)  # NumPy's ValueError, raised inside kerascls' call stack
+
+
+def _invariant_bug():
+    from kerascls.models._keras_private import applications_module
+    applications_module("no_such_module")
+
+
+@pytest.mark.parametrize("bug", [_numpy_bug, _invariant_bug])
+def test_cli_handler_reraises_a_plain_value_error(monkeypatch, bug):
+    """In-process: the runner re-raises (the traceback is the report) instead of exiting
+    with a one-line message, for a ValueError that is not a ``UserError``."""
+    from absl import logging
+
+    from kerascls import cli
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")  # the runner's setdefault, undone after
+    verbosity = logging.get_verbosity()
+    monkeypatch.setitem(cli.COMMANDS, "models",
+                        (cli.COMMANDS["models"][0], lambda fl, args: bug(), "x"))
+    try:
+        with pytest.raises(ValueError) as err:  # no SystemExit: nothing printed in one line
+            cli._runner("models")(["kerascls models"])
+    finally:
+        logging.set_verbosity(verbosity)
+    assert not isinstance(err.value, UserError)
+
+
+def test_cli_handler_prints_a_user_error_in_one_line(monkeypatch, capsys):
+    from absl import logging
+
+    from kerascls import cli
+
+    def broken(fl, args):
+        raise UserError("--data: no images in /x")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    verbosity = logging.get_verbosity()
+    monkeypatch.setitem(cli.COMMANDS, "models", (cli.COMMANDS["models"][0], broken, "x"))
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli._runner("models")(["kerascls models"])
+    finally:
+        logging.set_verbosity(verbosity)
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == "kerascls: error: models: --data: no images in /x\n"
 
 
 # A real CLI process whose `models` command is replaced by one failing in the given way: the

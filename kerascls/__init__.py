@@ -11,7 +11,7 @@ import importlib.abc
 import importlib.util
 import sys
 
-__version__ = "0.1.0"
+from kerascls._version import __version__ as __version__
 
 
 def _register_layers() -> None:

@@ -52,7 +52,7 @@ def load_classifier(kind: str, model: str, labels: Optional[str], threads: Optio
                     batch_size: int):
     """The model one actor (or the driver) holds: a Keras run or a bundle."""
     if kind == "keras":
-        from kerascls.predict import KerasClassifier
+        from kerascls.keras_classifier import KerasClassifier
         return KerasClassifier(model, batch_size, threads)
     from kerascls_edge.classifier import Classifier
     return Classifier(model, labels=labels, threads=threads)

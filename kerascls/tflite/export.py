@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-import kerascls
+from kerascls._version import __version__
 from kerascls.config import PRUNE_EPOCHS
 from kerascls.errors import UserError
 from kerascls.runs import LoadedRun, heldout_split, load_run, sample_images
@@ -58,7 +58,7 @@ def contract(run: LoadedRun, quantize: str) -> dict:
     # a logits head is exported with its activation applied (``with_probabilities``)
     activation = "none" if outputs_logits(run.model) else output_activation(task, units)
     return {"format": "kerascls-bundle", "format_version": 1,
-            "kerascls_version": kerascls.__version__,
+            "kerascls_version": __version__,
             "architecture": cfg.arch if cfg else run.model.name, "task": task,
             "class_names": names,
             "input": {"height": h, "width": w, "channels": c, "channel_order": "RGB",

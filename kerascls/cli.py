@@ -136,7 +136,7 @@ def cmd_train(fl, args) -> None:
         merge_config,
         parse_model_args,
     )
-    from kerascls.runs import check_model_args
+    from kerascls.models.registry import check_model_args
     from kerascls.training.train import train
     names = [f.name for f in flag_fields()]
     explicit = {n: fl[n].value for n in names if fl[n].present}
@@ -147,7 +147,7 @@ def cmd_train(fl, args) -> None:
                            "model_args": parse_model_args(fl.model_arg)})
     cfg = TrainConfig(**values)
     from kerascls.tflite.export import finetune_plan
-    check_model_args(cfg.arch, cfg.model_args)  # before data or files
+    check_model_args(cfg.arch, cfg.model_args, "--model_arg")  # before data or files
     check_image_size(cfg.arch, cfg.image_size, cfg.model_args)
     plan = finetune_plan("int8", cfg.data, int(cfg.qat), cfg.prune_sparsity,
                          PRUNE_EPOCHS)  # fail early

@@ -9,7 +9,6 @@ tflite and imports only layers and models (to load), data and the config.
 
 from __future__ import annotations
 
-import inspect
 import re
 import zipfile
 from dataclasses import dataclass
@@ -19,10 +18,6 @@ import numpy as np
 
 from kerascls.config import TrainConfig
 from kerascls.errors import UserError
-
-# create_model options every architecture takes through --model_arg; ``weights`` has its
-# own flag (--weights).
-_COMMON_MODEL_ARGS_EXCLUDED = ("name", "num_classes", "input_shape", "weights")
 
 
 @dataclass
@@ -116,23 +111,3 @@ def heldout_split(data: str, run_dir: Path | None = None) -> str:
         empty = test.exists() and len(test.read_text().splitlines()) < 2
         return "val" if empty else "test"
     return "test" if load_source(data).x_test is not None else "train"
-
-
-def model_arg_names(arch: str) -> list[str]:
-    """The ``--model_arg`` keys ``arch`` takes: its builder's options and the head's."""
-    from kerascls.models import model_info
-    from kerascls.models.registry import create_model
-    builder = list(inspect.signature(model_info(arch).builder).parameters.values())[1:]
-    common = inspect.signature(create_model).parameters.values()
-    names = {p.name for p in [*builder, *common]
-             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    return sorted(names - set(_COMMON_MODEL_ARGS_EXCLUDED))
-
-
-def check_model_args(arch: str, model_args: dict) -> None:
-    """Refuse, in one line listing the valid ones, a ``--model_arg`` key ``arch`` lacks."""
-    valid = model_arg_names(arch)
-    unknown = sorted(set(model_args) - set(valid))
-    if unknown:
-        raise UserError(f"--model_arg {', '.join(unknown)}: not an option of {arch}; "
-                        f"valid keys: {', '.join(valid)}")

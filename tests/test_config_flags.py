@@ -161,7 +161,7 @@ def test_old_config_json_loads_with_defaults(tmp_path):
 
 
 def test_unknown_model_arg_lists_the_valid_ones():
-    from kerascls.runs import check_model_args, model_arg_names
+    from kerascls.models.registry import check_model_args, model_arg_names
     valid = model_arg_names("resnet18")
     assert {"norm", "attention", "drop_path", "stem_kind", "task", "logits"} <= set(valid)
     assert "weights" not in valid and "x" not in valid

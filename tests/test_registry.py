@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 import kerascls
+from kerascls.errors import UserError
 from kerascls.models import create_model, model_info, register_model, registry
 from kerascls.summary import count_params
 
@@ -136,6 +137,20 @@ def test_family_options_norm_and_attention():
     assert {"GroupNorm", "SqueezeExcite"} <= kinds
     lrn = create_model("vgg11_lrn", CLASSES, (SMALL, SMALL, 3), fc_widths=(16,))
     assert lrn.get_layer("lrn").count_params() == 0
+
+
+def test_unknown_family_option_names_it_and_lists_the_valid_ones():
+    """Checked against the builder's signature before anything is built: one line, the
+    valid keys named (resnet's options and the head's), not a TypeError from deep inside."""
+    with pytest.raises(UserError, match=r"^model_args bogus, zz: not an option of resnet18; "
+                                        r"valid keys: ") as err:
+        create_model("resnet18", CLASSES, (SMALL, SMALL, 3), zz=2, bogus=1)
+    listed = str(err.value).split("valid keys: ")[1].split(", ")
+    assert {"attention", "drop_path", "norm", "stem_kind", "logits", "task"} <= set(listed)
+    assert not {"x", "weights", "num_classes", "bogus"} & set(listed)
+    assert "\n" not in str(err.value)
+    model = create_model("small_cnn", CLASSES, (16, 16, 1), widths=(4, 8))
+    assert model.get_layer("predictions").output.shape == (None, CLASSES)
 
 
 JAX_SCRIPT = textwrap.dedent("""

@@ -12,7 +12,8 @@ so those options apply to every family alike (the timm / keras-hub pattern).
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import inspect
+from typing import Any, Mapping
 
 import keras
 
@@ -79,6 +80,34 @@ def check_input_size(name: str, height: int | None, width: int | None,
                         f"{MAX_INPUT_SIZE}×{MAX_INPUT_SIZE}")
 
 
+# create_model parameters that are not ``model_args`` keys: the name, the shape and the
+# classes come from the run itself, ``weights`` has its own flag (--weights).
+_NOT_MODEL_ARGS = ("name", "num_classes", "input_shape", "weights")
+
+
+def model_arg_names(name: str) -> list[str]:
+    """The ``model_args`` keys ``name`` takes: its builder's options and the head's."""
+    builder = list(inspect.signature(model_info(name).builder).parameters.values())[1:]
+    common = inspect.signature(create_model).parameters.values()
+    names = {p.name for p in [*builder, *common]
+             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    return sorted(names - set(_NOT_MODEL_ARGS))
+
+
+def check_model_args(name: str, model_args: Mapping[str, Any],
+                     what: str = "model_args") -> None:
+    """Refuse, in one line listing the valid ones, a key ``name``'s builder and head lack.
+
+    ``create_model`` runs it on its family options; ``kerascls train`` on ``--model_arg``
+    (``what``) before it reads any data, so a typo costs no data loading.
+    """
+    valid = model_arg_names(name)
+    unknown = sorted(set(model_args) - set(valid))
+    if unknown:
+        raise UserError(f"{what} {', '.join(unknown)}: not an option of {name}; "
+                        f"valid keys: {', '.join(valid)}")
+
+
 def _head(x, num_classes: int, task: str, logits: bool):
     """Final classifier: softmax over K, one sigmoid, or K sigmoids."""
     if task not in TASKS:
@@ -114,10 +143,12 @@ def create_model(name: str, num_classes: int = 1000,
         **overrides: family options (``norm=``, ``attention=``, ``drop_path=`` …).
 
     Raises:
-        ValueError: an unknown name, or an input side below the architecture's
+        UserError: an unknown name, an override the architecture's builder lacks (the
+            message lists the valid keys), or an input side below the architecture's
             ``min_input_size`` or above ``MAX_INPUT_SIZE``.
     """
     info = model_info(name)
+    check_model_args(name, overrides)
     check_input_size(name, input_shape[0], input_shape[1], **overrides)
     expected = None
     if weights is not None:

@@ -214,8 +214,8 @@ class _Row:
     line: int
     data: dict
 
-    def fail(self, why: str) -> ValueError:
-        return ValueError(f"{self.file}: line {self.line}: {why}")
+    def fail(self, why: str) -> UserError:
+        return UserError(f"{self.file}: line {self.line}: {why}")
 
     def time(self, key: str):
         from datetime import datetime

@@ -82,7 +82,7 @@ def run_one(name: str, clone: Path) -> str:
     try:
         env = {**os.environ, "PYTHONPATH": f"{clone}{os.pathsep}{clone / 'export'}"}
         proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
-                               "no:cacheprovider", "-m", "not slow", *tests], cwd=clone,
+                               "no:cacheprovider", "-n", "0", "-m", "not slow", *tests], cwd=clone,
                               env=env, capture_output=True, text=True, timeout=1800, check=False)
     finally:
         src.write_text(text)

@@ -83,7 +83,7 @@ def prepare(target: Target, clone: Path) -> None:
                f"only_mutate = {_toml_list([target.module.removeprefix('export/')])}\n"
                f"pytest_add_cli_args_test_selection = {_toml_list(target.tests)}\n"
                "pytest_add_cli_args = "
-               f"{_toml_list(['-p', 'no:cacheprovider', '-k', target.select])}\n"
+               f"{_toml_list(['-p', 'no:cacheprovider', '-n', '0', '-k', target.select])}\n"
                f"process_isolation = \"{target.isolation}\"\n")
     with open(clone / "pyproject.toml", "a") as f:
         f.write(section)

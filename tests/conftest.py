@@ -26,6 +26,20 @@ needs_debian = pytest.mark.skipif(not HAVE_DEBIAN, reason=f"Debian package "
                                   f"dataset-fashion-mnist not installed ({fm.DEBIAN_DIR})")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist's ``--dist loadgroup`` (setup.cfg): a test that uses a module-scoped
+    fixture (a trained run, rendered photos) goes to the worker that holds its module's other
+    such tests, so the fixture is built once; every other test goes to whichever worker is free.
+    """
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        scopes = {fd.scope for fds in (info.name2fixturedefs.values() if info else ())
+                  for fd in fds}
+        if scopes & {"module", "class", "package"}:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def run_cli(*args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``kerascls ARGS`` in a fresh process (conversions leak memory in-process)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -177,19 +177,11 @@ def test_decode_crop_and_pad_modes_against_pillow():
     np.testing.assert_array_equal(pad, want)
 
 
-def test_an_open_pillow_jpeg_is_decoded_as_given(tmp_path):
+@pytest.mark.parametrize("lenient", [False, True])  # True: as after `import megadetector`
+def test_an_open_pillow_jpeg_is_decoded_as_given(tmp_path, monkeypatch, lenient):
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", lenient)
     p = tmp_path / "o.jpg"
     p.write_bytes(jpeg_bytes(texture(40, 30, seed=18)))
-    with Image.open(p) as im:
-        out = dec.decode(im, Preprocess(30, 40))
-        assert out.warnings == []
-        np.testing.assert_array_equal(out.arrays[0], np.asarray(im.convert("RGB")))
-
-
-def test_an_open_pillow_image_when_pillow_already_tolerates_truncation(tmp_path, monkeypatch):
-    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
-    p = tmp_path / "o.jpg"
-    p.write_bytes(jpeg_bytes(texture(40, 30, seed=19)))
     with Image.open(p) as im:
         out = dec.decode(im, Preprocess(30, 40))
         assert out.warnings == []

@@ -35,8 +35,9 @@ NATIVE = 28  # Fashion-MNIST's side
 #   eager: vgg16 58, convnext_tiny 43, efficientnetv2_s 37 (the three: 34 s user CPU in all,
 #          TF import included); saving .keras is then the biggest part for vgg16 (16 s)
 # By default: the small CNNs. `-m slow` (CI): every other name, in this process, one eager
-# step each; the ones under EXPORT_PARAMS reference parameters go on to an int8 bundle.
-# The minimum-size builds below still run one name per family unless KERASCLS_ALL_ARCHS=1.
+# step each (the giants also marked `giant`: CI runs those alone); the ones under
+# EXPORT_PARAMS reference parameters go on to an int8 bundle. The minimum-size builds
+# below still run one name per family unless KERASCLS_ALL_ARCHS=1.
 ALL_ARCHS = bool(os.environ.get("KERASCLS_ALL_ARCHS"))
 
 
@@ -52,7 +53,7 @@ def smallest_of_each_family() -> set[str]:
 
 
 DEFAULT = {"lenet", "small_cnn"}
-SLOW_PARAMS = 100_000_000  # up to convnext_base; above: KERASCLS_ALL_ARCHS=1
+SLOW_PARAMS = 100_000_000  # above it (VGG, ConvNeXt large and up, EffNetV2-L): `giant`
 EXPORT_PARAMS = 4_000_000  # lenet, small_cnn, mobilenetv3_small, convnextv2_atto
 # Widths that change no spatial size, for the shape-only builds of the size check.
 SHAPE_OVERRIDES = {"alexnet": {"fc_widths": (8,)}, "vgg": {"fc_widths": (8,)}}
@@ -173,14 +174,16 @@ def kerascls_subprocess(*argv: str) -> list[str]:
 
 
 def every_name(default: set[str]) -> list:
-    """``default`` by default; every other name up to SLOW_PARAMS with `-m slow`; the giants
-    (VGG but vgg16, ConvNeXt large/xlarge/huge, EfficientNetV2-L) with KERASCLS_ALL_ARCHS=1:
-    their cost is memory (16 bytes a parameter: 10.6 GB for convnextv2_huge) and the GBs of
-    .keras they write, not tracing. vgg16 goes through the slow README flow test too."""
-    every = pytest.mark.skipif(not ALL_ARCHS, reason=f"above {SLOW_PARAMS:,} parameters: "
-                               "KERASCLS_ALL_ARCHS=1 trains it")
-    return [n if n in default else pytest.param(n, marks=[pytest.mark.slow] + (
-        [every] if (model_info(n).ref_params or 0) > SLOW_PARAMS else [])) for n in NAMES]
+    """``default`` by default; every other name with `-m slow` (CI). The giants over
+    SLOW_PARAMS (VGG, ConvNeXt large/xlarge, ConvNeXtV2 large/huge, EfficientNetV2-L) are
+    also marked ``giant``: their cost is memory (16 bytes a parameter for weights, gradients
+    and Adam: 10.6 GB for convnextv2_huge, 20.5 GB peak RSS with its .keras save) and the GBs
+    they write, so CI runs them on their own, one at a time, after the other slow tests
+    (measured on 2 cores: convnextv2_huge 92 s, convnext_xlarge 70 s, a VGG 10–13 s)."""
+    def marks(name: str) -> list:
+        giant = (model_info(name).ref_params or 0) > SLOW_PARAMS
+        return [pytest.mark.slow] + ([pytest.mark.giant] if giant else [])
+    return [n if n in default else pytest.param(n, marks=marks(n)) for n in NAMES]
 
 
 @needs_fashion_mnist
@@ -266,6 +269,7 @@ def test_a_failed_start_in_an_existing_directory_leaves_it_as_it_was(tmp_path, c
 
 
 @pytest.mark.slow
+@pytest.mark.giant  # 7.3 GB peak on a 512-image run (README): alone, like the giants above
 @needs_fashion_mnist
 def test_vgg16_train_export_predict_as_the_readme_shows(tmp_path, capsys):
     """The README's flow with the 138 M-parameter VGG16 (few images, one epoch)."""

@@ -24,7 +24,24 @@ CLASSES = 3
 # The default run shrinks classifier widths that dwarf the rest (VGG's 25088×4096 Dense:
 # a 500 MB .keras file per model); the code paths are the same. `-m slow` builds them as is.
 SMALL_OVERRIDES = {"alexnet": {"fc_widths": (64, 64)}, "vgg": {"fc_widths": (64, 64)}}
-HEAVY = 40_000_000  # reference params above which, without an override, a name runs slow only
+# The default run builds one name per code path: the smallest of each family and of each
+# structural option within it (VGG's BN and LRN, SE-ResNet, ResNet's bottleneck blocks from
+# depth 50). Deeper and wider rows of the same builder (EfficientNet-B1…B7, ConvNeXt-S…)
+# run with `-m slow` (CI): same code, 4–13 s each on 2 cores, ~190 s in all.
+STRUCTURAL = {"vgg11_bn", "vgg11_lrn", "seresnet18", "resnet50"}
+COUNT_DEFAULT = 15_000_000  # reference counts above it (weight init dominates) are slow
+
+
+def _smallest_of_each_family() -> set[str]:
+    best: dict[str, str] = {}
+    for name in NAMES:
+        family, params = model_info(name).family, model_info(name).ref_params or 0
+        if family not in best or params < (model_info(best[family]).ref_params or 0):
+            best[family] = name
+    return set(best.values())
+
+
+DEFAULT_BUILDS = _smallest_of_each_family() | STRUCTURAL
 
 
 def overrides(name: str) -> dict:
@@ -32,10 +49,16 @@ def overrides(name: str) -> dict:
 
 
 def _build_params(names: list[str]) -> list:
-    """Names as pytest params, the heavy ones without a small override marked slow."""
-    def heavy(name):
-        return not overrides(name) and (model_info(name).ref_params or 0) > HEAVY
-    return [pytest.param(n, marks=pytest.mark.slow) if heavy(n) else n for n in names]
+    """Names as pytest params: one per code path by default, every other name slow."""
+    return [n if n in DEFAULT_BUILDS else pytest.param(n, marks=pytest.mark.slow)
+            for n in names]
+
+
+def _count_params(names: list[str]) -> list:
+    """Names with a reference count; the big ones slow (EffNetV2-M/L build at 480 px)."""
+    return [n if (model_info(n).ref_params or 0) <= COUNT_DEFAULT
+            else pytest.param(n, marks=pytest.mark.slow)
+            for n in names if model_info(n).ref_params is not None]
 
 
 def small_size(name: str) -> int:
@@ -79,9 +102,7 @@ def test_builds_trains_and_round_trips(name, tmp_path):
     np.testing.assert_array_equal(probs, np.asarray(loaded(x, training=False)))
 
 
-@pytest.mark.parametrize("name", [  # EfficientNetV2-M/L build at 480 px: slow
-    pytest.param(n, marks=pytest.mark.slow) if n in ("efficientnetv2_m", "efficientnetv2_l")
-    else n for n in NAMES if model_info(n).ref_params is not None])
+@pytest.mark.parametrize("name", _count_params(NAMES))
 def test_parameter_count_matches_reference(name):
     info = model_info(name)
     size = info.input_size

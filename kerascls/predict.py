@@ -6,8 +6,9 @@ files are the ones ``kerascls-edge predict`` writes. Only the classifier changes
 
 - a bundle or ``.tflite``: the edge runtime as it is (LiteRT);
 - a run directory or ``.keras`` file: :class:`KerasClassifier`, the Keras model in batches
-  (``model.predict_on_batch``; GPU when present) on the pixels the device decoder makes,
-  which is what the training and ``evaluate`` pipelines feed the model (``data/decode.py``);
+  (the default device, every visible GPU when there are 2+, or ``--devices``: each batch is
+  split over the replicas) on the pixels the device decoder makes, which is what the
+  training and ``evaluate`` pipelines feed the model (``data/decode.py``);
 - ``--engine ray``: :mod:`kerascls.ray_predict`, a pool of Ray actors each holding one model.
 
 The Keras classifier itself is :mod:`kerascls.keras_classifier`, which both engines use.
@@ -47,7 +48,9 @@ def define_flags(fv: flags.FlagValues, m: str) -> None:
                       flag_values=fv, module_name=m)
     i("top_k", 5, "Classes kept per image.")
     i("threads", 2, "Interpreter threads (bundle); decode threads follow the cores.")
-    i("batch_size", 64, "Images per Keras inference call.")
+    i("batch_size", 64, "Images per Keras inference call (split over the --devices).")
+    s("devices", "", "Keras model only: empty = every visible GPU (mirrored when 2+), "
+                     "gpu, gpu:0,1, or cpu:N logical CPUs; each batch is split over them.")
     b("recursive", "Descend into folders.")
     s("detections", None, "MegaDetector output file: classify its animal boxes.")
     flags.DEFINE_float("detection_threshold", 0.2, "With --detections: classify boxes at or "
@@ -91,11 +94,17 @@ class KerasBackend:
 
     prog = "kerascls"
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, devices: str = "") -> None:
         self.batch_size = batch_size
+        self.devices = devices
 
     def classifier(self, args):
-        return KerasClassifier(args.bundle, self.batch_size, args.threads)
+        clf = KerasClassifier(args.bundle, self.batch_size, args.threads, self.devices)
+        if self.devices or len(clf.devices) > 1:  # say where it runs when it is not implicit
+            n = len(clf.devices)
+            print(f"{self.prog}: predict: {n} replica{'s' * (n > 1)} ({', '.join(clf.devices)})",
+                  file=sys.stderr)
+        return clf
 
     def predict(self, clf, images, opts) -> dict:
         from kerascls_edge.runner import predict
@@ -105,12 +114,30 @@ class KerasBackend:
 def backend_for(fl):
     """None (the edge runtime as is), the Keras backend, or the Ray engine."""
     keras_model = is_keras_model(fl.model)
+    check_devices(fl, keras_model)
     if fl.engine == "ray":
         from kerascls.ray_predict import RayBackend
         return RayBackend(keras_model=keras_model, batch_size=fl.batch_size,
                           address=fl.ray_address, workers=fl.ray_workers, gpus=fl.ray_gpus,
                           worker_model=fl.ray_model)
-    return KerasBackend(fl.batch_size) if keras_model else None
+    return KerasBackend(fl.batch_size, fl.devices) if keras_model else None
+
+
+def check_devices(fl, keras_model: bool) -> None:
+    """``--devices`` parsed before any model loads; refused where it would do nothing (a
+    bundle runs on LiteRT's CPU threads; each Ray actor on the GPUs ``--ray_gpus`` gives it),
+    since a silently ignored device request makes a slow run look like a fast one."""
+    from kerascls.training.distribute import parse_devices
+    if not fl.devices:
+        return
+    parse_devices(fl.devices)
+    if not keras_model:
+        raise UserError(f"--devices={fl.devices}: only for a Keras model (a run directory or "
+                        f".keras file); {fl.model} is a bundle, which runs on --threads CPU "
+                        "threads")
+    if fl.engine == "ray":
+        raise UserError(f"--devices={fl.devices}: not with --engine ray (each actor uses the "
+                        "GPUs --ray_gpus gives it)")
 
 
 def run(fl, images: Sequence[str]) -> int:

@@ -44,10 +44,11 @@ def _numbers(spec: str, text: str) -> list[int]:
                         "list of numbers") from None
 
 
-def make_strategy(spec: str = "") -> tf.distribute.Strategy:
+def make_strategy(spec: str = "", multi_worker: bool = True) -> tf.distribute.Strategy:
     """The strategy for ``--devices``; call before TensorFlow runs any op (logical CPU
-    devices can only be configured while the runtime is not yet initialized)."""
-    if worker_count() > 1:
+    devices can only be configured while the runtime is not yet initialized).
+    ``multi_worker=False`` (one-process inference) ignores a ``TF_CONFIG`` cluster."""
+    if multi_worker and worker_count() > 1:
         return tf.distribute.MultiWorkerMirroredStrategy()
     kind, arg = parse_devices(spec)
     gpus = tf.config.list_physical_devices("GPU")

@@ -147,3 +147,28 @@ def test_keras_model_on_ray_actors(trained, tmp_path, cli, monkeypatch):
         assert ("failure" in a) == ("failure" in b) and set(a) == set(b)
         if "failure" not in a:  # other batch compositions: float rounding at most
             assert np.abs(_probs(a, n) - _probs(b, n)).max() <= 2e-3
+
+
+@pytest.mark.slow  # two CLI runs on the trained fixture, ~20 s
+def test_two_cpu_replicas_match_one_device(trained, tmp_path, cli):
+    """--devices=cpu:2 (two logical CPUs standing in for two GPUs): same file as one device.
+
+    12 images and 2 failures in chunks of 13: 11 images, then 1 (fewer than the replicas).
+    The file holds 4 decimals, so "within 1e-5" reads as at most one rounding step here;
+    test_predict_devices.py compares the raw rows at 1e-5.
+    """
+    run, images = trained
+    one = _predict(cli, run, images, tmp_path / "one.json", "--batch_size=13")
+    two = _predict(cli, run, images, tmp_path / "two.json", "--batch_size=13", "--devices=cpu:2")
+    assert "replica" not in one.stderr
+    assert "kerascls: predict: 2 replicas (/cpu:0, /cpu:1)" in two.stderr.splitlines()
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    assert [i["file"] for i in a["images"]] == [i["file"] for i in b["images"]]
+    n = len(a["classification_categories"])
+    good = [(x, y) for x, y in zip(a["images"], b["images"]) if "failure" not in x]
+    assert len(good) == 12 and all("failure" not in y for _, y in good)
+    worst = max(float(np.abs(_probs(x, n) - _probs(y, n)).max()) for x, y in good)
+    print(f"{len(good)} images on 2 replicas vs one device: max diff {worst:.2e}")
+    assert all(x["detections"][0]["classifications"][0][0]
+               == y["detections"][0]["classifications"][0][0] for x, y in good)
+    assert worst <= 1e-4 + 1e-9  # measured: 0 (every value the same)

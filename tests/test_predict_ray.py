@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,10 +45,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A local Ray head (its own temp dir and ports); yields its address."""
+def cluster():
+    """A local Ray head (its own temp dir and ports); yields its address.
+
+    The temp dir is a short one under /tmp, not pytest's: Ray puts Unix sockets there and
+    refuses a path over 107 bytes, which pytest-xdist's ``…/pytest-NNNN/popen-gwN/ray0``
+    reaches (``validate_socket_filename failed``)."""
     port = _free_port()
-    tmp = tmp_path_factory.mktemp("ray")
+    tmp = tempfile.mkdtemp(prefix="kc-ray-", dir="/tmp")
     head = subprocess.Popen(
         ["ray", "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          f"--object-store-memory={200 * 1024 * 1024}", "--include-dashboard=false",
@@ -68,6 +74,7 @@ def cluster(tmp_path_factory):
         head.wait(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(head.pid, signal.SIGKILL)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

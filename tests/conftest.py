@@ -26,18 +26,27 @@ needs_debian = pytest.mark.skipif(not HAVE_DEBIAN, reason=f"Debian package "
                                   f"dataset-fashion-mnist not installed ({fm.DEBIAN_DIR})")
 
 
+# Modules that use one machine-wide resource run on one worker, one test at a time: local
+# Ray clusters (a driver's own ``ray.init()``, a ``ray start --head``) share default ports.
+SHARED_RESOURCE_GROUPS = {"tests.test_predict_keras": "ray", "tests.test_predict_ray": "ray"}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist's ``--dist loadgroup`` (setup.cfg): a test that uses a module-scoped
     fixture (a trained run, rendered photos) goes to the worker that holds its module's other
-    such tests, so the fixture is built once; every other test goes to whichever worker is free.
+    such tests, so the fixture is built once; a module in SHARED_RESOURCE_GROUPS goes whole to
+    its group's worker; every other test goes to whichever worker is free.
     """
     for item in items:
+        group = SHARED_RESOURCE_GROUPS.get(item.module.__name__)
         info = getattr(item, "_fixtureinfo", None)
         scopes = {fd.scope for fds in (info.name2fixturedefs.values() if info else ())
                   for fd in fds}
-        if scopes & {"module", "class", "package"}:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        if group is None and scopes & {"module", "class", "package"}:
+            group = item.module.__name__
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def run_cli(*args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:

@@ -49,6 +49,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(group))
 
 
+def smallest_of_each_family() -> set[str]:
+    """One registered name per family (the fewest reference parameters): the names a default
+    run builds so that a new family is covered without building every variant."""
+    from kerascls.models import list_models, model_info
+    best: dict[str, str] = {}
+    for name in list_models():
+        info = model_info(name)
+        if info.family not in best or (info.ref_params or 0) < (
+                model_info(best[info.family]).ref_params or 0):
+            best[info.family] = name
+    return set(best.values())
+
+
 def run_cli(*args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``kerascls ARGS`` in a fresh process (conversions leak memory in-process)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -25,6 +25,7 @@ from kerascls import cli
 from kerascls.data import fashion_mnist as fm
 from kerascls.layers import AdaptiveAveragePooling2D
 from kerascls.models import model_info
+from tests.conftest import smallest_of_each_family
 
 NAMES = kerascls.list_models()
 NATIVE = 28  # Fashion-MNIST's side
@@ -39,17 +40,6 @@ NATIVE = 28  # Fashion-MNIST's side
 # EXPORT_PARAMS reference parameters go on to an int8 bundle. The minimum-size builds
 # below still run one name per family unless KERASCLS_ALL_ARCHS=1.
 ALL_ARCHS = bool(os.environ.get("KERASCLS_ALL_ARCHS"))
-
-
-def smallest_of_each_family() -> set[str]:
-    """One name per family (the fewest reference parameters): a new family is covered."""
-    best: dict[str, str] = {}
-    for name in NAMES:
-        info = model_info(name)
-        if info.family not in best or (info.ref_params or 0) < (
-                model_info(best[info.family]).ref_params or 0):
-            best[info.family] = name
-    return set(best.values())
 
 
 DEFAULT = {"lenet", "small_cnn"}

@@ -17,6 +17,7 @@ import kerascls
 from kerascls.errors import UserError
 from kerascls.models import create_model, model_info, register_model, registry
 from kerascls.summary import count_params
+from tests.conftest import smallest_of_each_family
 
 NAMES = kerascls.list_models()
 SMALL = 32
@@ -32,16 +33,7 @@ STRUCTURAL = {"vgg11_bn", "vgg11_lrn", "seresnet18", "resnet50"}
 COUNT_DEFAULT = 15_000_000  # reference counts above it (weight init dominates) are slow
 
 
-def _smallest_of_each_family() -> set[str]:
-    best: dict[str, str] = {}
-    for name in NAMES:
-        family, params = model_info(name).family, model_info(name).ref_params or 0
-        if family not in best or params < (model_info(best[family]).ref_params or 0):
-            best[family] = name
-    return set(best.values())
-
-
-DEFAULT_BUILDS = _smallest_of_each_family() | STRUCTURAL
+DEFAULT_BUILDS = smallest_of_each_family() | STRUCTURAL
 
 
 def overrides(name: str) -> dict:

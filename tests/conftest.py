@@ -62,6 +62,13 @@ def smallest_of_each_family() -> set[str]:
     return set(best.values())
 
 
+def arch_params(names, default, extra_marks=lambda name: ()) -> list:
+    """Architecture names as pytest params: those in ``default`` run by default, every other
+    one is marked ``slow`` (CI runs it), plus ``extra_marks(name)`` (e.g. ``giant``)."""
+    return [n if n in default else pytest.param(n, marks=[pytest.mark.slow, *extra_marks(n)])
+            for n in names]
+
+
 def run_cli(*args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``kerascls ARGS`` in a fresh process (conversions leak memory in-process)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

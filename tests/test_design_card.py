@@ -25,7 +25,7 @@ from kerascls import cli
 from kerascls.data import fashion_mnist as fm
 from kerascls.layers import AdaptiveAveragePooling2D
 from kerascls.models import model_info
-from tests.conftest import smallest_of_each_family
+from tests.conftest import arch_params, smallest_of_each_family
 
 NAMES = kerascls.list_models()
 NATIVE = 28  # Fashion-MNIST's side
@@ -170,10 +170,9 @@ def every_name(default: set[str]) -> list:
     and Adam: 10.6 GB for convnextv2_huge, 20.5 GB peak RSS with its .keras save) and the GBs
     they write, so CI runs them on their own, one at a time, after the other slow tests
     (measured on 2 cores: convnextv2_huge 92 s, convnext_xlarge 70 s, a VGG 10–13 s)."""
-    def marks(name: str) -> list:
-        giant = (model_info(name).ref_params or 0) > SLOW_PARAMS
-        return [pytest.mark.slow] + ([pytest.mark.giant] if giant else [])
-    return [n if n in default else pytest.param(n, marks=marks(n)) for n in NAMES]
+    def giant(name: str) -> list:
+        return [pytest.mark.giant] if (model_info(name).ref_params or 0) > SLOW_PARAMS else []
+    return arch_params(NAMES, default, giant)
 
 
 @needs_fashion_mnist

@@ -17,7 +17,7 @@ import kerascls
 from kerascls.errors import UserError
 from kerascls.models import create_model, model_info, register_model, registry
 from kerascls.summary import count_params
-from tests.conftest import smallest_of_each_family
+from tests.conftest import arch_params, smallest_of_each_family
 
 NAMES = kerascls.list_models()
 SMALL = 32
@@ -30,27 +30,16 @@ SMALL_OVERRIDES = {"alexnet": {"fc_widths": (64, 64)}, "vgg": {"fc_widths": (64,
 # depth 50). Deeper and wider rows of the same builder (EfficientNet-B1…B7, ConvNeXt-S…)
 # run with `-m slow` (CI): same code, 4–13 s each on 2 cores, ~190 s in all.
 STRUCTURAL = {"vgg11_bn", "vgg11_lrn", "seresnet18", "resnet50"}
-COUNT_DEFAULT = 15_000_000  # reference counts above it (weight init dominates) are slow
-
-
 DEFAULT_BUILDS = smallest_of_each_family() | STRUCTURAL
+# Reference counts: every name that has one; above COUNT_DEFAULT slow (weight initialization
+# dominates; EffNetV2-M/L also build at 480 px).
+COUNT_DEFAULT = 15_000_000
+COUNTED = [n for n in NAMES if model_info(n).ref_params is not None]
+DEFAULT_COUNTS = {n for n in COUNTED if model_info(n).ref_params <= COUNT_DEFAULT}
 
 
 def overrides(name: str) -> dict:
     return SMALL_OVERRIDES.get(model_info(name).family, {})
-
-
-def _build_params(names: list[str]) -> list:
-    """Names as pytest params: one per code path by default, every other name slow."""
-    return [n if n in DEFAULT_BUILDS else pytest.param(n, marks=pytest.mark.slow)
-            for n in names]
-
-
-def _count_params(names: list[str]) -> list:
-    """Names with a reference count; the big ones slow (EffNetV2-M/L build at 480 px)."""
-    return [n if (model_info(n).ref_params or 0) <= COUNT_DEFAULT
-            else pytest.param(n, marks=pytest.mark.slow)
-            for n in names if model_info(n).ref_params is not None]
 
 
 def small_size(name: str) -> int:
@@ -70,7 +59,7 @@ def _images(size: int, batch: int = 2) -> np.ndarray:
 pytestmark = pytest.mark.usefixtures("free_keras_memory")  # tests/conftest.py
 
 
-@pytest.mark.parametrize("name", _build_params(NAMES))
+@pytest.mark.parametrize("name", arch_params(NAMES, DEFAULT_BUILDS))
 def test_builds_trains_and_round_trips(name, tmp_path):
     size = small_size(name)
     model = create_model(name, CLASSES, (size, size, 3), **overrides(name))
@@ -94,7 +83,7 @@ def test_builds_trains_and_round_trips(name, tmp_path):
     np.testing.assert_array_equal(probs, np.asarray(loaded(x, training=False)))
 
 
-@pytest.mark.parametrize("name", _count_params(NAMES))
+@pytest.mark.parametrize("name", arch_params(COUNTED, DEFAULT_COUNTS))
 def test_parameter_count_matches_reference(name):
     info = model_info(name)
     size = info.input_size

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,7 @@ SCRIPTS = ROOT / "scripts" / "aarch64"
 DATA = ROOT.parent / "shared" / "data"
 CAMTRAP = DATA / "camtrap"
 ENA24 = CAMTRAP / "ena24_small"
-from tests.shared_paths import CORAL, CORAL_MODEL  # noqa: E402
+from tests.shared_paths import CORAL_MODEL, coral_labels  # noqa: E402
 
 FLOAT_BOUND = 1e-5
 INT8_LSB = 12  # measured worst 10 output steps (Coral, an ENA24 crop) + 2 steps of margin
@@ -94,8 +95,7 @@ print(json.dumps(res))
 @pytest.fixture(scope="module")
 def arm_env() -> dict:
     """Environment whose scripts/aarch64/* run the sysroot, built (or found cached) here."""
-    pins = " ".join(f"{p}=={version(p)}" for p in ("ai-edge-litert", "numpy", "Pillow"))
-    env = {**os.environ, "KERASCLS_AARCH64_PINS": pins}
+    env = {k: v for k, v in os.environ.items() if k != "KERASCLS_AARCH64_PINS"}  # the edge lock
     proc = subprocess.run([str(SCRIPTS / "build-sysroot.sh")], check=False, capture_output=True,
                           text=True, env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -246,17 +246,22 @@ def all_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def test_sysroot_is_arm64_bookworm_with_the_hosts_wheels(arm_env: dict) -> None:
+def test_sysroot_is_arm64_bookworm_with_the_edge_locks_wheels(arm_env: dict) -> None:
+    """The emulated Pi has exactly the device lock's versions, and so has this host (the x86
+    side of every comparison), so the parity below is between what CI tests and a Pi gets."""
+    lock = (EXPORT.parent / "locks" / "edge-cp311-linux.txt").read_text(encoding="utf-8")
+    want = dict(re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", lock, re.M))
     code = ("import json, platform, sys; from importlib.metadata import version as v; "
             "print(json.dumps([platform.machine(), sys.version_info[:2], "
-            "[v(p) for p in ('ai-edge-litert', 'numpy', 'Pillow', 'kerascls-edge')]]))")
+            f"{{p: v(p) for p in {sorted(want)!r} + ['kerascls-edge']}}]))")
     proc = subprocess.run([str(SCRIPTS / "python3"), "-c", code], check=False, capture_output=True,
                           text=True, env=arm_env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     machine, pyver, versions = json.loads(proc.stdout)
     assert machine == "aarch64" and pyver == [3, 11]  # Bookworm's python3
-    assert versions == [version(p) for p in ("ai-edge-litert", "numpy", "Pillow",
-                                             "kerascls-edge")]
+    assert versions.pop("kerascls-edge") == version("kerascls-edge")
+    assert versions == want
+    assert {p: version(p) for p in want} == want, "install this host through locks/ (README)"
 
 
 @needs_shared
@@ -264,7 +269,7 @@ def test_coral_model_on_shared_frames_matches_x86(arm_env: dict, frames: Path,
                                                   tmp_path: Path) -> None:
     x86, arm, arm_path = predict_both(
         [str(CORAL_MODEL), str(frames), "--recursive", "--labels",
-         str(CORAL / "imagenet_labels.txt"), "--threads", "2", "--top_k", "5"],
+         str(coral_labels(tmp_path / "labels.txt")), "--threads", "2", "--top_k", "5"],
         arm_env, tmp_path)
     assert validate_md(arm_path) == []
     images = {im["file"]: im for im in arm["images"]}
@@ -278,9 +283,11 @@ def test_coral_model_on_shared_frames_matches_x86(arm_env: dict, frames: Path,
 
 
 @needs_shared
-def test_coral_pixels_and_full_precision_probabilities(arm_env: dict, frames: Path) -> None:
+def test_coral_pixels_and_full_precision_probabilities(arm_env: dict, frames: Path,
+                                                       tmp_path: Path) -> None:
     files = all_files(frames / "speciesnet_test_data") + all_files(frames / "awkward")
-    x86, arm = probe_both(CORAL_MODEL, str(CORAL / "imagenet_labels.txt"), files, arm_env)
+    x86, arm = probe_both(CORAL_MODEL, str(coral_labels(tmp_path / "labels.txt")), files,
+                          arm_env)
     assert x86["step"] == 1 / 256
     assert compare_probes(x86, arm) <= INT8_LSB / 256
 

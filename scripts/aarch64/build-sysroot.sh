@@ -19,13 +19,14 @@
 # Time:     cold ~25-40 s on 2 cores (~55 MB downloaded, ~300 MB on disk); cached rerun ~0.05 s.
 # Cache:    $KERASCLS_AARCH64_CACHE (default ~/.cache/kerascls-aarch64). A finished stage leaves a
 #           stamp holding its inputs; a rerun with the same inputs does nothing (idempotent).
-# Pins:     $KERASCLS_AARCH64_PINS (default below): the wheel versions; the parity test passes the
-#           host's own versions so both sides run the same numpy/Pillow/LiteRT.
+# Pins:     $KERASCLS_AARCH64_PINS, by default every pin of locks/edge-cp311-linux.txt (the device
+#           lock, which the x86 test environment shares): the emulated tests check what a Pi gets.
 set -euo pipefail
 
 ROOT_DIR="$(cd "$(dirname "$0")/../.." && pwd)"
 CACHE="${KERASCLS_AARCH64_CACHE:-$HOME/.cache/kerascls-aarch64}"
-PINS="${KERASCLS_AARCH64_PINS:-ai-edge-litert==2.3.0 numpy==2.4.6 Pillow==13.0.0}"
+EDGE_LOCK="$ROOT_DIR/locks/edge-cp311-linux.txt"  # the device lock: what a Pi installs
+PINS="${KERASCLS_AARCH64_PINS:-$(grep -oE '^[A-Za-z0-9][A-Za-z0-9._-]*==[^ ;#]+' "$EDGE_LOCK" | tr '\n' ' ')}"
 DEBS="python3.11-minimal libpython3.11-stdlib libstdc++6 libgcc-s1 ca-certificates"
 EXPORT_DIR="${KERASCLS_AARCH64_EXPORT:-$ROOT_DIR/export}"  # the kerascls-edge source to install
 SYSROOT="$CACHE/sysroot"

@@ -2,7 +2,7 @@
 
     python bench/ray_predict.py [--files 1200] [--threads 2]
 
-Both classify the same `--files` paths (symlinks cycling over lila_mixed's 31 full-size
+Both classify the same `--files` paths (copies cycling over lila_mixed's 31 full-size
 camera-trap JPEGs) with the Coral int8 MobileNet v2 (224x224), write MegaDetector JSON through
 the same journal and writer, and are timed from the first listing to the written file:
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -35,21 +36,24 @@ sys.path.insert(0, str(ROOT))
 
 from kerascls_edge import Classifier  # noqa: E402
 from kerascls_edge.runner import Options, predict  # noqa: E402
+from tests.shared_paths import coral_labels  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data"
 CORAL = DATA / "models" / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
-LABELS = DATA / "models" / "coral" / "imagenet_labels.txt"
+# The shared labels name "crane" twice (bird, machine), which kerascls-edge refuses: a renamed copy.
+LABELS = Path(tempfile.mkdtemp(prefix="kerascls-bench-")) / "labels.txt"
 FRAMES = DATA / "camtrap" / "lila_mixed"
 
 
 def link_files(n: int, into: Path) -> None:
-    """n distinct paths cycling over the frames (symlinks: separate files, no disk)."""
+    """n distinct files cycling over the frames: copies, since kerascls-edge lists each real
+    file once (links to one file would be one image)."""
     srcs = sorted(p for p in FRAMES.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
     if not srcs:
         sys.exit(f"no frames under {FRAMES}")
     into.mkdir(parents=True)
     for i in range(n):
-        os.symlink(srcs[i % len(srcs)].resolve(), into / f"{i:06d}.jpg")
+        shutil.copyfile(srcs[i % len(srcs)], into / f"{i:06d}.jpg")
 
 
 def _load(path: Path) -> dict:
@@ -86,6 +90,7 @@ def main() -> None:
     a = ap.parse_args()
     if not CORAL.exists():
         sys.exit(f"missing {CORAL} (shared data)")
+    coral_labels(LABELS)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a throwaway local cluster
     from kerascls.ray_predict import init_ray
     load_before = os.getloadavg()

@@ -83,6 +83,10 @@ class TrainConfig:
     test_fraction: float = option(0.1, "Image files without a test folder: share held out "
                                   "for test (whole camera sites when known).",
                                   lower_bound=0, upper_bound=0.9)
+    allow_duplicate_files: bool = option(False, "Image files: train even when one image (one "
+                                         "file through links, or identical copies) is under "
+                                         "two classes or in two splits; a warning instead "
+                                         "of the error.")
     resize: str = option("stretch", "Image files: resize mode (recorded in the bundle).",
                          choices=["stretch", "crop", "pad"])
     augment: str = option("", "Image files: comma list of flip,rrc,randaugment,erasing,"

@@ -185,7 +185,9 @@ class RayBackend:
         one window of paths, not a whole programme's millions.
         """
         ctor = self._ctor(clf, opts)
-        todo = (_item_json(it) for it in items if it.rel not in journal.done)
+        from kerascls_edge.runner import pending
+
+        todo = (_item_json(it) for it in pending(items, journal))  # new or changed
         # a failure becomes our one line below; Ray Data would print its trace first
         logging.getLogger("ray.data.exceptions").disabled = True
         try:

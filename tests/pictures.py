@@ -57,3 +57,14 @@ def render(d: Path, name: str, w: int, h: int, seed: int = 0, mode: str = "RGB",
     path = d / name
     im.save(path, **save)
     return str(path)
+
+
+def photo(path: Path, seed: int, size: tuple[int, int] = (67, 45), quality: int = 90) -> Path:
+    """A photo-like JPEG (smooth colour blobs plus sensor grain) at an awkward size."""
+    rng = np.random.default_rng(seed)
+    base = Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8))
+    arr = np.asarray(base.resize(size, Image.Resampling.BICUBIC), np.int16)
+    arr = arr + rng.integers(-12, 13, arr.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=quality)
+    return path

@@ -40,7 +40,7 @@ SCRIPTS = ROOT / "scripts" / "aarch64"
 DATA = ROOT.parent / "shared" / "data"
 CAMTRAP = DATA / "camtrap"
 ENA24 = CAMTRAP / "ena24_small"
-from tests.shared_paths import CORAL_MODEL, coral_labels  # noqa: E402
+from tests.shared_paths import CORAL_MODEL, coral_labels, coral_tflite  # noqa: E402
 
 FLOAT_BOUND = 1e-5
 INT8_LSB = 12  # measured worst 10 output steps (Coral, an ENA24 crop) + 2 steps of margin
@@ -303,8 +303,9 @@ def test_reference_kernels_are_bit_identical(arm_env: dict) -> None:
 @needs_shared
 def test_megadetector_boxes_classified_on_arm64_match_x86(arm_env: dict, tmp_path: Path) -> None:
     x86, arm, arm_path = predict_both(
-        [str(CORAL_MODEL), str(ENA24), "--detections", str(ENA24 / "md_annotations.json"),
-         "--detection_threshold", "0.3", "--threads", "2", "--top_k", "3"], arm_env, tmp_path)
+        [str(coral_tflite(tmp_path)), str(ENA24), "--detections",
+         str(ENA24 / "md_annotations.json"), "--detection_threshold", "0.3", "--threads", "2",
+         "--top_k", "3"], arm_env, tmp_path)
     assert validate_md(arm_path) == []
     assert sum("classifications" in d for im in arm["images"] for d in im["detections"]) >= 15
     compare_results(x86, arm, INT8_LSB / 256)

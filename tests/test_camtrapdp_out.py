@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "export"))
 
 from kerascls_edge.cli import main  # noqa: E402
 from tests.camtrapdp_check import STANDARD, rows, validate  # noqa: E402
-from tests.shared_paths import CORAL_MODEL, ENA24, SPECIESNET  # noqa: E402
+from tests.shared_paths import CORAL_MODEL, ENA24, SPECIESNET, coral_tflite  # noqa: E402
 
 needs_data = pytest.mark.skipif(
     not (CORAL_MODEL.is_file() and SPECIESNET.is_dir() and (ENA24 / "md_annotations.json")
@@ -57,7 +57,7 @@ def test_whole_image_run_is_a_valid_package(tmp_path: Path, schema_server, capsy
         shutil.copy(SPECIESNET / name, images / name)
     before = digests(images)
     package = tmp_path / "cards"  # the package sits above the images: relative filePaths
-    rc = main(["predict", str(CORAL_MODEL), str(tmp_path / "cards"), "--recursive",
+    rc = main(["predict", str(coral_tflite(tmp_path)), str(tmp_path / "cards"), "--recursive",
                "--format", "camtrapdp", "-o", str(package), "--threads", "2",
                "--location", "51.05,3.72", "--utc_offset", "+01:00", "--progress_every", "-1",
                "--smooth", "mean"])
@@ -91,7 +91,7 @@ def test_whole_image_run_is_a_valid_package(tmp_path: Path, schema_server, capsy
 @needs_data
 def test_detections_run_is_a_valid_package(tmp_path: Path, schema_server, capsys) -> None:
     package = tmp_path / "pkg"
-    rc = main(["predict", str(CORAL_MODEL), str(ENA24), "--detections",
+    rc = main(["predict", str(coral_tflite(tmp_path)), str(ENA24), "--detections",
                str(ENA24 / "md_annotations.json"), "--format", "camtrapdp", "-o", str(package),
                "--threads", "2", "--detection_threshold", "0.3", "--deployment", "ena24",
                "--location", "35.0,-80.0", "--progress_every", "-1"])
@@ -164,7 +164,7 @@ def test_a_foreign_package_is_not_replaced(tmp_path: Path, capsys) -> None:
     pkg.mkdir()
     (pkg / "datapackage.json").write_text('{"name": "someone else\'s"}')
     for argv in (["convert", str(ENA24 / "md_annotations.json"), "--to", "camtrapdp"],
-                 ["predict", str(CORAL_MODEL), str(ENA24), "--format", "camtrapdp"]):
+                 ["predict", str(coral_tflite(tmp_path)), str(ENA24), "--format", "camtrapdp"]):
         assert main([*argv, "-o", str(pkg)]) == 2
         assert "refusing to replace" in capsys.readouterr().err
     assert sorted(p.name for p in pkg.iterdir()) == ["datapackage.json"]
@@ -195,7 +195,7 @@ def test_non_utf8_file_name_gives_a_valid_package(tmp_path: Path, schema_server,
     name = os.fsdecode(b"caf\xe9.jpg")  # a Latin-1 name, not UTF-8
     shutil.copy(SPECIESNET / "ocelot.jpg", site / name)
     pkg = tmp_path / "card"
-    assert main(["predict", str(CORAL_MODEL), str(pkg), "--recursive", "--format",
+    assert main(["predict", str(coral_tflite(tmp_path)), str(pkg), "--recursive", "--format",
                  "camtrapdp", "-o", str(pkg), "--location", "1,2", "--threads", "2",
                  "--progress_every", "-1"]) == 0, capsys.readouterr().err
     (pkg / "media.csv").read_bytes().decode("utf-8")  # valid UTF-8
@@ -205,8 +205,8 @@ def test_non_utf8_file_name_gives_a_valid_package(tmp_path: Path, schema_server,
 
 @needs_data
 def test_convert_our_json_to_csv_equals_a_csv_run(tmp_path: Path, capsys) -> None:
-    common = [str(CORAL_MODEL), str(SPECIESNET), "--threads", "2", "--progress_every", "-1",
-              "--top_k", "3"]
+    common = [str(coral_tflite(tmp_path)), str(SPECIESNET), "--threads", "2",
+              "--progress_every", "-1", "--top_k", "3"]
     assert main(["predict", *common, "-o", str(tmp_path / "r.json")]) == 0
     assert main(["predict", *common, "-o", str(tmp_path / "direct.csv")]) == 0
     assert main(["convert", str(tmp_path / "r.json"), "--to", "csv", "-o",

@@ -26,6 +26,7 @@ NOT_FLAGS = {"model_args", "class_names", "input_shape"}  # --model_arg, or from
 # kerascls train's flags before they were generated (name: parser, default, lower, upper,
 # choices), plus --warmup_steps, the one field that had no flag.
 BEFORE = {
+    "allow_duplicate_files": ("BooleanParser", False, None, None, None),
     "arch": ("ArgumentParser", "small_cnn", None, None, None),
     "augment": ("ArgumentParser", "", None, None, None),
     "balance": ("EnumParser", "none", None, None, ["none", "weights", "sample"]),

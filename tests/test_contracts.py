@@ -236,8 +236,10 @@ def test_csv_rows_by_hand(tmp_path):
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["file", "label", "confidence", "top_k", "detection", "bbox",
                              "datetime", "sequence_id", "sequence_label",
-                             "sequence_confidence", "failure", "warnings"]
+                             "sequence_confidence", "failure", "warnings",
+                             "row", "frames_used", "frame_number", "frame_time"]  # videos' columns
     a, b, c = rows
+    assert all(r["row"] == r["frames_used"] == r["frame_number"] == "" for r in rows)  # photos
     assert (a["label"], a["confidence"], a["top_k"]) == ("deer", "0.7000",
                                                          "deer:0.7000;fox:0.2000")
     assert (a["datetime"], a["sequence_id"], a["sequence_label"],

@@ -268,7 +268,8 @@ def test_bad_files_json_and_splits_written(tmp_path):
     src = load_source(f"folder:{root}")
     run = tmp_path / "run"
     run.mkdir()
-    cfg = TrainConfig(data=f"folder:{root}", val_fraction=0.2, test_fraction=0.2)
+    cfg = TrainConfig(data=f"folder:{root}", val_fraction=0.2, test_fraction=0.2,
+                      allow_duplicate_files=True)  # _folder saves one picture ten times
     parts = prepare_splits(src, cfg, run)
     bad = json.loads((run / "bad_files.json").read_text())
     assert [b["path"].rsplit("/", 1)[-1] for b in bad] == ["zero.jpg"]

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from packaging.requirements import Requirement
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -277,8 +278,8 @@ def test_kill_9_then_resume_gives_exactly_one_result_per_image(bundles: Path,
     src = imgs / "000.png"  # a PNG large enough to take a few ms to decode (no JPEG draft)
     Image.fromarray(rng.integers(0, 255, (360, 480, 3), dtype=np.uint8)).save(src, compress_level=1)
     n = 300
-    for i in range(1, n):
-        os.link(src, imgs / f"{i:03d}.png")
+    for i in range(1, n):  # copies: hard links are one real file, listed once
+        shutil.copyfile(src, imgs / f"{i:03d}.png")
     out = tmp_path / "r.json"
     partial = tmp_path / "r.json.partial"
     cmd = [sys.executable, "-m", "kerascls_edge", "predict", str(bundles / "u8"), str(imgs),
@@ -340,7 +341,7 @@ def test_detections_flow_on_self_made_megadetector_file(bundles: Path, tmp_path:
 
 
 def test_pip_installs_export_alone(tmp_path: Path) -> None:
-    """`pip install ./export` builds a distribution with only numpy/Pillow/LiteRT as deps."""
+    """`pip install ./export`: a distribution with only numpy/Pillow/LiteRT/Jinja2/PyAV deps."""
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                            "--no-build-isolation", "--target", str(tmp_path / "site"),
                            str(EXPORT)], capture_output=True, text=True, timeout=300)
@@ -348,9 +349,9 @@ def test_pip_installs_export_alone(tmp_path: Path) -> None:
         pytest.skip("setuptools unavailable for an offline build")
     assert proc.returncode == 0, proc.stderr[-2000:]
     meta = next((tmp_path / "site").glob("kerascls_edge-*.dist-info")) / "METADATA"
-    deps = sorted(line.split(":", 1)[1].strip().split(">")[0].split("=")[0].lower()
+    deps = sorted(Requirement(line.split(":", 1)[1]).name.lower()
                   for line in meta.read_text().splitlines() if line.startswith("Requires-Dist"))
-    assert deps == ["ai-edge-litert", "numpy", "pillow"]
+    assert deps == ["ai-edge-litert", "av", "jinja2", "numpy", "pillow"]
     assert (tmp_path / "site" / "bin" / "kerascls-edge").exists()
     for leftover in ("build", "kerascls_edge.egg-info"):  # in-tree build droppings
         shutil.rmtree(EXPORT / leftover, ignore_errors=True)

@@ -19,7 +19,14 @@ sys.path.insert(0, str(ROOT / "export"))
 from kerascls_edge import Classifier  # noqa: E402
 from kerascls_edge.cli import main  # noqa: E402
 from kerascls_edge.decode import TRUNCATED_WARNING, Preprocess, decode  # noqa: E402
-from tests.shared_paths import CORAL, CORAL_MODEL, ENA24, SPECIESNET  # noqa: E402
+from tests.shared_paths import (  # noqa: E402
+    CORAL,
+    CORAL_MODEL,
+    ENA24,
+    SPECIESNET,
+    coral_labels,
+    coral_tflite,
+)
 
 needs_coral = pytest.mark.skipif(not CORAL_MODEL.is_file(),
                                  reason=f"Coral model not found under {CORAL} (../shared/data)")
@@ -36,10 +43,11 @@ def validate_md(path: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def coral() -> Classifier:
+def coral(tmp_path_factory) -> Classifier:
     if not CORAL_MODEL.is_file():
         pytest.skip("Coral model absent")
-    return Classifier(CORAL_MODEL, labels=CORAL / "imagenet_labels.txt", threads=2)
+    labels = coral_labels(tmp_path_factory.mktemp("coral") / "labels.txt")
+    return Classifier(CORAL_MODEL, labels=labels, threads=2)
 
 
 @needs_coral
@@ -54,7 +62,7 @@ def test_coral_third_party_model_classifies_cat_and_parrot(coral: Classifier) ->
 @needs_coral
 def test_bare_tflite_finds_labels_file_beside_it(tmp_path: Path) -> None:
     (tmp_path / "m.tflite").symlink_to(CORAL_MODEL)
-    (tmp_path / "labels.txt").symlink_to(CORAL / "imagenet_labels.txt")
+    coral_labels(tmp_path / "labels.txt")
     clf = Classifier(tmp_path / "m.tflite", threads=1)
     assert clf.classify(CORAL / "cat.bmp", top_k=1)[0][0] == "Egyptian cat"
 
@@ -102,8 +110,8 @@ def test_exif_capture_time_is_read() -> None:
 def test_predict_all_speciesnet_files_to_valid_megadetector_json(tmp_path: Path,
                                                                  capsys) -> None:
     out = tmp_path / "results.json"
-    rc = main(["predict", str(CORAL_MODEL), str(SPECIESNET), "-o", str(out), "--threads", "2",
-               "--smooth", "mean", "--top_k", "3"])
+    rc = main(["predict", str(coral_tflite(tmp_path)), str(SPECIESNET), "-o", str(out),
+               "--threads", "2", "--smooth", "mean", "--top_k", "3"])
     assert rc == 0, capsys.readouterr().err
     assert validate_md(out) == []
     d = json.loads(out.read_text())
@@ -132,8 +140,8 @@ def test_predict_all_speciesnet_files_to_valid_megadetector_json(tmp_path: Path,
 @needs_speciesnet
 def test_strict_makes_truncated_a_failure_and_run_goes_on(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
-    assert main(["predict", str(CORAL_MODEL), str(SPECIESNET), "-o", str(out), "--strict",
-                 "--threads", "2", "--progress_every", "-1"]) == 0
+    assert main(["predict", str(coral_tflite(tmp_path)), str(SPECIESNET), "-o", str(out),
+                 "--strict", "--threads", "2", "--progress_every", "-1"]) == 0
     assert validate_md(out) == []
     d = json.loads(out.read_text())
     failed = [im for im in d["images"] if im.get("failure")]
@@ -146,7 +154,7 @@ def test_strict_makes_truncated_a_failure_and_run_goes_on(tmp_path: Path) -> Non
 def test_megadetector_detections_flow_on_ena24(tmp_path: Path) -> None:
     src = json.loads((ENA24 / "md_annotations.json").read_text())
     out = tmp_path / "md_classified.json"
-    assert main(["predict", str(CORAL_MODEL), str(ENA24), "--detections",
+    assert main(["predict", str(coral_tflite(tmp_path)), str(ENA24), "--detections",
                  str(ENA24 / "md_annotations.json"), "-o", str(out), "--threads", "2",
                  "--detection_threshold", "0.3", "--top_k", "3"]) == 0
     assert validate_md(out) == []
@@ -169,7 +177,7 @@ def test_megadetector_detections_flow_on_ena24(tmp_path: Path) -> None:
 @needs_ena24
 def test_detections_flow_csv_has_a_row_per_classified_box(tmp_path: Path) -> None:
     out = tmp_path / "md.csv"
-    assert main(["predict", str(CORAL_MODEL), str(ENA24), "--detections",
+    assert main(["predict", str(coral_tflite(tmp_path)), str(ENA24), "--detections",
                  str(ENA24 / "md_annotations.json"), "-o", str(out), "--threads", "2"]) == 0
     rows = list(csv.DictReader(out.open()))
     assert rows and all(r["label"] and 0 < float(r["confidence"]) <= 1 for r in rows)

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "export"))
 
 from kerascls_edge.cli import main  # noqa: E402
+from tests.shared_paths import coral_labels  # noqa: E402
 
 CORAL = ROOT.parent / "shared" / "data" / "models" / "coral"
 ERR = re.compile(r"^kerascls-edge: error: \S.*$")
@@ -38,7 +39,7 @@ def make_bundle(d: Path, labels_edit: bool = False, **meta_overrides) -> Path:
     """A bundle directory around the Coral model (uint8 224×224×3, 1001 classes)."""
     d.mkdir(parents=True, exist_ok=True)
     shutil.copy(CORAL / "mobilenet_v2_1.0_224_quant.tflite", d / "model.tflite")
-    labels = (CORAL / "imagenet_labels.txt").read_text().splitlines()
+    labels = coral_labels(d / "labels.txt").read_text().splitlines()  # one "crane" renamed
     if labels_edit:
         labels[1] = "not a tench"
     (d / "labels.txt").write_text("\n".join(labels) + "\n")

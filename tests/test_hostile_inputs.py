@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "export"))
 
 from kerascls_edge.cli import main  # noqa: E402
+from tests.shared_paths import coral_labels  # noqa: E402
 
 CORAL = ROOT.parent / "shared" / "data" / "models" / "coral"
 needs_coral = pytest.mark.skipif(not (CORAL / "mobilenet_v2_1.0_224_quant.tflite").is_file(),
@@ -105,7 +106,7 @@ def work(tmp_path_factory) -> Path:
     b = d / "bundle"
     b.mkdir()
     shutil.copy(CORAL / "mobilenet_v2_1.0_224_quant.tflite", b / "model.tflite")
-    shutil.copy(CORAL / "imagenet_labels.txt", b / "labels.txt")
+    coral_labels(b / "labels.txt")
     (b / "model.json").write_text(json.dumps(BASE_META))
     (d / "imgs").mkdir()
     for i in range(3):

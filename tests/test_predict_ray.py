@@ -100,14 +100,15 @@ def images(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def many(tmp_path_factory) -> Path:
-    """300 links to one noisy PNG (~10 ms to decode each): a run long enough to kill."""
+    """300 copies of one noisy PNG (~10 ms to decode each): a run long enough to kill.
+    (Copies, not hard links: links to one file are listed once.)"""
     d = tmp_path_factory.mktemp("many")
     src = d / "000.png"
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (720, 960, 3), dtype=np.uint8)).save(
         src, compress_level=1)
     for i in range(1, 300):
-        os.link(src, d / f"{i:03d}.png")
+        shutil.copyfile(src, d / f"{i:03d}.png")
     return d
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT / "export"))
 
 from kerascls_edge.cli import main  # noqa: E402
 from tests.browser import browser, needs_chromium  # noqa: E402
-from tests.shared_paths import CORAL, CORAL_MODEL, ENA24, SPECIESNET  # noqa: E402
+from tests.shared_paths import CORAL, CORAL_MODEL, ENA24, SPECIESNET, coral_tflite  # noqa: E402
 
 pytestmark = [
     needs_chromium,
@@ -55,7 +55,7 @@ def run(tmp_path_factory):
                  "ocelot.jpg", "human.jpg"):
         shutil.copy(SPECIESNET / name, img / name)
     results = tmp / "r.json"
-    assert main(["predict", str(CORAL_MODEL), str(img), "-o", str(results), "--strict",
+    assert main(["predict", str(coral_tflite(tmp)), str(img), "-o", str(results), "--strict",
                  "--threads", "2", "--progress_every", "-1"]) == 0
     return tmp, img, results
 

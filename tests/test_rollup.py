@@ -22,7 +22,7 @@ from kerascls_edge import Classifier  # noqa: E402
 from kerascls_edge.cli import main  # noqa: E402
 from kerascls_edge.taxonomy import Rollup, read_allow, read_taxonomy, restrict  # noqa: E402
 from tests.camtrapdp_check import rows, validate  # noqa: E402
-from tests.shared_paths import CORAL, CORAL_MODEL, ENA24  # noqa: E402
+from tests.shared_paths import CORAL, CORAL_MODEL, ENA24, coral_labels  # noqa: E402
 
 needs_coral = pytest.mark.skipif(not CORAL_MODEL.is_file(),
                                  reason=f"Coral model not found under {CORAL} (../shared/data)")
@@ -129,7 +129,7 @@ def cat_bundle(tmp_path_factory) -> Path:
         pytest.skip("Coral model absent (../shared/data)")
     b = tmp_path_factory.mktemp("bundle")
     shutil.copy(CORAL_MODEL, b / "model.tflite")
-    shutil.copy(CORAL / "imagenet_labels.txt", b / "labels.txt")
+    coral_labels(b / "labels.txt")
     with open(b / "taxonomy.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(HEADER.strip().split(","))

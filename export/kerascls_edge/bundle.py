@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from .errors import EdgeError
+from .userfiles import read_text, sha256_file
+
 RESIZE_MODES = ("stretch", "crop", "pad")
 ACTIVATIONS = ("softmax", "sigmoid", "none")
-
-
-class EdgeError(ValueError):
-    """A user-facing error: the CLI prints its message on one line, without a traceback."""
 
 
 @dataclass
@@ -48,33 +47,82 @@ class ModelSpec:
 
 
 def read_labels(path: Union[str, os.PathLike]) -> list[str]:
-    """Read a labels file: line i = output index i (trailing blank lines dropped)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise EdgeError(f"cannot read labels file {path}: {e}") from None
+    """Read a labels file: line i = output index i (trailing blank lines dropped).
+
+    Through :mod:`userfiles`: a regular file of at most 16 MB (`/dev/zero` or a FIFO given
+    as --labels is one error line, not an endless read).
+    """
+
+    lines = read_text(path, "labels").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     return [line.strip() for line in lines]
 
 
+def check_labels(labels: Sequence[str], source: object, where: str = "line {n}") -> list[str]:
+    """Refuse class names a result could not tell apart, in one line naming the place.
+
+    An empty name becomes "" in a CSV and a nameless folder when sorting; two lines with the
+    same name (also differing only in case: allow-lists match case-insensitively and SD cards
+    sort into case-insensitive folders) make two outputs one class. Positions in `where`
+    count from 1 for lines, from 0 for a JSON list.
+    """
+    seen: dict[str, int] = {}
+    base = 1 if "line" in where else 0
+    for i, name in enumerate(labels):
+        here = where.format(n=i + base)
+        if not name.strip():
+            raise EdgeError(f"{source}: {here} is an empty class name (output {i} needs a name)")
+        key = name.strip().casefold()
+        if key in seen:
+            raise EdgeError(f"{source}: {here} {name.strip()!r} repeats "
+                            f"{where.format(n=seen[key] + base)}: give each class its own name")
+        seen[key] = i
+    return list(labels)
+
+
 def _resolve_labels(labels: Union[None, str, os.PathLike, Sequence[str]], near: Path) -> list[str]:
-    """Labels from a list, a file, or a labels file beside the model (labels.txt, *labels*.txt)."""
+    """Labels from a list, a file, or a labels file beside the model (labels.txt, *labels*.txt),
+    checked: no empty or repeated names."""
     if labels is not None and not isinstance(labels, (str, os.PathLike)):
-        return [str(x) for x in labels]
+        return check_labels([str(x) for x in labels], "labels", "label {n}")
     if labels is not None:
-        return read_labels(labels)
+        return check_labels(read_labels(labels), f"labels file {labels}")
     candidates = [near / "labels.txt"] + sorted(near.glob("*labels*.txt"))
     for c in candidates:
         if c.is_file():
-            return read_labels(c)
+            return check_labels(read_labels(c), f"labels file {c}")
     return []
+
+
+def check_files(folder: Path, meta: dict, source: object) -> None:
+    """Refuse a bundle whose files differ from the sha256 model.json records for them.
+
+    `kerascls export` records each file it writes (`files`: name -> {"sha256", "bytes"}); a
+    copy damaged on its way to the device, or one file swapped from another bundle, would
+    otherwise run with wrong labels or weights. Bundles without `files` (older exports, hand
+    made) are not checked.
+    """
+
+    files = Fields(source, meta).obj("files")
+    for name in files.data:
+        entry = files.obj(name)
+        want = entry.str_("sha256")
+        if name in ("", ".", "..") or "/" in name or "\\" in name:
+            files.fail(files._name(name), "expected a file name inside the bundle")
+        path = folder / name
+        if sha256_file(path, "bundle file") != want.lower():
+            raise EdgeError(f"{path}: not the file model.json records (its sha256 differs: a "
+                            "damaged copy, or replaced?); copy the bundle again, or remove "
+                            f"files.{name} from model.json if you changed it on purpose")
 
 
 def _load_json(path: Path) -> dict:
     """Parse model.json, turning every failure into an EdgeError."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path, "model.json"))
+    except EdgeError:
+        raise
     except (OSError, ValueError, RecursionError) as e:
         raise EdgeError(f"cannot read {path}: {e}") from None
     if not isinstance(data, dict):
@@ -256,8 +304,14 @@ def load_spec(model_path: Union[str, os.PathLike],
     else:
         raise EdgeError(f"model not found: {path}")
     meta_path = tflite.parent / "model.json"
+    meta = _load_json(meta_path) if meta_path.is_file() else None
+    if meta is not None:
+        check_files(tflite.parent, meta, meta_path)
     names = _resolve_labels(labels, tflite.parent)
-    if meta_path.is_file():
-        return _spec_from_json(tflite, _load_json(meta_path), names, meta_path)
+    if meta is not None:
+        spec = _spec_from_json(tflite, meta, names, meta_path)
+        if not names:  # labels from model.json's class_names
+            check_labels(spec.labels, meta_path, "class_names[{n}]")
+        return spec
     # Outputs of a bare model are used as they are (no softmax): we cannot know it has logits.
     return ModelSpec(model_path=tflite, labels=names, name=tflite.stem)

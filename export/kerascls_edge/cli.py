@@ -99,8 +99,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="seconds between frames that start a new sequence")
     p.add_argument("--max_pixels", type=_nonneg_int, default=None,
                    help="most decoded pixels per image (PNG, BMP, TIFF: no reduced-scale "
-                        "decode); a larger image is a failure entry. Default 24000000, safe "
-                        "for a 1 GB device; 0: no cap")
+                        "decode), and 6 bytes of decode memory per pixel of it (progressive "
+                        "JPEG, WebP); a larger image is a failure entry. Default 24000000, "
+                        "safe for a 1 GB device; 0: no cap")
     p.add_argument("--strict", action="store_true",
                    help="treat truncated JPEGs as failures instead of decoding what is there")
     p.add_argument("--rollup_threshold", type=_float_in(0.0, 1.0), default=None,
@@ -113,6 +114,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--copy", action="store_true", help="with --sort_into: copy, not link")
     p.add_argument("--sort_threshold", type=_float_in(0.0, 1.0), default=None,
                    help="with --sort_into (default: the bundle's default threshold)")
+    p.add_argument("--frame_every", type=_float_in(1e-3, 1e6), default=1.0,
+                   help="videos: seconds of video between sampled frames (default 1.0; "
+                        "docs/edge-outputs.md, Videos)")
+    p.add_argument("--max_frames", type=_positive_int, default=32,
+                   help="videos: most sampled frames per video, spread evenly over a longer "
+                        "one (default 32)")
     p.add_argument("--progress_every", type=_float_in(-math.inf, math.inf, allow_inf=True),
                    default=5.0,
                    help="seconds between progress lines on stderr (negative: none)")
@@ -202,22 +209,33 @@ def _predict(args: argparse.Namespace, backend: Optional[Backend] = None) -> int
         detections=Path(args.detections) if args.detections else None,
         detection_threshold=args.detection_threshold, progress_every=args.progress_every,
         keep_checkpoint=args.keep_checkpoint, labels_path=args.labels,
-        post=_post(clf, args))
+        post=_post(clf, args), allow_path=args.allow, frame_every=args.frame_every,
+        max_frames=args.max_frames)
     if args.sort_into:
         from .sortinto import check_target
         check_target(Path(args.sort_into), args.images)
-    summary = predict(clf, args.images, opts)
-    if args.sort_into:
-        summary["sort_into"] = _sort(args, clf, Path(summary["output"]), fmt)
-    if package is not None:
-        from . import convert
-        summary["camtrapdp"] = convert.package_from_run(args, clf, package)
+    from .journal import OutputLock
+
+    with OutputLock(package or opts.output):  # the whole run: results, sorting, package
+        summary = predict(clf, args.images, opts)
+        if args.sort_into:
+            summary["sort_into"] = _sort(args, clf, Path(summary["output"]), fmt)
+        if package is not None:
+            from . import convert
+            summary["camtrapdp"] = convert.package_from_run(args, clf, package)
     print(json.dumps(summary))
+    rc = 0
     if summary.get("unreadable"):
         print(f"{PROG}: warning: {summary['unreadable']} folder(s) or entries could not be "
               f"read; they are failure entries in {summary['output']}", file=sys.stderr)
-        return 1
-    return 0
+        rc = 1
+    sort = summary.get("sort_into") or {}
+    if sort.get("errors"):
+        stopped = f" (stopped: {sort['stopped']})" if sort.get("stopped") else ""
+        print(f"{PROG}: warning: {sort['errors']} image(s) not sorted{stopped}; each is a row "
+              f"with its reason in {sort['manifest']}", file=sys.stderr)
+        rc = 1
+    return rc
 
 
 def _sort(args: argparse.Namespace, clf, output: Path, fmt: str) -> dict:

@@ -18,12 +18,16 @@ import math
 import os
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Optional, Sequence, Union
+from typing import BinaryIO, Iterator, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .bundle import EdgeError
+from .userfiles import open_regular
 
 Source = Union[str, os.PathLike, Image.Image]
 Box = tuple[float, float, float, float]  # normalized [x, y, w, h], MegaDetector style
@@ -48,6 +52,18 @@ SCALES = (8, 4, 2, 1)  # libjpeg's DCT scales (1/8 … 1/1); also the non-JPEG r
 # `kerascls-edge predict` under 300 MB on a 1 GB device; `--max_pixels` changes it.
 DEFAULT_MAX_PIXELS = 24_000_000
 max_pixels_default = DEFAULT_MAX_PIXELS  # the CLI sets this process-wide
+# The formats the device decodes (what IMAGE_EXTENSIONS name). Pillow is told to try only
+# these: some other plugins decode whole images inside `Image.open` (an ICO holding a
+# 13000² PNG took 716 MB before any cap could look at it). MPO opens through "JPEG".
+FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF")
+FORMAT_NAMES = "JPEG, PNG, BMP, TIFF, WebP or GIF"
+# A decode may take this many bytes per pixel of the cap (144 MB at 24 MP): a cap-sized
+# PNG/BMP/TIFF/GIF takes ≤ 4 B/px, so the pixel cap binds first for them; a progressive (or
+# multi-scan) JPEG keeps 2 B per sample of coefficients at full size whatever the DCT scale
+# (a 13000² 4:4:4 one: 1,014 MB); WebP holds ~16 B/px (libwebp's two canvases, the frame
+# copy and Pillow's image: 425 MB peak for 23.9 MP, measured).
+BUDGET_BYTES_PER_CAP_PIXEL = 6
+WEBP_BYTES_PER_PIXEL = 16
 # Above this many pixels a non-JPEG image is converted strip by strip, each strip reduced at
 # once: no full-size converted copy (kerascls's graph decoder leaves such files to Pillow).
 REDUCE_ABOVE = 4_000_000
@@ -125,10 +141,25 @@ def geometry(size: tuple[int, int], region: Box, pre: Preprocess) -> Geometry:
     return Geometry(box, full, (0, 0))
 
 
+def header_exif(img: Image.Image) -> Image.Exif:
+    """The image's EXIF without decoding more pixels than the cap allows.
+
+    Pillow's PNG ``getexif()`` decodes the whole image to look for an eXIf chunk after the
+    pixels: for a PNG over the pixel cap (a 13000² one: 676 MB) only the chunks before the
+    pixels are read (a PNG within the cap keeps Pillow's full answer).
+    """
+    w, h = img.size
+    cap = max_pixels_default
+    if (img.format == "PNG" and "exif" not in img.info and getattr(img, "tile", None)
+            and cap and w * h > cap):
+        return Image.Exif()
+    return img.getexif()
+
+
 def _orientation(img: Image.Image) -> int:
     """EXIF orientation 1–8 (1 when absent, unreadable or out of range)."""
     try:
-        o = int(img.getexif().get(_ORIENTATION, 1) or 1)
+        o = int(header_exif(img).get(_ORIENTATION, 1) or 1)
     except Exception:  # malformed EXIF must never cost us the image
         return 1
     return o if 1 <= o <= 8 else 1
@@ -162,18 +193,146 @@ def _check_pixels(img: Image.Image, max_pixels: Optional[int]) -> None:
                          "--max_pixels)")
 
 
+@dataclass(frozen=True)
+class JpegFrame:
+    """What a JPEG's headers say before any pixel: size, sampling, and how it is scanned."""
+
+    width: int
+    height: int
+    sampling: tuple[tuple[int, int], ...]  # (h, v) per component
+    progressive: bool
+    scans_one_by_one: bool  # first scan holds fewer components than the frame: multi-scan
+
+    @property
+    def buffered(self) -> bool:
+        """libjpeg keeps the whole image's coefficients (progressive or multi-scan)."""
+        return self.progressive or self.scans_one_by_one
+
+    def coefficient_bytes(self) -> int:
+        """Bytes of libjpeg's full-image coefficient arrays: 64 × 2 B per 8×8 block, each
+        component's blocks padded to its sampling factors (jdcoefct.c)."""
+        hmax = max(h for h, _ in self.sampling)
+        vmax = max(v for _, v in self.sampling)
+        total = 0
+        for h, v in self.sampling:
+            bw = _ceil_div(_ceil_div(self.width * h, hmax), 8)
+            bh = _ceil_div(_ceil_div(self.height * v, vmax), 8)
+            total += _ceil_div(bw, h) * h * _ceil_div(bh, v) * v * 128
+        return total
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PROGRESSIVE_SOF = {0xC2, 0xC6, 0xCA, 0xCE}
+
+
+def jpeg_frame(f: BinaryIO) -> Optional[JpegFrame]:
+    """Walk a JPEG's segments up to the first scan header; None if it is not a readable JPEG.
+
+    The file position is put back, so Pillow can be handed the same file afterwards.
+    """
+    pos = f.tell()
+    try:
+        f.seek(0)
+        if f.read(2) != b"\xff\xd8":
+            return None
+        sof = None
+        for _ in range(10_000):  # a bound on the walk, whatever the file holds
+            head = f.read(2)
+            while head[:1] == b"\xff" and head[1:2] == b"\xff":  # fill bytes
+                head = head[1:] + f.read(1)
+            if len(head) < 2 or head[0] != 0xFF:
+                return None
+            if 0xD0 <= head[1] <= 0xD8 or head[1] == 0x01:  # standalone markers
+                continue
+            length = int.from_bytes(f.read(2), "big")
+            if head[1] not in _SOF and head[1] != 0xDA:  # APPn (EXIF: up to 64 KB), tables
+                f.seek(max(length - 2, 0), os.SEEK_CUR)
+                continue
+            seg = f.read(max(length - 2, 0))
+            if head[1] in _SOF and len(seg) >= 6 and len(seg) >= 6 + 3 * seg[5]:
+                sampling = tuple((max(seg[7 + 3 * i] >> 4, 1), max(seg[7 + 3 * i] & 15, 1))
+                                 for i in range(seg[5]))
+                sof = (head[1], int.from_bytes(seg[3:5], "big"),
+                       int.from_bytes(seg[1:3], "big"), sampling)
+            elif head[1] == 0xDA:
+                if sof is None or not sof[3] or not seg:
+                    return None
+                marker, w, h, sampling = sof
+                return JpegFrame(w, h, sampling, marker in _PROGRESSIVE_SOF,
+                                 seg[0] < len(sampling))
+        return None
+    finally:
+        f.seek(pos)
+
+
+def _budget(max_pixels: Optional[int]) -> Optional[int]:
+    return max_pixels * BUDGET_BYTES_PER_CAP_PIXEL if max_pixels else None
+
+
+def _check_memory(img: Image.Image, max_pixels: Optional[int]) -> None:
+    """Refuse, from the headers, a decode whose memory the pixel count does not show.
+
+    A progressive or multi-scan JPEG holds every coefficient at full size however small the
+    DCT-scaled output, and WebP decodes through several full-size buffers.
+    """
+    budget = _budget(max_pixels)
+    if budget is None:
+        return
+    w, h = img.size
+    need, why = 0, ""
+    if img.format in JPEG_FORMATS and img.fp is not None:
+        frame = jpeg_frame(img.fp)
+        if frame is not None and frame.buffered:
+            need = frame.coefficient_bytes() + 4 * w * h
+            kind = "progressive" if frame.progressive else "multi-scan"
+            why = (f"{kind} JPEG of {frame.width}×{frame.height} needs {need / 1e6:,.0f} MB "
+                   "to decode (libjpeg keeps all its coefficients, whatever the scale)")
+    elif img.format == "WEBP":
+        need = WEBP_BYTES_PER_PIXEL * w * h
+        why = f"WebP of {w}×{h} needs {need / 1e6:,.0f} MB to decode"
+    if need > budget:
+        raise ValueError(f"{why}, over the {budget / 1e6:,.0f} MB that the "
+                         f"{max_pixels / 1e6:g} MP pixel cap allows (raise it with "
+                         "--max_pixels)")
+
+
+@contextmanager
+def open_image(path: Union[str, os.PathLike]) -> Iterator[Image.Image]:
+    """A not-yet-decoded image of one of :data:`FORMATS`, from a regular file only.
+
+    The one way every reader of the runtime (decode, capture times, thumbnails, header
+    sizes) opens an image: a FIFO or device is refused instead of blocking, an empty file
+    or another format is one clear error, and nothing is decoded before the caller's caps.
+    """
+    with open_regular(path, "image") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise OSError("empty file (0 bytes)")
+        try:
+            img = Image.open(f, formats=FORMATS)
+        except UnidentifiedImageError:
+            raise UnidentifiedImageError(f"not an image the device reads ({FORMAT_NAMES})"
+                                         ) from None
+        yield img
+
+
 def _open(src: Source, pre: Preprocess, regions: Sequence[Box],
           max_pixels: Optional[int] = None) -> Image.Image:
-    """Open and fully load an image (draft applied), so decode errors surface here."""
+    """Open and fully load an image (draft applied), so decode errors surface here.
+
+    Every cap is checked from the headers first: no pixel is decoded for a refused image.
+    """
     if isinstance(src, Image.Image):
         src.load()
         return src
-    if os.path.getsize(src) == 0:
-        raise OSError("empty file (0 bytes)")
-    img = Image.open(src)
-    _apply_draft(img, pre, regions)
-    _check_pixels(img, max_pixels)
-    img.load()
+    with open_image(src) as img:
+        _apply_draft(img, pre, regions)
+        _check_pixels(img, max_pixels)
+        _check_memory(img, max_pixels)
+        img.load()
     return img
 
 
@@ -207,7 +366,7 @@ def _jpeg_end_missing(path: Union[str, os.PathLike], chunk: int = 1 << 16) -> bo
     process-wide to hide truncation.
     """
     try:
-        with open(path, "rb") as f:
+        with open_regular(path, "image") as f:
             start = _jpeg_scan_start(f)
             end = f.seek(0, os.SEEK_END)
             while end > start:
@@ -217,7 +376,7 @@ def _jpeg_end_missing(path: Union[str, os.PathLike], chunk: int = 1 << 16) -> bo
                     return False
                 end = pos
             return True
-    except OSError:
+    except (OSError, EdgeError):
         return False
 
 
@@ -241,7 +400,7 @@ def jpeg_coverage(path: Union[str, os.PathLike]) -> float:
     libjpeg then fills the rest with grey without an error (a header declaring 12000×12000
     followed by garbage). 1.0: complete as far as this bound can tell, or not checkable.
     """
-    with open(path, "rb") as f:
+    with open_regular(path, "image") as f:
         if f.read(2) != b"\xff\xd8":
             return 1.0
         mcus = 0
@@ -334,7 +493,7 @@ def capture_time(img: Image.Image, path: Optional[Union[str, os.PathLike]]
     Returns (seconds since the epoch for ordering, ISO string for EXIF times or None for mtime).
     """
     try:
-        exif = img.getexif()
+        exif = header_exif(img)
         dt = _parse_exif_time(exif.get_ifd(_EXIF_IFD).get(_DATETIME_ORIGINAL))
         dt = dt or _parse_exif_time(exif.get(_DATETIME))
     except Exception:  # malformed EXIF must never cost us the image
@@ -494,5 +653,5 @@ def crop_region(region: Box, size: tuple[int, int], padding: float = 0.0,
 
 def upright_file_size(path: Union[str, os.PathLike]) -> tuple[int, int]:
     """(width, height) of an image file after its EXIF orientation, from its header."""
-    with Image.open(path) as img:
+    with open_image(path) as img:
         return _upright_size(img, _orientation(img))

@@ -86,6 +86,63 @@ def image_record(file: str, probs: np.ndarray, labels: Sequence[str], empty: set
     return rec
 
 
+VIDEO_RULE = "mean"  # the per-video label: the mean of the sampled frames' probabilities
+
+
+def _frame_detection(probs: np.ndarray, labels: Sequence[str], empty: set[int],
+                     k_list: list) -> Optional[dict]:
+    """One whole-frame detection, by the image rule (None when the top class is empty)."""
+    top = int(np.argmax(probs))
+    if top in empty:
+        return None
+    conf = 1.0 - float(sum(probs[i] for i in empty)) if empty else float(probs[top])
+    return {"category": detection_category(labels[top]),
+            "conf": round(min(max(conf, 0.0), 1.0), 4),
+            "bbox": list(WHOLE_IMAGE_BBOX), "classifications": k_list}
+
+
+def video_record(file: str, frame_probs: np.ndarray, frames: Sequence[tuple[int, float]],
+                 frame_rate: float, labels: Sequence[str], empty: set[int], k: int,
+                 capture_time: Optional[float], dt: Optional[str], warnings: Sequence[str],
+                 rank=None) -> dict:
+    """A video's MegaDetector entry (docs/edge-outputs.md, "Videos").
+
+    Each sampled frame is classified as a photo would be: a whole-frame detection carrying
+    its ``frame_number`` (none when its top class is empty), as MegaDetector writes videos.
+    The per-video result is the ``video`` block: the rule, the frames used, and the
+    ranking of the mean of the frames' probabilities, plus every frame's own ranking
+    (blank frames included). ``rank(k_list, probs)`` re-ranks (the taxonomy roll-up).
+    """
+    rank = rank or (lambda k_list, _p: k_list)
+    probs = frame_probs.mean(axis=0)
+    video_k = rank(ranked(probs, k), probs)
+    dets, per_frame = [], []
+    for (number, t), p in zip(frames, frame_probs):
+        k_list = rank(ranked(p, k), p)
+        det = _frame_detection(p, labels, empty, k_list)
+        if det is not None:
+            dets.append({**det, "frame_number": number})
+        per_frame.append({"frame_number": number, "time": round(t, 4),
+                          "classifications": k_list})
+    rec: dict = {"file": file, "frame_rate": frame_rate,
+                 "frames_processed": [n for n, _ in frames], "detections": dets,
+                 "video": {"rule": VIDEO_RULE, "frames_used": len(frames),
+                           "classifications": video_k, "frames": per_frame}}
+    if dt:
+        rec["datetime"] = dt
+    if warnings:
+        rec["warnings"] = list(warnings)
+    rec["_t"] = capture_time
+    rec["_k"] = video_k
+    rec["_p"] = sparse(probs)
+    return rec
+
+
+def video_failure_record(file: str, err: BaseException) -> dict:
+    """An unreadable video: MegaDetector's failed-video entry (frame rate -1, no frames)."""
+    return {**failure_record(file, err), "frame_rate": -1.0, "frames_processed": []}
+
+
 def failure_record(file: str, err: BaseException) -> dict:
     """An unreadable image: a `failure` string and null detections, as the format requires."""
     msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -162,8 +219,11 @@ def write_json(path: Path, header: dict, records: Iterable[dict]) -> int:
     return n
 
 
-CSV_FIELDS = ["file", "label", "confidence", "top_k", "detection", "bbox", "datetime",
-              "sequence_id", "sequence_label", "sequence_confidence", "failure", "warnings"]
+IMAGE_CSV_FIELDS = ["file", "label", "confidence", "top_k", "detection", "bbox", "datetime",
+                    "sequence_id", "sequence_label", "sequence_confidence", "failure",
+                    "warnings"]
+# Videos: a "video" row (its label by VIDEO_RULE, frames used), then a "frame" row per frame.
+CSV_FIELDS = [*IMAGE_CSV_FIELDS, "row", "frames_used", "frame_number", "frame_time"]
 
 
 def _fmt_k(k_list: Sequence, labels: Sequence[str]) -> str:
@@ -179,6 +239,9 @@ def csv_rows(rec: dict, labels: Sequence[str]) -> Iterator[dict]:
         c, p = seq["classifications"][0]
         base.update(sequence_id=seq["id"], sequence_label=labels[int(c)],
                     sequence_confidence=f"{p:.4f}")
+    if "video" in rec or "frames_processed" in rec:
+        yield from _video_rows(rec, base, labels)
+        return
     if "_k" in rec or rec.get("failure"):
         k_list = rec.get("_k") or []
         if k_list:
@@ -192,6 +255,22 @@ def csv_rows(rec: dict, labels: Sequence[str]) -> Iterator[dict]:
             yield {**base, "detection": i, "bbox": " ".join(f"{v:.4f}" for v in det["bbox"]),
                    "label": labels[int(k_list[0][0])], "confidence": f"{k_list[0][1]:.4f}",
                    "top_k": _fmt_k(k_list, labels)}
+
+
+def _video_rows(rec: dict, base: dict, labels: Sequence[str]) -> Iterator[dict]:
+    """A video's row (``row`` = video: its per-video label), then one ``frame`` row each."""
+    video = rec.get("video") or {}
+    k_list = video.get("classifications") or []
+    row = {**base, "row": "video", "frames_used": video.get("frames_used", 0)}
+    if k_list:
+        row.update(label=labels[int(k_list[0][0])], confidence=f"{k_list[0][1]:.4f}",
+                   top_k=_fmt_k(k_list, labels))
+    yield row
+    for fr in video.get("frames", []):
+        k_list = fr["classifications"]
+        yield {"file": rec["file"], "row": "frame", "frame_number": fr["frame_number"],
+               "frame_time": f"{fr['time']:.3f}", "label": labels[int(k_list[0][0])],
+               "confidence": f"{k_list[0][1]:.4f}", "top_k": _fmt_k(k_list, labels)}
 
 
 def csv_text(value: object) -> object:
@@ -218,13 +297,15 @@ def _only_escapes(value: str) -> bool:
 
 
 def write_csv(path: Path, records: Iterable[dict], labels: Sequence[str]) -> int:
-    """Stream the CSV atomically; returns the number of images."""
+    """Stream the CSV atomically (text cells spreadsheet-safe, spreadsheet.py); returns images."""
+    from .spreadsheet import spreadsheet_row
+
     n = 0
     with _atomic_stream(path) as f:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for rec in records:
-            writer.writerows({k: csv_text(v) for k, v in row.items()}
+            writer.writerows(spreadsheet_row({k: csv_text(v) for k, v in row.items()})
                              for row in csv_rows(rec, labels))
             n += 1
     return n

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .bundle import EdgeError
+from .video import is_video
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 _HEAD_BYTES = 65536
@@ -34,14 +35,15 @@ def is_our_result(path: Path) -> bool:
 
     Only the head is read: a 100,000-image result is not parsed to be recognised.
     """
-    from .mdformat import CSV_FIELDS
+    from .mdformat import CSV_FIELDS, IMAGE_CSV_FIELDS
 
     try:
         with open(path, "rb") as f:
             head = f.read(_HEAD_BYTES)
     except OSError:
         return False
-    if head.startswith(",".join(CSV_FIELDS).encode() + b"\r\n"):
+    if head.startswith(",".join(CSV_FIELDS).encode() + b"\r\n") or \
+            head.startswith(",".join(IMAGE_CSV_FIELDS).encode() + b"\r\n"):  # before videos
         return True
     return head.startswith(b'{\n"info": {') and b'"runtime": "kerascls-edge ' in head
 
@@ -60,8 +62,9 @@ def check_output(output: Path, reads: Iterable[str], overwrite: bool) -> Path:
     A symlink to a regular file is followed (the link stays, its target gets the results).
     """
     output = Path(output)
-    if output.suffix.lower() in IMAGE_EXTENSIONS:
-        raise EdgeError(f"refusing to write results to {output}: it has an image suffix "
+    if output.suffix.lower() in IMAGE_EXTENSIONS or is_video(output):
+        kind = "a video" if is_video(output) else "an image"
+        raise EdgeError(f"refusing to write results to {output}: it has {kind} suffix "
                         f"(results are .json or .csv)")
     st = _stat(str(output))  # what a symlink points to (e.g. /dev/stdout -> a pipe or a tty)
     if os.path.islink(output):

@@ -23,7 +23,7 @@ import numpy as np
 from .bundle import EdgeError, Fields, _kind, is_number
 from .classifier import Classifier
 from .decode import Box, Decoded, crop_region, reduction, upright_file_size
-from .journal import Journal, bundle_identity
+from .journal import Journal, OutputLock, bundle_identity, file_identity
 from .mdformat import (
     DETECTION_CATEGORIES,
     classification_categories,
@@ -31,11 +31,22 @@ from .mdformat import (
     image_record,
     info_block,
     ranked,
+    video_failure_record,
+    video_record,
     write_csv,
     write_json,
 )
 from .outputs import IMAGE_EXTENSIONS, bundle_files, check_output
 from .sequences import smooth
+from .userfiles import read_text, sha256_file
+from .video import (
+    DEFAULT_FRAME_EVERY,
+    DEFAULT_MAX_FRAMES,
+    DEFAULT_TIME_LIMIT,
+    DecodedVideo,
+    decode_video,
+    is_video,
+)
 
 
 @dataclass
@@ -59,6 +70,10 @@ class Options:
     keep_checkpoint: bool = False
     labels_path: Optional[str] = None  # a --labels file: read by the run, so never an output
     post: Optional[object] = None  # taxonomy.Post: allow-list and roll-up (--allow, --rollup_*)
+    allow_path: Optional[str] = None  # the --allow file (its content hash goes in the checkpoint)
+    frame_every: float = DEFAULT_FRAME_EVERY  # videos: seconds between sampled frames
+    max_frames: int = DEFAULT_MAX_FRAMES  # videos: most sampled frames per video
+    video_time_limit: float = DEFAULT_TIME_LIMIT  # videos: wall seconds each before partial
 
 
 def default_decode_threads(interpreter_threads: int) -> int:
@@ -82,6 +97,7 @@ class Item:
     regions: list[Box] = field(default_factory=list)
     det_index: list[int] = field(default_factory=list)
     error: Optional[str] = None  # a folder or entry that could not be read while listing
+    ident: Optional[str] = None  # journal.file_identity, taken before the decode
 
 
 class ListingError(OSError):
@@ -92,14 +108,16 @@ class ListingError(OSError):
 
 
 def _is_image(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    """An input the listing takes: a photo or a video (video.VIDEO_EXTENSIONS)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS or is_video(name)
 
 
 _NOT_REGULAR = "not a regular file (a FIFO, device or socket would block or never end)"
 
 
-def _scan(directory: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
-    """One directory's image files and subfolders (name order) and the entries that failed.
+def _scan(directory: str) -> tuple[list[tuple[str, bool]], list[str], list[tuple[str, str]]]:
+    """One directory's image files (with whether each is a symlink) and subfolders, in name
+    order, and the entries that failed.
 
     Each entry is examined on its own, so one bad entry (a symlink loop, a vanished file)
     never drops its whole folder.
@@ -108,33 +126,86 @@ def _scan(directory: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
     entries = []
     with os.scandir(directory) as it:
         for e in it:
-            # (name, is_dir, error) only: DirEntry objects cache stat results, ~1 KB per file.
+            # (name, is_dir, is_link, error) only: DirEntry objects cache stat results,
+            # ~1 KB per file.
             try:
                 is_dir = e.is_dir()
                 # a FIFO/device named like an image would block the decoder; a dangling
                 # link is left to fail at decode like any unreadable image
                 special = not is_dir and _is_image(e.name) and not e.is_file() and \
                     os.path.exists(e.path)
-                entries.append((e.name, is_dir, _NOT_REGULAR if special else None))
+                entries.append((e.name, is_dir, e.is_symlink(),
+                                _NOT_REGULAR if special else None))
             except OSError as err:  # e.g. a symlink loop (ELOOP)
-                entries.append((e.name, False, err.strerror or str(err)))
-    for name, is_dir, err in sorted(entries, key=lambda t: t[0]):
+                entries.append((e.name, False, False, err.strerror or str(err)))
+    for name, is_dir, is_link, err in sorted(entries, key=lambda t: t[0]):
         path = os.path.join(directory, name)
         if err is not None:
             errors.append((path, f"cannot examine: {err}"))
         elif is_dir:
             subdirs.append(path)
         elif _is_image(name):
-            files.append(path)
+            files.append((path, is_link))
     return files, subdirs, errors
 
 
-def _walk(directory: str, recursive: bool, seen: set[tuple[int, int]]
-          ) -> Iterator[tuple[str, Optional[str]]]:
+FileKey = tuple[int, int]  # (st_dev, st_ino): one real file or directory
+
+
+@dataclass
+class _Seen:
+    """What a listing has met, so each real directory is walked once and each real file is
+    listed once, however many links lead to it (the first path in listing order wins).
+
+    Only files that can be met again are kept: symlink targets, files with hard links and
+    explicit arguments. A plain file is met again only through a link to it; such a link
+    asks whether the link's target folder was already listed instead (memory stays flat on
+    a 300,000-image card).
+    """
+
+    dirs: set[FileKey] = field(default_factory=set)
+    files: set[FileKey] = field(default_factory=set)
+    current: Optional[FileKey] = None  # the folder whose files are being listed
+
+    def first(self, path: str, is_link: bool, explicit: bool = False) -> bool:
+        """True when `path` is the first way to its real file; remembers it if it may recur.
+
+        A file that cannot be examined is let through: the decode reports it.
+        """
+        try:
+            st = os.stat(path)
+        except OSError:
+            return True
+        key = (st.st_dev, st.st_ino)
+        if key in self.files or ((is_link or explicit) and self._listed_in_folder(path)):
+            return False
+        if is_link or explicit or st.st_nlink > 1:
+            self.files.add(key)
+        return True
+
+    def _listed_in_folder(self, path: str) -> bool:
+        """Did the walk already list the link's target under its own name?"""
+        real = os.path.realpath(path)
+        folder, name = os.path.split(real)
+        if not _is_image(name):
+            return False
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return False
+        key = (st.st_dev, st.st_ino)
+        if key == self.current:  # this folder: listed if it comes earlier in name order
+            return name < os.path.basename(path)
+        return key in self.dirs
+
+
+def _walk(directory: str, recursive: bool, seen: _Seen) -> Iterator[tuple[str, Optional[str]]]:
     """(path, error) for the images of a folder tree: a folder's files, then its subfolders.
 
-    Every real directory is visited once (`seen` holds (st_dev, st_ino)), so symlink loops and
-    aliases neither repeat nor drop files; an explicit stack keeps deep trees off the C stack.
+    Every real directory is visited once and every real file listed once (`seen`: by
+    (st_dev, st_ino)), so symlink loops and aliases (a linked file beside its target, a
+    `--sort_into` tree of links next to the card) neither repeat nor drop files; an explicit
+    stack keeps deep trees off the C stack.
     """
     stack = [directory]
     while stack:
@@ -142,9 +213,9 @@ def _walk(directory: str, recursive: bool, seen: set[tuple[int, int]]
         try:
             st = os.stat(d)
             key = (st.st_dev, st.st_ino)
-            if key in seen:
+            if key in seen.dirs:
                 continue
-            seen.add(key)
+            seen.dirs.add(key)
             files, subdirs, errors = _scan(d)
         except OSError as e:
             yield d, f"cannot list folder: {e.strerror or e}"
@@ -152,8 +223,11 @@ def _walk(directory: str, recursive: bool, seen: set[tuple[int, int]]
         for path, err in errors:
             if recursive or _is_image(path):
                 yield path, err
-        for path in files:
-            yield path, None
+        seen.current = key
+        for path, is_link in files:
+            if seen.first(path, is_link):
+                yield path, None
+        seen.current = None
         if recursive:
             stack.extend(reversed(subdirs))
 
@@ -173,12 +247,12 @@ def _rel(path: str, base: str) -> str:
 
 def iter_items(inputs: Sequence[str], recursive: bool, base: str) -> Iterator[Item]:
     """Lazily list the inputs (files taken as given, folders scanned for image extensions)."""
-    seen: set[tuple[int, int]] = set()
+    seen = _Seen()
     for p in inputs:
         if os.path.isdir(p):
             for f, err in _walk(p, recursive, seen):
                 yield Item(f, _rel(f, base), error=err)
-        else:
+        elif seen.first(p, os.path.islink(p), explicit=True):  # the same file twice: once
             st = os.stat(p)
             bad = None if stat.S_ISREG(st.st_mode) else f"cannot examine: {_NOT_REGULAR}"
             yield Item(p, _rel(p, base), error=bad)
@@ -245,11 +319,14 @@ class Progress:
 # -- whole-image and detection modes -----------------------------------------------------------
 
 
-def _whole_image_job(clf: Classifier, strict: bool) -> Callable[[Item], Decoded]:
+def _whole_image_job(clf: Classifier, opts: Options) -> Callable[[Item], Decoded]:
     def job(item: Item) -> Decoded:
         if item.error:
             raise ListingError(item.error)
-        return clf.decode(item.path, strict=strict)
+        if is_video(item.path):  # one item: its sampled frames, each decoded as a photo
+            return decode_video(item.path, clf.preprocess, opts.frame_every, opts.max_frames,
+                                opts.video_time_limit)
+        return clf.decode(item.path, strict=opts.strict)
     return job
 
 
@@ -302,8 +379,23 @@ def _crops(clf: Classifier, item: Item) -> list[Box]:
     return [crop_region(r, size, pad, square) for r in item.regions]
 
 
+def _classify_video(clf: Classifier, item: Item, dec: DecodedVideo, opts: Options,
+                    empty: set[int], rows: Optional[np.ndarray] = None) -> dict:
+    """A video's record: every sampled frame classified, the per-video label by the rule."""
+    probs = clf.predict_array(np.stack(dec.arrays)) if rows is None else rows
+    if opts.post is not None:
+        probs = np.stack([opts.post.probs(p, item.rel) for p in probs])
+    v = dec.video
+    return video_record(item.rel, probs, [(f.frame_number, f.time) for f in v.frames],
+                        v.frame_rate, clf.labels, empty, opts.top_k, dec.capture_time,
+                        dec.datetime, dec.warnings,
+                        opts.post.ranking if opts.post is not None else None)
+
+
 def _classify_whole(clf: Classifier, item: Item, dec: Decoded, opts: Options,
                     empty: set[int], rows: Optional[np.ndarray] = None) -> dict:
+    if isinstance(dec, DecodedVideo):
+        return _classify_video(clf, item, dec, opts, empty, rows)
     probs = (clf.predict_array(dec.arrays[0]) if rows is None else rows)[0]
     if opts.post is not None:
         probs = opts.post.probs(probs, item.rel)
@@ -366,10 +458,12 @@ def _check_md(path: Path, md: object) -> dict:
     for k, v in cats.data.items():
         if not isinstance(v, str):
             cats.fail(cats._name(str(k)), f"expected a string, got {_kind(v)}")
+    seen: dict[str, int] = {}
     for i, entry in enumerate(images):
         e = Fields(path, entry, f"images[{i}]")
         if not e.str_("file"):
             e.fail(e._name("file"), "empty file name")
+        _check_unique(e, i, seen)
         e.str_("failure", None)
         dets = e.get("detections", [])
         if not isinstance(dets, list):
@@ -379,10 +473,22 @@ def _check_md(path: Path, md: object) -> dict:
     return md
 
 
+def _check_unique(entry: Fields, i: int, seen: dict[str, int]) -> None:
+    """Each image once: a second entry for a file (also `a/./b.jpg` beside `a/b.jpg`) would be
+    dropped or doubled downstream, and Camtrap DP's mediaID must be unique."""
+    key = os.path.normpath(entry.data["file"])
+    if key in seen:
+        entry.fail(entry._name("file"), f"{entry.data['file']!r} is listed twice (also "
+                                        f"images[{seen[key]}]); give each image once")
+    seen[key] = i
+
+
 def load_md(path: Path) -> dict:
     """Read and validate a MegaDetector batch output file (the --detections input)."""
     try:
-        md = json.loads(Path(path).read_text(encoding="utf-8"))
+        md = json.loads(read_text(path, "results"))  # a regular, size-capped file
+    except EdgeError:
+        raise
     except (OSError, ValueError, RecursionError) as e:
         raise EdgeError(f"cannot read detections file {path}: {e}") from None
     return _check_md(path, md)
@@ -392,17 +498,44 @@ def load_md(path: Path) -> dict:
 
 
 def _meta(clf: Classifier, inputs: Sequence[str], opts: Options) -> dict:
-    """What makes a checkpoint belong to this run: resume refuses one that differs."""
-    return {"bundle": bundle_identity(clf.spec.model_path, clf.labels),
+    """Everything that changes a result: resume refuses a checkpoint that differs in any.
+
+    Files are recorded by content (sha256), so an edited allow-list or detections file is
+    caught under the same name, and a moved one still resumes.
+    """
+    from . import decode, taxonomy
+
+    spec = clf.spec
+    tax = Path(spec.model_path).parent / taxonomy.FILE_NAME
+    return {"bundle": bundle_identity(spec.model_path, clf.labels),
+            "preprocess": {k: getattr(spec, k) for k in (
+                "height", "width", "channels", "dtype", "value_range", "resize",
+                "interpolation", "activation", "task", "empty_classes")},
+            "crop": {"padding": spec.crop_padding, "square": spec.crop_square},
             "inputs": [os.path.abspath(p) for p in inputs],
             "recursive": opts.recursive,
-            "detections": str(Path(opts.detections).resolve()) if opts.detections else None,
+            "detections": sha256_file(opts.detections, "results") if opts.detections else None,
+            "detection_threshold": opts.detection_threshold if opts.detections else None,
             "top_k": opts.top_k,
-            **({"post": opts.post.metadata()} if opts.post is not None else {})}
+            "video": {"frame_every": opts.frame_every, "max_frames": opts.max_frames},
+            "decode": {"strict": opts.strict,
+                       "max_pixels": getattr(decode, "max_pixels_default", None)},
+            "allow_list": sha256_file(opts.allow_path, "allow-list") if opts.allow_path
+            else None,
+            "taxonomy": sha256_file(tax, "taxonomy") if opts.post is not None and
+            tax.is_file() else None,
+            "post": opts.post.metadata() if opts.post is not None else None}
 
 
 def _record_for(clf: Classifier, item: Item, result: object, opts: Options,
                 empty: set[int], rows: Optional[np.ndarray] = None) -> dict:
+    rec = _result_record(clf, item, result, opts, empty, rows)
+    rec["_id"] = item.ident  # what the journal compares on resume
+    return rec
+
+
+def _result_record(clf: Classifier, item: Item, result: object, opts: Options,
+                   empty: set[int], rows: Optional[np.ndarray] = None) -> dict:
     if isinstance(result, Exception):
         if opts.detections:
             # MegaDetector read this image: keep its boxes, unclassified, and say why.
@@ -410,7 +543,7 @@ def _record_for(clf: Classifier, item: Item, result: object, opts: Options,
             rec["warnings"] = [f"not classified: {failure_record(item.rel, result)['failure']}"]
             rec["_failed"] = True
             return rec
-        rec = failure_record(item.rel, result)
+        rec = (video_failure_record if is_video(item.rel) else failure_record)(item.rel, result)
         if isinstance(result, ListingError):
             rec["_listing"] = True
         return rec
@@ -455,9 +588,30 @@ def classify_chunk(clf: Classifier, pairs: Sequence[tuple[Item, object]], opts: 
 
 
 def decode_job(clf: Classifier, opts: Options) -> Callable[[Item], object]:
-    """The per-item decode `predict` runs (whole image, or the detector boxes' crops)."""
-    return _detections_job(clf, opts.strict) if opts.detections else \
-        _whole_image_job(clf, opts.strict)
+    """The per-item decode `predict` runs (whole image, or the detector boxes' crops).
+
+    The file's identity is taken first, so a file replaced during the decode is at worst
+    redone on the next resume, never kept with a result of other content.
+    """
+    decode = _detections_job(clf, opts.strict) if opts.detections else \
+        _whole_image_job(clf, opts)
+
+    def job(item: Item) -> object:
+        if item.ident is None and not item.error:
+            item.ident = file_identity(item.path)
+        return decode(item)
+    return job
+
+
+def pending(items: Iterable[Item], journal: Journal) -> Iterator[Item]:
+    """The items a run still has to classify: new files, and files the journal holds whose
+    content has changed since (same name, other photo: a refilled card)."""
+    for item in items:
+        if item.rel in journal.done:
+            item.ident = None if item.error else file_identity(item.path)
+        if journal.unchanged(item.rel, item.ident):
+            continue
+        yield item
 
 
 def chunks(pairs: Iterable[tuple[Item, object]], size: int
@@ -478,7 +632,7 @@ def _consume(clf: Classifier, items: Iterable[Item], journal: Journal, opts: Opt
     """Classify everything not yet in the journal, checkpointing as it goes."""
     empty = empty_ids(clf)
     job = decode_job(clf, opts)
-    todo = (it for it in items if it.rel not in journal.done)
+    todo = pending(items, journal)
     batch = int(getattr(clf, "batch_size", 1))
     try:
         workers = (default_decode_threads(clf.threads) if opts.decode_threads is None
@@ -584,14 +738,21 @@ def predict(clf: Classifier, inputs: Sequence[str], opts: Options,
     journal = Journal(output.with_name(output.name + ".partial"), opts.checkpoint_every,
                       stderr=stderr, n_classes=len(opts.post.out_labels() if opts.post
                                                    is not None else clf.labels))
-    skipped = journal.open(_meta(clf, inputs, opts), opts.resume, opts.overwrite)
-    progress = Progress(opts.progress_every, stderr, skipped)
-    (consume or _consume)(clf, items, journal, opts, progress)
-    recs = _Counted(_final_records(journal, clf, opts))
-    header = None if opts.format == "csv" else _header(clf, opts, md, base)
-    n = _write(output, recs, clf, opts, header)
-    progress.finish()
-    if not opts.keep_checkpoint:
-        journal.remove()
+    with OutputLock(output):  # a second run on this output refuses; see journal.OutputLock
+        skipped = journal.open(_meta(clf, inputs, opts), opts.resume, opts.overwrite)
+        progress = Progress(opts.progress_every, stderr, skipped)
+        (consume or _consume)(clf, items, journal, opts, progress)
+        recs = _Counted(_final_records(journal, clf, opts))
+        header = None if opts.format == "csv" else _header(clf, opts, md, base)
+        n = _write(output, recs, clf, opts, header)  # journal.records() refuses to end short
+        progress.finish()
+        if journal.unseen:
+            print(f"kerascls-edge: note: {len(journal.unseen)} result(s) in the checkpoint are "
+                  f"of files no longer in the inputs; left out of {output}",
+                  file=stderr or sys.stderr)
+        if not opts.keep_checkpoint:
+            journal.remove()
     return {"images": n, "processed": progress.done, "failed": progress.failed,
-            "resumed": skipped, "unreadable": recs.listing, "output": str(output)}
+            "resumed": skipped - journal.changed - len(journal.unseen),
+            "changed": journal.changed, "gone": len(journal.unseen),
+            "unreadable": recs.listing, "output": str(output)}

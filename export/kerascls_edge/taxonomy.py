@@ -9,6 +9,7 @@ beats "an ocelot, 0.4"), and an allow-list restricts predictions to the taxa of 
 from __future__ import annotations
 
 import csv
+import posixpath
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Optional
 import numpy as np
 
 from .bundle import EdgeError
+from .userfiles import open_text, read_text
 
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")
 FILE_NAME = "taxonomy.csv"
@@ -55,7 +57,7 @@ def _species_name(row: dict) -> str:
 def read_taxonomy(path: Path, labels: Sequence[str]) -> Taxonomy:
     """Read taxonomy.csv; every label of the model gets a row (missing ones: no lineage)."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open_text(path, "taxonomy", newline="") as f:  # a regular, size-capped file
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise EdgeError(f"cannot read taxonomy {path}: {e}") from None
@@ -171,7 +173,7 @@ def read_allow(path: Path) -> AllowList:
     """One name a line, or a CSV with a `taxon` (or `label`) column and optionally a
     `deployment` column (rows with an empty deployment apply everywhere)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text(path, "allow-list")  # a regular, size-capped file
     except (OSError, UnicodeDecodeError) as e:
         raise EdgeError(f"cannot read allow-list {path}: {e}") from None
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
@@ -217,8 +219,12 @@ def deployment_of(rel: str, fixed: Optional[str], base_name: str) -> str:
     name (the same rule as the Camtrap DP deployments)."""
     if fixed:
         return fixed
-    parts = rel.replace("\\", "/").lstrip("/").split("/")
-    return parts[0] if len(parts) > 1 else (base_name or "deployment")
+    # './x', 'a/../x' and '../x' name no folder: a deployment is never '.', '..' or ''
+    parts = [p for p in posixpath.normpath(rel.replace("\\", "/")).split("/")
+             if p not in ("", ".", "..")]
+    if len(parts) > 1:
+        return parts[0]
+    return base_name if base_name not in ("", ".", "..") else "deployment"
 
 
 @dataclass

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerascls.config import TrainConfig
+from kerascls.data.duplicates import check_duplicates
 from kerascls.data.pipeline import (
     PipelineOptions,
     class_weights,
@@ -54,6 +55,7 @@ def prepare_splits(source, cfg: TrainConfig, run_dir: Path) -> dict[str, list[Re
     if cfg.max_train_images and cfg.max_train_images < len(splits["train"]):
         keep = np.random.default_rng(cfg.seed).permutation(len(splits["train"]))
         splits["train"] = [splits["train"][i] for i in sorted(keep[:cfg.max_train_images])]
+    check_duplicates(splits, cfg.allow_duplicate_files, source.name)  # one image, two labels
     write_splits(splits, run_dir)
     log.warning("%s: %s images (%d bad files skipped, listed in %s)", source.name,
                 " / ".join(f"{k} {len(v)}" for k, v in splits.items()), len(source.bad),

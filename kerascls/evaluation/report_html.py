@@ -9,13 +9,15 @@ the evaluated arrays, inside the page. Thumbnails are made for the ``per_cell`` 
 confident images of each cell (every image is still listed by name); the page stays small
 on 10,000 images. The selected cell lives in the URL hash (``#cell=TRUE-PRED``).
 
-The thumbnail and escaping helpers are the device review page's (``kerascls_edge.report``).
+The thumbnail helpers are the device review page's (``kerascls_edge.report``), and so is the
+rendering (``kerascls_edge.html``: Jinja2 with autoescape, the data as JSON in a
+``<script type="application/json">``, one stylesheet): no value (a class named ``%DATA%``, a
+file named ``<img onerror=…>.jpg``) is ever read as markup or as a template.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import os
 from collections.abc import Sequence
@@ -85,15 +87,6 @@ def _items(probs: np.ndarray, y: np.ndarray, paths, images, out: Path,
              "t": srcs.get(int(i), "")} for i in known]
 
 
-def _per_class_table(rows: list[dict]) -> str:
-    head = "<tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>"
-    body = "".join(
-        f'<tr class="pc"><td>{html.escape(str(r["class"]))}</td><td>{r["precision"]:.3f}</td>'
-        f'<td>{r["recall"]:.3f}</td><td>{r["f1"]:.3f}</td><td>{int(r["support"])}</td></tr>'
-        for r in rows)
-    return f'<table id="perclass">{head}{body}</table>'
-
-
 def _png_uri(path: Path) -> str:
     return ("data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
             if path.is_file() else "")
@@ -103,8 +96,8 @@ def write_html_report(report: dict, probs: np.ndarray, y, out: Path,
                       paths: Sequence[str] | None = None, images=None,
                       per_cell: int = PER_CELL, size: int = THUMB) -> Path:
     """Write ``out/report.html`` for a multiclass evaluation; returns its path."""
+    from kerascls_edge.html import render
     from kerascls_edge.journal import atomic_write_text
-    from kerascls_edge.report import _script_json
     probs = np.asarray(probs, np.float64).reshape(len(probs), -1)
     y = np.asarray(y).astype(int).reshape(-1)
     if paths is not None and len(paths) != len(y):
@@ -121,104 +114,86 @@ def write_html_report(report: dict, probs: np.ndarray, y, out: Path,
     from kerascls.evaluation.metrics import calibration_line
     calibrated = calibration_line(report.get("calibration"))
     summary += f" · {calibrated}" if calibrated else ""
-    page = (_TEMPLATE.replace("%TITLE%", html.escape(data["title"]))
-            .replace("%SUMMARY%", html.escape(summary))
-            .replace("%PERCLASS%", _per_class_table(report["per_class"]))
-            .replace("%RELIABILITY%", _png_uri(Path(out) / "reliability.png"))
-            .replace("%DATA%", _script_json(data)))
+    page = render(_PAGE, generator="kerascls evaluate report", title=data["title"],
+                  body_class="eval", summary=summary, per_class=report["per_class"],
+                  reliability=_png_uri(Path(out) / "reliability.png"), data={"kc-data": data})
     target = Path(out) / "report.html"
     atomic_write_text(target, page)
     return target
 
 
-_TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="generator" content="kerascls evaluate report">
-<title>%TITLE%</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:0;background:#f4f4f2;color:#222}
-header{background:#2d3e4a;color:#fff;padding:10px 16px}
-header h1{font-size:18px;margin:0 0 4px}
-section{padding:6px 16px}
-h2{font-size:16px;margin:12px 0 6px}
-table{border-collapse:collapse;background:#fff}
-td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px;text-align:right}
-#matrix th.row{text-align:left}
-#matrix td a{display:block;color:inherit;text-decoration:none;min-width:28px}
-#matrix td.diag{background:#d8ecd8}
-#matrix td.off{background:#f6dede}
-#matrix td.zero{background:#fff;color:#aaa}
-#matrix td.sel{outline:3px solid #f60}
-.grid{display:flex;flex-wrap:wrap;gap:6px}
-.card{background:#fff;border:1px solid #ccc;width:104px;font-size:11px;padding:3px}
-.card img{display:block;max-width:96px;max-height:96px;margin:auto}
-.noimg{width:96px;height:24px;background:#eee;margin:auto}
-.file{word-break:break-all;color:#555}
-.cols{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
-#reliability img{max-width:420px;border:1px solid #ccc;background:#fff}
-</style></head><body>
-<header><h1>%TITLE%</h1><div id="summary">%SUMMARY%</div></header>
+_PAGE = r"""{% extends "base.html" %}
+{% block header %}<div id="summary">{{ summary }}</div>{% endblock %}
+{% block body %}
 <section class="cols">
 <div><h2>Confusion matrix (rows: true class, columns: predicted; click a cell)</h2>
 <table id="matrix"></table></div>
-<div id="reliability"><h2>Reliability</h2><img alt="reliability plot" src="%RELIABILITY%"></div>
+<div id="reliability"><h2>Reliability</h2><img alt="reliability plot" src="{{ reliability }}">
+</div>
 </section>
 <section id="cell"></section>
-<section><h2>Per class</h2>%PERCLASS%</section>
+<section><h2>Per class</h2><table id="perclass"><tr><th>class</th><th>precision</th>
+<th>recall</th><th>F1</th><th>support</th></tr>
+{%- for r in per_class %}<tr class="pc"><td>{{ r["class"] }}</td>{#
+#}<td>{{ "%.3f" | format(r["precision"]) }}</td><td>{{ "%.3f" | format(r["recall"]) }}</td>{#
+#}<td>{{ "%.3f" | format(r["f1"]) }}</td><td>{{ r["support"] | int }}</td></tr>
+{%- endfor %}</table></section>
 <section><h2>Most confident mistakes</h2><p id="root"></p>
 <div id="mistakes" class="grid"></div></section>
-<script>
-"use strict";
-const DATA = %DATA%;
-const $ = (id) => document.getElementById(id);
-const ESC = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"};
-function esc(s) { return String(s).replace(/[&<>"']/g, c => ESC[c]); }
+{% endblock %}
+{% block script %}{{ dom_js }}{% raw %}
+const DATA = jsonOf("kc-data");
 const N = DATA.names.length;
 function matrix() {
   const cm = Array.from({length: N}, () => new Array(N).fill(0));
   for (const e of DATA.items) cm[e.y][e.p] += 1;
   return cm;
 }
+function shortName(f) {
+  return DATA.root && f.startsWith(DATA.root) ? f.slice(DATA.root.length) : f;
+}
 function card(e) {
-  const img = e.t ? `<img loading="lazy" alt="${esc(e.f)}" src="${e.t}">`
-                  : `<div class="noimg"></div>`;
-  return `<div class="card" data-file="${esc(e.f)}" data-true="${e.y}" data-pred="${e.p}" ` +
-    `data-conf="${e.c}" title="${esc(e.f)}">${img}<div>${esc(DATA.names[e.y])} → ` +
-    `<b>${esc(DATA.names[e.p])}</b> ${e.c.toFixed(2)}</div><div class="file">` +
-    `${esc(DATA.root && e.f.startsWith(DATA.root) ? e.f.slice(DATA.root.length) : e.f)}` +
-    `</div></div>`;
+  const img = e.t ? el("img", {loading: "lazy", alt: e.f, src: e.t}) : el("div", {class: "noimg"});
+  return el("div", {class: "card", "data-file": e.f, "data-true": e.y, "data-pred": e.p,
+                    "data-conf": e.c, title: e.f}, img,
+            el("div", {}, `${DATA.names[e.y]} → `, el("b", {}, DATA.names[e.p]),
+               ` ${e.c.toFixed(2)}`),
+            el("div", {class: "file"}, shortName(e.f)));
 }
 function selected() {
-  const m = /^(\\d+)-(\\d+)$/.exec(new URLSearchParams(location.hash.slice(1)).get("cell") || "");
+  const m = /^(\d+)-(\d+)$/.exec(new URLSearchParams(location.hash.slice(1)).get("cell") || "");
   return m && +m[1] < N && +m[2] < N ? [+m[1], +m[2]] : null;
 }
 function render() {
   const cm = matrix(), sel = selected();
-  let t = "<tr><th></th>" + DATA.names.map(n => `<th>${esc(n)}</th>`).join("") + "</tr>";
+  const rows = [el("tr", {}, el("th"), ...DATA.names.map((n) => el("th", {}, n)))];
   for (let i = 0; i < N; i++) {
-    t += `<tr><th class="row">${esc(DATA.names[i])}</th>`;
+    const tr = el("tr", {}, el("th", {class: "row"}, DATA.names[i]));
     for (let j = 0; j < N; j++) {
       const k = cm[i][j], cls = !k ? "zero" : i === j ? "diag" : "off";
       const s = sel && sel[0] === i && sel[1] === j ? " sel" : "";
-      t += `<td id="c-${i}-${j}" class="${cls}${s}" data-n="${k}">` +
-           `<a href="#cell=${i}-${j}">${k}</a></td>`;
+      tr.append(el("td", {id: `c-${i}-${j}`, class: cls + s, "data-n": k},
+                   el("a", {href: `#cell=${i}-${j}`}, k)));
     }
-    t += "</tr>";
+    rows.push(tr);
   }
-  $("matrix").innerHTML = t;
+  $("matrix").replaceChildren(...rows);
   if (!sel) {
-    $("cell").innerHTML = "<p>Click a cell of the matrix to see its images.</p>";
+    $("cell").replaceChildren(el("p", {}, "Click a cell of the matrix to see its images."));
     return;
   }
-  const rows = DATA.items.filter(e => e.y === sel[0] && e.p === sel[1]).sort((a, b) => b.c - a.c);
-  $("cell").innerHTML = `<h2>True ${esc(DATA.names[sel[0]])}, predicted ` +
-    `${esc(DATA.names[sel[1]])}: <span id="ncell">${rows.length}</span> images</h2>` +
-    `<div class="grid" id="cellgrid">${rows.map(card).join("")}</div>`;
+  const shown = DATA.items.filter((e) => e.y === sel[0] && e.p === sel[1])
+    .sort((a, b) => b.c - a.c);
+  $("cell").replaceChildren(
+    el("h2", {}, `True ${DATA.names[sel[0]]}, predicted ${DATA.names[sel[1]]}: `,
+       el("span", {id: "ncell"}, shown.length), " images"),
+    el("div", {class: "grid", id: "cellgrid"}, ...shown.map(card)));
 }
-const wrong = DATA.items.filter(e => e.y !== e.p).sort((a, b) => b.c - a.c).slice(0, DATA.mistakes);
-$("mistakes").innerHTML = wrong.length ? wrong.map(card).join("") : "<p>No mistakes.</p>";
+const wrong = DATA.items.filter((e) => e.y !== e.p).sort((a, b) => b.c - a.c)
+  .slice(0, DATA.mistakes);
+$("mistakes").replaceChildren(...(wrong.length ? wrong.map(card) : [el("p", {}, "No mistakes.")]));
 if (DATA.root) $("root").textContent = `files under ${DATA.root}`;
 window.onhashchange = render;
 render();
-</script></body></html>
+{% endraw %}{% endblock %}
 """

@@ -8,6 +8,7 @@ directory appears only when all of that succeeded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -70,6 +71,23 @@ def contract(run: LoadedRun, quantize: str) -> dict:
             "thresholds": {"default": 0.5},
             "empty_classes": [n for n in names if n.lower() in EMPTY_NAMES],
             **_crop_rule(cfg), **_calibration(run)}
+
+
+def check_class_names(names: list[str]) -> None:
+    """Refuse names labels.txt cannot carry, by the rule the device applies when it loads the
+    bundle (kerascls_edge.bundle.check_labels: no empty or repeated name), plus what would not
+    survive one name a line: a line break, or spaces at either end (the reader strips them)."""
+    from kerascls_edge.bundle import EdgeError, check_labels
+
+    for i, name in enumerate(names):
+        if name and (name != name.strip() or name.splitlines() != [name]):
+            raise ExportError(f"class {i} {name!r}: a class name cannot hold a line break or "
+                              "start/end with a space (labels.txt is one name a line); "
+                              "rename that class folder")
+    try:
+        check_labels(names, "class names", "class {n}")
+    except EdgeError as e:
+        raise ExportError(f"{e}; rename the class folders and train again") from None
 
 
 def _calibration(run: LoadedRun) -> dict:
@@ -141,6 +159,8 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
         raise UserError("QAT and pruning export a logits head as logits: train without "
                          "--model_arg logits=true, or export without --qat/--prune_sparsity")
     run = with_probabilities(run)
+    meta = contract(run, quantize)
+    check_class_names(meta["class_names"])  # before the conversion: refusing costs nothing
     run_dir = run.path.parent if run.config else None
     calib = (sample_images(data, "train", calibration_samples, shape, seed, run_dir)[0]
              if data else None)
@@ -162,7 +182,7 @@ def export_bundle(model_path: str | Path, output_dir: str | Path | None = None, 
                                        shape, seed, run_dir)
         report["parity"] = parity(run.model, tflite, images, labels)
     out = Path(output_dir) if output_dir else run.path.parent / "bundle"
-    _write_bundle(out, tflite, contract(run, quantize), report, run_dir)
+    _write_bundle(out, tflite, meta, report, run_dir)
     return report
 
 
@@ -204,11 +224,17 @@ def _size_and_latency(model, tflite: bytes, quantize: str, shape) -> dict:
 def _write_bundle(out: Path, tflite: bytes, meta: dict, report: dict,
                   run_dir: Path | None = None) -> None:
     taxonomy = Path(run_dir) / "taxonomy.csv" if run_dir else None  # kerascls train --taxonomy
+    check_class_names(meta["class_names"])
+    files = {"model.tflite": tflite,
+             "labels.txt": ("\n".join(meta["class_names"]) + "\n").encode("utf-8")}
+    if taxonomy is not None and taxonomy.is_file():
+        files["taxonomy.csv"] = taxonomy.read_bytes()
+    # each file's sha256: the device refuses a bundle whose files differ (docs/bundle.md)
+    meta = {**meta, "files": {name: {"sha256": hashlib.sha256(data).hexdigest(),
+                                     "bytes": len(data)} for name, data in files.items()}}
     with atomic_path(out) as tmp:
         tmp.mkdir(parents=True)
-        if taxonomy is not None and taxonomy.is_file():
-            (tmp / "taxonomy.csv").write_bytes(taxonomy.read_bytes())
-        (tmp / "model.tflite").write_bytes(tflite)
-        (tmp / "labels.txt").write_text("\n".join(meta["class_names"]) + "\n")
-        (tmp / "model.json").write_text(json.dumps(meta, indent=2))
-        (tmp / "report.json").write_text(json.dumps(report, indent=2))
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        (tmp / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")

@@ -3,7 +3,9 @@
     python mutation/run.py [TARGET ...] [--workdir DIR] [--jobs N]
                            [--report_only | --rerun_survivors]
 
-Targets: metrics, splits, mdformat, decode, transforms (default: all, in that order). Each
+Targets: metrics, splits, mdformat, decode, transforms, and the camera-trap workflow's
+taxonomy, camtrapdp, sortinto, sequences, journal, convert, report, outputs, camtrap_sources,
+keras_classifier, callbacks, calibration (default: all, in that order). Each
 runs in a fresh clone of the committed HEAD under WORKDIR/TARGET — the working tree is
 never mutated — with a ``[tool.mutmut]`` section appended to the clone's pyproject.toml
 (``source_paths`` copies both packages, kerascls and export/kerascls_edge, into mutmut's
@@ -13,7 +15,8 @@ a run costs seconds per module rather than a fresh interpreter per mutant.
 
 Writes WORKDIR/TARGET.md: the score, killed / (total − skipped), and the diff of every
 surviving mutant. Not part of CI (minutes of both cores); see README "Mutation testing".
-Needs ``pip install -e ".[mutation]"`` (mutmut 3.8.1 was used).
+Needs ``pip install -e ".[mutation]"`` (mutmut 3.8.1 was used); without mutmut,
+``mutation/quick.py TARGET`` estimates one target's score with a few stdlib (ast) operators.
 """
 
 from __future__ import annotations
@@ -60,6 +63,59 @@ TARGETS = {
                          " not rendered and not rss and not camtrap and not greyscale",
                          "forkserver"),
 }
+# The camera-trap workflow (issue 26). ``-k`` leaves out the tests of a file that do not
+# concern the module and are slow to reach (a training or bundle build in a subprocess).
+_EDGE_RUNS = ("tests/test_workflow_mutants.py", "tests/test_edge_camtrap.py",
+              "tests/test_camtrapdp_out.py")
+_WORKFLOW = {
+    "taxonomy": ("export/kerascls_edge/taxonomy.py",
+                 ("tests/test_workflow_mutants.py", "tests/test_rollup.py",
+                  "tests/test_camtrapdp_out.py"), "not train"),
+    "camtrapdp": ("export/kerascls_edge/camtrapdp.py",
+                  _EDGE_RUNS + ("tests/test_field_camtrapdp.py",), "not million"),
+    "packagedir": ("export/kerascls_edge/packagedir.py", ("tests/test_field_camtrapdp.py",),
+                   "not million"),
+    "sortinto": ("export/kerascls_edge/sortinto.py",
+                 ("tests/test_workflow_mutants.py", "tests/test_sort_into.py",
+                  "tests/test_field_sorting.py"), "not million"),
+    "sequences": ("export/kerascls_edge/sequences.py",
+                  ("tests/test_workflow_mutants.py", "tests/test_edge_camtrap.py"), ""),
+    "journal": ("export/kerascls_edge/journal.py",
+                ("tests/test_edge.py", "tests/test_edge_hardening.py",
+                 "tests/test_field_resume.py"),
+                "resume or journal or checkpoint or interrupt or lock or identity or meta"),
+    "convert": ("export/kerascls_edge/convert.py", _EDGE_RUNS + ("tests/test_field_convert.py",),
+                "not million"),
+    "mdstream": ("export/kerascls_edge/mdstream.py", ("tests/test_field_convert.py",),
+                 "not million"),
+    "spreadsheet": ("export/kerascls_edge/spreadsheet.py",
+                    ("tests/test_field_convert.py", "tests/test_field_sorting.py"),
+                    "case20 or formula or spreadsheet"),
+    "report": ("export/kerascls_edge/report.py",
+               ("tests/test_review_page.py", "tests/test_camtrapdp_out.py",
+                "tests/test_field_html.py"), "not million"),
+    "outputs": ("export/kerascls_edge/outputs.py",
+                ("tests/test_edge.py", "tests/test_edge_hardening.py"), ""),
+    "camtrap_sources": ("kerascls/data/camtrap_sources.py",
+                        ("tests/test_workflow_sources.py", "tests/test_data_md_camtrapdp.py"),
+                        "not crop_pixels and not trains and not exports and not round_trip"),
+    "keras_classifier": ("kerascls/keras_classifier.py",
+                         ("tests/test_workflow_training.py", "tests/test_predict_devices.py"),
+                         "replicas or devices"),
+    "callbacks": ("kerascls/training/callbacks.py",
+                  ("tests/test_workflow_training.py", "tests/test_training.py"),
+                  "best_epoch or a_tie or patience or resumed or nan or history"),
+    "calibration": ("kerascls/training/calibration.py",
+                    ("tests/test_calibration.py", "tests/test_contracts.py"), "calibrat"),
+}
+_TF = {"camtrap_sources", "keras_classifier", "callbacks", "calibration"}  # not fork-safe
+TARGETS.update({name: Target(module, tests, select, "forkserver" if name in _TF else "fork")
+                for name, (module, tests, select) in _WORKFLOW.items()})
+
+
+def _select(target: Target) -> list[str]:
+    """``-k SELECT`` where the target narrows its test files (none: all their tests)."""
+    return ["-k", target.select] if target.select else []
 
 
 def _toml_list(items) -> str:
@@ -83,7 +139,7 @@ def prepare(target: Target, clone: Path) -> None:
                f"only_mutate = {_toml_list([target.module.removeprefix('export/')])}\n"
                f"pytest_add_cli_args_test_selection = {_toml_list(target.tests)}\n"
                "pytest_add_cli_args = "
-               f"{_toml_list(['-p', 'no:cacheprovider', '-n', '0', '-k', target.select])}\n"
+               f"{_toml_list(['-p', 'no:cacheprovider', '-n', '0', *_select(target)])}\n"
                f"process_isolation = \"{target.isolation}\"\n")
     with open(clone / "pyproject.toml", "a") as f:
         f.write(section)

@@ -50,11 +50,21 @@ echo "update-locks: installing the new test lock into a fresh venv" >&2
 "$V" -m pip install -q --disable-pip-version-check -c "$WORK/test.txt" -e ./export -e ".[test,ray]"
 if [ -z "${LOCKS_SKIP_TESTS:-}" ]; then
   echo "update-locks: running the default tests against the new versions" >&2
+  # The tests read locks/ too (tests/test_locks.py): the new locks are in place while they run,
+  # and the old ones come back if anything fails.
+  cp locks/test-cp311-linux-x86_64.txt "$WORK/test.old"
+  cp locks/edge-cp311-linux.txt "$WORK/edge.old"
+  cp "$WORK/test.txt" locks/test-cp311-linux-x86_64.txt
+  cp "$WORK/edge.txt" locks/edge-cp311-linux.txt
   if ! "$V" -m pytest -q; then
+    cp "$WORK/test.old" locks/test-cp311-linux-x86_64.txt
+    cp "$WORK/edge.old" locks/edge-cp311-linux.txt
     echo "update-locks: the tests failed with the new versions; locks/ left as it was" >&2
     "$V" scripts/locks.py diff locks/test-cp311-linux-x86_64.txt "$WORK/test.txt" >&2
     exit 1
   fi
+  cp "$WORK/test.old" locks/test-cp311-linux-x86_64.txt  # for the diff below
+  cp "$WORK/edge.old" locks/edge-cp311-linux.txt
 else
   sed -i 's/; the default tests passed with these versions\./; NOT tested (LOCKS_SKIP_TESTS)./' \
     "$WORK/test.txt" "$WORK/edge.txt"

@@ -60,7 +60,7 @@ def test_the_device_lock_is_the_test_locks_versions() -> None:
     """What a Pi installs is exactly what the x86 tests ran (same numpy, Pillow, LiteRT, ...)."""
     test = _pins(ROOT / "locks" / "test-cp311-linux-x86_64.txt")
     edge = _pins(ROOT / "locks" / "edge-cp311-linux.txt")
-    assert {"ai-edge-litert", "numpy", "pillow", "jinja2"} <= set(edge)
+    assert {"ai-edge-litert", "av", "numpy", "pillow", "jinja2"} <= set(edge)
     assert {n: test.get(n) for n in edge} == edge
 
 

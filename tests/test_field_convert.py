@@ -396,14 +396,8 @@ def good_md() -> dict:
 PLACES = ["det", "ranking", "entry", "top", "raw"]
 
 
-@settings(**PROFILE)
-@given(where=st.sampled_from(PLACES), key=st.integers(0, 10), value=values, drop=st.booleans(),
-       raw=st.binary(max_size=64))
-def test_property_convert_any_damage_keeps_input_and_never_tracebacks(capsys, where, key,
-                                                                      value, drop, raw):
-    """Any field of a results file replaced by any JSON value (or dropped), or the file cut
-    and followed by any bytes: convert --to csv exits 0 with a row for every image, or 2 with
-    one error line; the input is never changed and no partial output is left."""
+def damaged_md(where: str, key: int, value: object, drop: bool) -> dict:
+    """good_md with one field at `where` (picked by `key`) replaced by `value`, or dropped."""
     md = good_md()
     entry = md["images"][key % 3]
     target, names = {
@@ -418,6 +412,18 @@ def test_property_convert_any_damage_keeps_input_and_never_tracebacks(capsys, wh
         target.pop(name, None)
     else:
         target[name] = value
+    return md
+
+
+@settings(**PROFILE)
+@given(where=st.sampled_from(PLACES), key=st.integers(0, 10), value=values, drop=st.booleans(),
+       raw=st.binary(max_size=64))
+def test_property_convert_any_damage_keeps_input_and_never_tracebacks(capsys, where, key,
+                                                                      value, drop, raw):
+    """Any field of a results file replaced by any JSON value (or dropped), or the file cut
+    and followed by any bytes: convert --to csv exits 0 with a row for every image, or 2 with
+    one error line; the input is never changed and no partial output is left."""
+    md = damaged_md(where, key, value, drop)
     with tempfile.TemporaryDirectory() as t:
         path, out = Path(t) / "md.json", Path(t) / "out.csv"
         text = json.dumps(md).encode()
@@ -443,20 +449,7 @@ def test_property_report_any_damage_keeps_input_and_never_tracebacks(capsys, whe
                                                                      value, drop, raw):
     """The same damage for `report`: exit 0 with the page, or 2 with one error line and
     nothing written beside the input; the results file is never changed."""
-    md = good_md()
-    entry = md["images"][key % 3]
-    target, names = {
-        "det": (entry["detections"][0], ["category", "conf", "bbox", "classifications"]),
-        "ranking": (entry["detections"][0]["classifications"], [0, 1]),
-        "entry": (entry, ["file", "detections", "failure", "datetime", "warnings"]),
-        "top": (md, ["images", "detection_categories", "classification_categories", "info"]),
-        "raw": ({}, ["x"]),
-    }[where]
-    name = names[key % len(names)]
-    if drop and isinstance(target, dict):
-        target.pop(name, None)
-    else:
-        target[name] = value
+    md = damaged_md(where, key, value, drop)
     with tempfile.TemporaryDirectory() as t:
         path, page = Path(t) / "md.json", Path(t) / "review.html"
         text = json.dumps(md).encode()

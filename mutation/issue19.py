@@ -1,22 +1,18 @@
 """Replays the hand-made mutants of issue 19's table and names the test that catches each.
 
-    python mutation/issue19.py [--workdir DIR] [NAME ...]
+    python mutation/issue19.py [--workdir DIR] [--head] [NAME ...]
 
-Each mutant is one textual edit applied to a fresh clone of HEAD (the working tree is never
-touched); the named test files then run (``pytest -x``) and the first failing test is the one
-that catches it. A mutant whose edit no longer applies (the code moved) is reported as such.
+How a mutant is applied and judged: ``mutation/replay.py``.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import replay  # noqa: E402  (the tree copy, the pytest run and the replay loop)
 
 # name: (file, old text, new text, test files)
 MUTANTS = {
@@ -69,46 +65,6 @@ MUTANTS = {
 }
 
 
-def run_one(name: str, clone: Path) -> str:
-    """Apply one mutant in ``clone``, run its tests, restore; returns a one-line verdict."""
-    path, old, new, tests = MUTANTS[name]
-    src = clone / path
-    text = src.read_text()
-    if text.count(old) != 1:
-        return f"{name}: edit does not apply ({text.count(old)} matches) — code changed?"
-    if not all((clone / t.split("::")[0]).exists() for t in tests):
-        return f"{name}: pending ({', '.join(tests)} not in HEAD yet)"
-    src.write_text(text.replace(old, new))
-    try:
-        env = {**os.environ, "PYTHONPATH": f"{clone}{os.pathsep}{clone / 'export'}"}
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p",
-                               "no:cacheprovider", "-n", "0", "-m", "not slow", *tests], cwd=clone,
-                              env=env, capture_output=True, text=True, timeout=1800, check=False)
-    finally:
-        src.write_text(text)
-    failed = re.findall(r"^FAILED (\S+)", proc.stdout, re.MULTILINE)
-    if proc.returncode == 0:
-        return f"{name}: SURVIVED ({' '.join(tests)})"
-    return f"{name}: caught by {failed[0] if failed else proc.stdout.strip().splitlines()[-1]}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="substrings of mutant names (default all)")
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/kerascls-mutation"))
-    args = parser.parse_args(argv)
-    clone = args.workdir / "issue19"
-    subprocess.run(["rm", "-rf", str(clone)], check=True)
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    survived = 0
-    for name in MUTANTS:
-        if args.names and not any(n in name for n in args.names):
-            continue
-        verdict = run_one(name, clone)
-        survived += "SURVIVED" in verdict
-        print(verdict, flush=True)
-    return 1 if survived else 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(replay.main(MUTANTS, "issue19", __doc__))

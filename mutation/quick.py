@@ -32,7 +32,7 @@ from typing import Iterator, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import issue26  # noqa: E402  (copy_tree: a copy of the working tree)
+import replay  # noqa: E402  (copy_tree, pytest_in)
 import run  # noqa: E402  (TARGETS: module -> tests)
 
 FLIP_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt,
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     target = run.TARGETS[args.target]
     clone = args.workdir / f"quick-{args.target}"
-    issue26.copy_tree(clone, args.head)
+    replay.copy_tree(clone, args.head)
     module = clone / target.module
     original = module.read_text()
     lines = _line_set(args.lines)
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.time()
     module.write_text(ast.unparse(ast.parse(original)))  # the mutants' spelling, unmutated
     try:
-        clean = issue26.pytest_in(clone, [*target.tests, *extra], stop=False)
+        clean = replay.pytest_in(clone, [*target.tests, *extra], stop=False)
     finally:
         module.write_text(original)
     broken = re.findall(r"^(?:FAILED|ERROR) (\S+)", clean.stdout, re.MULTILINE)
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         module.write_text(m.source)
         try:
             if args.subprocess:
-                proc = issue26.pytest_in(clone, [*target.tests, *extra], timeout=limit)
+                proc = replay.pytest_in(clone, [*target.tests, *extra], timeout=limit)
                 dead = proc is None or proc.returncode != 0
             else:
                 code = pytest_forked(pytest_args, limit)

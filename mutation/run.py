@@ -1,6 +1,6 @@
 """Repeatable mutation testing of the modules whose contracts the tests pin (mutmut 3).
 
-    python mutation/run.py [TARGET ...] [--workdir DIR] [--jobs N]
+    python mutation/run.py [TARGET ...] [--workdir DIR] [--jobs N] [--worktree]
                            [--report_only | --rerun_survivors]
 
 Targets: metrics, splits, mdformat, decode, transforms, and the camera-trap workflow's
@@ -72,41 +72,55 @@ _WORKFLOW = {
                  ("tests/test_workflow_mutants.py", "tests/test_rollup.py",
                   "tests/test_camtrapdp_out.py"), "not train"),
     "camtrapdp": ("export/kerascls_edge/camtrapdp.py",
-                  _EDGE_RUNS + ("tests/test_field_camtrapdp.py",), "not million"),
-    "packagedir": ("export/kerascls_edge/packagedir.py", ("tests/test_field_camtrapdp.py",),
+                  ("tests/test_workflow_camtrapdp.py",  # the video rows: issue 27's test
+                   "tests/test_video_outputs.py::test_camtrapdp_video_observation_types_hand_made",
+                   *_EDGE_RUNS, "tests/test_field_camtrapdp.py"), "not million"),
+    "packagedir": ("export/kerascls_edge/packagedir.py",
+                   ("tests/test_workflow_camtrapdp.py", "tests/test_field_camtrapdp.py"),
                    "not million"),
     "sortinto": ("export/kerascls_edge/sortinto.py",
-                 ("tests/test_workflow_mutants.py", "tests/test_sort_into.py",
+                 ("tests/test_workflow_outputs.py", "tests/test_workflow_mutants.py",
+                  "tests/test_sort_into.py",
                   "tests/test_field_sorting.py"), "not million"),
     "sequences": ("export/kerascls_edge/sequences.py",
                   ("tests/test_workflow_mutants.py", "tests/test_edge_camtrap.py"), ""),
     "journal": ("export/kerascls_edge/journal.py",
-                ("tests/test_edge.py", "tests/test_edge_hardening.py",
+                ("tests/test_workflow_outputs.py", "tests/test_edge.py",
+                 "tests/test_edge_hardening.py",
                  "tests/test_field_resume.py"),
                 "resume or journal or checkpoint or interrupt or lock or identity or meta"),
-    "convert": ("export/kerascls_edge/convert.py", _EDGE_RUNS + ("tests/test_field_convert.py",),
-                "not million"),
-    "mdstream": ("export/kerascls_edge/mdstream.py", ("tests/test_field_convert.py",),
+    "convert": ("export/kerascls_edge/convert.py",
+                ("tests/test_workflow_convert.py", "tests/test_workflow_video_report.py")
+                + _EDGE_RUNS + ("tests/test_field_convert.py",), "not million"),
+    "mdstream": ("export/kerascls_edge/mdstream.py",
+                 ("tests/test_workflow_convert.py", "tests/test_field_convert.py"),
                  "not million"),
     "spreadsheet": ("export/kerascls_edge/spreadsheet.py",
-                    ("tests/test_field_convert.py", "tests/test_field_sorting.py"),
-                    "case20 or formula or spreadsheet"),
+                    ("tests/test_workflow_convert.py", "tests/test_field_convert.py",
+                     "tests/test_field_sorting.py"), "case20 or formula or spreadsheet"),
     "report": ("export/kerascls_edge/report.py",
-               ("tests/test_review_page.py", "tests/test_camtrapdp_out.py",
-                "tests/test_field_html.py"), "not million"),
+               ("tests/test_workflow_convert.py", "tests/test_review_page.py",
+                "tests/test_camtrapdp_out.py", "tests/test_field_html.py",
+                "tests/test_video_outputs.py",  # of that file only the strip (video) tests
+                "tests/test_workflow_video_report.py"),
+               "not million and (not video_outputs or strip)"),
     "outputs": ("export/kerascls_edge/outputs.py",
-                ("tests/test_edge.py", "tests/test_edge_hardening.py"), ""),
+                ("tests/test_workflow_outputs.py", "tests/test_edge.py",
+                 "tests/test_edge_hardening.py"), ""),
     "camtrap_sources": ("kerascls/data/camtrap_sources.py",
                         ("tests/test_workflow_sources.py", "tests/test_data_md_camtrapdp.py"),
                         "not crop_pixels and not trains and not exports and not round_trip"),
     "keras_classifier": ("kerascls/keras_classifier.py",
-                         ("tests/test_workflow_training.py", "tests/test_predict_devices.py"),
-                         "replicas or devices"),
+                         ("tests/test_workflow_keras.py", "tests/test_workflow_training.py",
+                          "tests/test_predict_devices.py"),
+                         "keras_classifier or replicas or devices"),
     "callbacks": ("kerascls/training/callbacks.py",
-                  ("tests/test_workflow_training.py", "tests/test_training.py"),
-                  "best_epoch or a_tie or patience or resumed or nan or history"),
+                  ("tests/test_workflow_keras.py", "tests/test_workflow_training.py",
+                   "tests/test_training.py"),
+                  "callbacks_ or best_epoch or a_tie or patience or resumed or nan or history"),
     "calibration": ("kerascls/training/calibration.py",
-                    ("tests/test_calibration.py", "tests/test_contracts.py"), "calibrat"),
+                    ("tests/test_workflow_keras.py", "tests/test_calibration.py",
+                     "tests/test_contracts.py"), "calibrat"),
 }
 _TF = {"camtrap_sources", "keras_classifier", "callbacks", "calibration"}  # not fork-safe
 TARGETS.update({name: Target(module, tests, select, "forkserver" if name in _TF else "fork")
@@ -122,16 +136,20 @@ def _toml_list(items) -> str:
     return "[" + ", ".join(json.dumps(i) for i in items) + "]"
 
 
-def prepare(target: Target, clone: Path) -> None:
-    """A clean clone of HEAD with the mutmut section for this target.
+def prepare(target: Target, clone: Path, worktree: bool = False) -> None:
+    """A clean clone of HEAD (``worktree``: a copy of the working tree's tracked and
+    unignored files, to measure tests not yet committed) with this target's mutmut section.
 
     mutmut names a mutant after its file's path (``export/kerascls_edge/x.py`` would be
     module ``export.kerascls_edge.x``, never imported under that name), so the clone moves
     the edge package to the top (``kerascls_edge/``, with ``export/kerascls_edge`` a link
     to it, where the tests look).
     """
-    subprocess.run(["rm", "-rf", str(clone)], check=True)
-    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    from replay import copy_tree  # the one tree copier (mutation/ is on sys.path)
+
+    copy_tree(clone, head=not worktree)
+    if (ROOT.parent / "shared").is_dir():  # mutmut runs the tests in clone/mutants, whose
+        (clone / "shared").symlink_to(ROOT.parent / "shared")  # ../shared is clone/shared
     (clone / "export" / "kerascls_edge").rename(clone / "kerascls_edge")
     (clone / "export" / "kerascls_edge").symlink_to(Path("..") / "kerascls_edge")
     section = (f"\n[tool.mutmut]\n"
@@ -196,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("targets", nargs="*", choices=[*TARGETS, []], default=[])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/kerascls-mutation"))
     parser.add_argument("--jobs", type=int, default=2, help="mutmut --max-children")
+    parser.add_argument("--worktree", action="store_true",
+                        help="mutate a copy of the working tree (uncommitted tests) not HEAD")
     parser.add_argument("--report_only", action="store_true",
                         help="summarize an existing (even interrupted) run in WORKDIR")
     parser.add_argument("--rerun_survivors", action="store_true",
@@ -211,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.rerun_survivors:
             run = rerun_survivors(target, clone, args.jobs)
         else:
-            prepare(target, clone)
+            prepare(target, clone, args.worktree)
             run = subprocess.run(["mutmut", "run", "--max-children", str(args.jobs)],
                                  cwd=clone, capture_output=True, text=True, check=False)
         (args.workdir / f"{name}.log").write_text(run.stdout[-20000:] + run.stderr[-20000:])

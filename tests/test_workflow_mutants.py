@@ -606,3 +606,13 @@ def test_smooth_groups_per_folder_as_records_arrive() -> None:
         ("site_a/cam1#00000", 2), ("site_a/cam1#00000", 2), ("site_a/cam2#00000", 1),
         ("site_a/cam1#00000", 1)]
     assert out[0]["sequence"]["classifications"] == [["0", 0.75], ["1", 0.25]]
+
+
+def test_smooth_splits_the_last_folder_by_the_gap_too() -> None:
+    # the stream's last folder is annotated after the loop: its bursts obey the same gap
+    first = _frames({"a": 0.0}, "site_a/cam1")
+    last = _frames({"a": 0.0, "b": 4.0, "c": 30.0}, "site_b/cam1")
+    out = list(smooth([*first, *last], 10.0, 3, 2))
+    assert [(r["sequence"]["id"], r["sequence"]["frames"]) for r in out] == [
+        ("site_a/cam1#00000", 1), ("site_b/cam1#00000", 2), ("site_b/cam1#00000", 2),
+        ("site_b/cam1#00001", 1)]

@@ -250,9 +250,10 @@ def read_part(path: Path, n_classes: int = 1 << 30) -> list[dict]:
 
 
 def _flat(value: object, prefix: str = "") -> dict[str, object]:
-    """A nested meta dict as {"a.b": leaf}, so a difference is named by its dotted key."""
+    """A nested meta dict as {"a.b": leaf}, so a difference is named by its dotted key (an
+    empty dict is a leaf, except the whole meta: an empty meta has no entries)."""
     if not isinstance(value, dict) or not value:
-        return {prefix: value}
+        return {prefix: value} if prefix else {}
     out: dict[str, object] = {}
     for k, v in value.items():
         out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
@@ -266,7 +267,8 @@ META_NAMES = {"bundle": "bundle (model file or labels)", "allow_list": "--allow 
               "recursive": "--recursive", "top_k": "--top_k", "decode.strict": "--strict",
               "decode.max_pixels": "--max_pixels", "post.taxonomy_rollup.threshold":
               "--rollup_threshold", "post.allow_list": "--allow",
-              "video.frame_every": "--frame_every", "video.max_frames": "--max_frames"}
+              "video.frame_every": "--frame_every", "video.max_frames": "--max_frames",
+              "video.rule": "model.json input.video.rule"}
 
 
 def _short(value: object) -> str:

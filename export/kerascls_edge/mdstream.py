@@ -48,8 +48,9 @@ class _Window:
         return EdgeError(f"cannot read results {self.path}: {why} "
                          f"(at character {self.base + self.pos})")
 
-    def _more(self, want: int = _CHUNK) -> bool:
-        """Append at least `want` more bytes' worth of text; False at the end of the file."""
+    def _more(self, want: int = 0) -> bool:
+        """Append at least `want` (and at least _CHUNK, read when called, so a test can
+        shrink the window) more bytes' worth of text; False at the end of the file."""
         if self.eof:
             return False
         self.base += self.pos
@@ -129,8 +130,6 @@ def _members(w: _Window) -> Iterator[str]:
 def _array(w: _Window, key: str) -> Iterator[object]:
     c = w.peek()
     if c != "[":
-        if c == "n":
-            w.value()  # null: MegaDetector writes no null images, but say what it is
         raise EdgeError(f"cannot read results {w.path}: {key}: expected a list, got "
                         f"{_KINDS.get(c, 'a number' if c != '{' else 'an object')}")
     w.pos += 1

@@ -76,11 +76,10 @@ def _best_json(rec: dict, cls: dict, det_names: dict, blank: str) -> tuple[Optio
     top = -1.0
     for det in rec["detections"]:
         ranking = det.get("classifications") or []
-        if ranking:
-            label, p = cls.get(str(ranking[0][0]), str(ranking[0][0])), float(ranking[0][1])
+        if ranking:  # ids, categories and confs checked by mdstream.Results
+            label, p = cls[str(ranking[0][0])], float(ranking[0][1])
         else:
-            label = det_names.get(str(det.get("category")), "animal")
-            p = float(det.get("conf", 0.0))
+            label, p = det_names[str(det["category"])], float(det["conf"])
         if p > top:
             best, top = (label, p), p
     return best
@@ -99,7 +98,7 @@ def labels_from_json(path: Path, blank: str) -> Iterator[tuple[str, Label]]:
 def labels_from_csv(path: Path, blank: str) -> Iterator[tuple[str, Label]]:
     """(file, (label, confidence)) per image of our CSV (its rows are consecutive), streamed:
     the most confident row, a failure row as (None, 0)."""
-    file, best, line = None, None, 1
+    file, best = None, None
     with open_text(path, "csv", newline="") as f:
         for line, row in enumerate(read_spreadsheet_csv(f), start=2):
             if not row.get("file"):
@@ -174,7 +173,6 @@ class Manifest:
         self.db = sqlite3.connect("")  # a private temporary database, on disk
         self.db.execute("CREATE TABLE m (source TEXT, sha TEXT, size INT, mtime INT, dev INT, "
                         "ino INT, folder TEXT, sorted TEXT)")
-        self.skipped = 0
         if os.path.lexists(self.path):
             self._load()
         for col in ("source", "sha, folder", "sorted"):
@@ -204,8 +202,8 @@ class Manifest:
                        int(row["mtime_ns"]), int(row["device"]), int(row["inode"]),
                        row["folder"], _key(row["sorted"]))
             except (KeyError, TypeError, ValueError):
-                self.skipped += 1  # a damaged line (e.g. a crash mid-write): its file is
-                # recognised again by content when its name is met
+                pass  # a damaged line (e.g. a crash mid-write): its file is recognised
+                # again by content when its name is met
 
     def digest_of(self, source: str, st: os.stat_result) -> Optional[str]:
         """The recorded sha256 of `source` if the file is unchanged since (same dev, inode,
@@ -356,8 +354,11 @@ class Placer:
         try:
             digest = self._pump(fin, fd, src, dest)
             st = os.fstat(fin.fileno())
-            os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-            os.fsync(fd)
+            try:  # a full disk may show only here (delayed allocation): name the copy
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                os.fsync(fd)
+            except OSError as e:
+                raise _failed(dest, e) from None
         except BaseException:
             os.close(fd)
             fin.close()

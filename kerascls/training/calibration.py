@@ -134,9 +134,10 @@ def bundle_entry(run_dir: Path) -> dict:
     """
     file = Path(run_dir) / "metrics.json"
     try:
-        entry = json.loads(file.read_text()).get("calibration") if file.exists() else None
+        data = json.loads(file.read_text()) if file.exists() else None
     except (OSError, ValueError):
         return {}
+    entry = data.get("calibration") if isinstance(data, dict) else None
     if not isinstance(entry, dict) or entry.get("temperature") is None:
         return {}
     return {"calibration": {"method": "temperature", "temperature": entry["temperature"],

@@ -12,6 +12,11 @@ files are the ones ``kerascls-edge predict`` writes. Only the classifier changes
 - ``--engine ray``: :mod:`kerascls.ray_predict`, a pool of Ray actors each holding one model.
 
 The Keras classifier itself is :mod:`kerascls.keras_classifier`, which both engines use.
+
+Videos take the same path: ``kerascls_edge.video`` samples their frames (``--frame_every``,
+``--max_frames``; unset, the bundle's or the device's defaults), the frames go through the
+batches like photos (a chunk counts a video's frames, not one item), and the per-video result
+and rows are the device's (``tests/test_video_keras_predict.py``).
 """
 
 from __future__ import annotations
@@ -61,6 +66,12 @@ def define_flags(fv: flags.FlagValues, m: str) -> None:
     i("checkpoint_every", 100, "Write a checkpoint every N images.")
     b("keep_checkpoint", "Keep the <output>.partial checkpoint folder after success.")
     b("strict", "Treat truncated JPEGs as failures.")
+    flags.DEFINE_float("frame_every", None, "Videos: seconds of video between sampled frames "
+                       "(default: the bundle's, else 1.0).", lower_bound=1e-3, upper_bound=1e6,
+                       flag_values=fv, module_name=m)
+    flags.DEFINE_integer("max_frames", None, "Videos: most sampled frames per video "
+                         "(default: the bundle's, else 32).", lower_bound=1, flag_values=fv,
+                         module_name=m)
     flags.DEFINE_enum("engine", "local", ["local", "ray"], "local: this process; ray: a pool "
                       "of Ray actors (pip install 'kerascls[ray]').", flag_values=fv,
                       module_name=m)
@@ -84,6 +95,9 @@ def edge_argv(fl, images: Sequence[str]) -> list[str]:
     if fl.detections:
         argv += ["--detections", fl.detections, "--detection_threshold",
                  repr(fl.detection_threshold)]
+    for name in ("frame_every", "max_frames"):  # unset: the device's default, whatever it is
+        value = getattr(fl, name)
+        argv += [f"--{name}", repr(value)] if value is not None else []
     for name in ("recursive", "resume", "overwrite", "keep_checkpoint", "strict"):
         argv += [f"--{name}"] if getattr(fl, name) else []
     return argv

@@ -28,7 +28,8 @@ needs_debian = pytest.mark.skipif(not HAVE_DEBIAN, reason=f"Debian package "
 
 # Modules that use one machine-wide resource run on one worker, one test at a time: local
 # Ray clusters (a driver's own ``ray.init()``, a ``ray start --head``) share default ports.
-SHARED_RESOURCE_GROUPS = {"tests.test_predict_keras": "ray", "tests.test_predict_ray": "ray"}
+SHARED_RESOURCE_GROUPS = {"tests.test_predict_keras": "ray", "tests.test_predict_ray": "ray",
+                          "tests.test_video_keras_predict": "ray"}
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -95,7 +95,8 @@ def test_int8_bundle_contract_parity_and_litert(cli, lenet_file, tmp_path):
     assert meta["format"] == "kerascls-bundle" and meta["format_version"] == 1
     assert meta["input"] == {"height": 28, "width": 28, "channels": 1, "channel_order": "RGB",
                              "dtype": "uint8", "value_range": [0, 255], "resize": "stretch",
-                             "interpolation": "bilinear"}
+                             "interpolation": "bilinear",
+                             "video": {"frame_every": 1.0, "max_frames": 32}}
     assert meta["output"] == {"activation": "softmax"} and len(meta["class_names"]) == 10
     assert (bundle / "labels.txt").read_text().splitlines() == meta["class_names"]
     p = report["parity"]

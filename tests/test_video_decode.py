@@ -32,9 +32,15 @@ ZAMBA = DATA / "camtrap" / "zamba_videos"
 
 
 def all_frames(path: Path) -> tuple[list[float], list[np.ndarray]]:
-    """Every frame's time (s, from the first) and RGB pixels, by a plain sequential decode."""
+    """Every frame's time (s, from the first) and RGB pixels, by a plain sequential decode
+    with the documented platform-exact settings (simple IDCT, bit-exact RGB conversion)."""
+    from av.video.reformatter import Interpolation as I  # noqa: E741
+
     with av.open(str(path)) as c:
-        frames = [(f.time, f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]
+        c.streams.video[0].codec_context.options = {"flags": "+bitexact", "idct": "simple"}
+        rgb = I.BILINEAR | I.BITEXACT | I.ACCURATE_RND
+        frames = [(f.time, f.to_ndarray(format="rgb24", interpolation=rgb))
+                  for f in c.decode(video=0)]
     t0 = frames[0][0]
     return [t - t0 for t, _ in frames], [a for _, a in frames]
 

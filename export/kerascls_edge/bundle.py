@@ -18,6 +18,8 @@ from .userfiles import read_text, sha256_file
 
 RESIZE_MODES = ("stretch", "crop", "pad")
 ACTIVATIONS = ("softmax", "sigmoid", "none")
+#: per-video rules (``input.video.rule``; video.video_scores applies them); the first is the default
+VIDEO_RULES = ("mean", "max")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class ModelSpec:
     empty_classes: list[str] = field(default_factory=list)
     crop_padding: float = 0.0  # model.json crop: how --detections boxes become crops
     crop_square: bool = False
+    video: Optional[dict] = None  # model.json input.video: how videos are sampled (None: older)
     from_bundle: bool = False
 
 
@@ -244,6 +247,26 @@ def _crop_square(crop: Fields) -> bool:
     return value
 
 
+def _video(inp: Fields) -> Optional[dict]:
+    """``input.video`` (the sampling rule's parameters, docs/bundle.md), checked; None if absent."""
+    if inp.get("video", None) is None:
+        return None
+    v = inp.obj("video")
+    out: dict = {}
+    every = v.number("frame_every", None)
+    if every is not None:
+        if not 1e-3 <= every <= 1e6:
+            v.fail(v._name("frame_every"), f"expected seconds in [0.001, 1000000], got {every}")
+        out["frame_every"] = every
+    most = v.int_("max_frames", None)
+    if most is not None:
+        out["max_frames"] = most
+    rule = v.str_("rule", None, VIDEO_RULES)
+    if rule is not None:
+        out["rule"] = rule
+    return out
+
+
 def _thresholds(meta: Fields) -> dict:
     th = meta.obj("thresholds")
     for k, v in th.data.items():
@@ -275,6 +298,7 @@ def _spec_from_json(model_path: Path, meta_dict: dict, labels: list[str],
         empty_classes=meta.str_list("empty_classes", []),
         crop_padding=meta.obj("crop").number("padding", 0.0),
         crop_square=_crop_square(meta.obj("crop")),
+        video=_video(inp),
         from_bundle=True,
     )
 

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Optional, Sequence, TextIO
 from . import packagedir
 from .bundle import EdgeError
 from .userfiles import open_regular
+from .video import media_type
 
 VERSION = "1.0.2"
 _BASE = f"https://raw.githubusercontent.com/tdwg/camtrap-dp/{VERSION}"
@@ -171,7 +172,7 @@ def _file_path(image_path: str, out_abs: str, file: str) -> tuple[str, bool]:
     (path, True) when the image lies under the package folder, else (results path, False)."""
     rel = os.path.relpath(os.path.abspath(image_path), out_abs)
     rel = rel.replace(os.sep, "/")
-    if not rel.startswith("..") and not os.path.isabs(rel) and rel[:1] not in ".~":
+    if rel != ".." and not rel.startswith("../") and not os.path.isabs(rel):  # '.x', '..x': in
         return _safe_path(rel), True
     return _safe_path(normal_file(file).lstrip("./~") or "unnamed"), False
 
@@ -278,6 +279,9 @@ def _observations(rec: dict, ctx: _Ctx, base_row: dict) -> list[dict]:
                  "observationComments": str(rec.get("failure", ""))[:300]}]
     if not isinstance(dets, list) or not all(isinstance(d, dict) for d in dets):
         raise ValueError("detections is not a list of objects")
+    video = rec.get("video")
+    if isinstance(video, dict) and video.get("classifications"):
+        return [{**common, **_video_fields(video, ctx)}]
     rows = []
     for det in dets:
         # A whole-image classifier's entry is its call (its empty classes give no entry);
@@ -327,6 +331,40 @@ def _detection_fields(det: dict, ctx: _Ctx) -> dict:
     return out
 
 
+def _video_fields(video: dict, ctx: _Ctx) -> dict:
+    """A video's one observation: its per-video label (the ``video`` block, by its rule), not
+    one per frame, which would count one animal once a second. ``blank`` when the label is
+    one of the bundle's empty classes; ``count`` the most boxes on one frame (detector)."""
+    from .mdformat import detection_category
+
+    label, prob = _label(ctx, video["classifications"][0])
+    meta = ctx.header["info"].get("classifier_metadata")
+    empty = meta.get("empty_classes") if isinstance(meta, dict) else None
+    if isinstance(empty, list) and label in empty:
+        return {"observationType": "blank", "classificationProbability": f"{prob:.4f}"}
+    frames = video.get("frames") if isinstance(video.get("frames"), list) else []
+    boxes = [f["boxes"] for f in frames if isinstance(f, dict) and isinstance(f.get("boxes"),
+                                                                            int)]
+    det = {"category": "", "classifications": video["classifications"],
+           "bbox": [0.0, 0.0, 1.0, 1.0]}
+    name = {"1": "animal", "2": "person", "3": "vehicle"}[detection_category(label)]
+    det["category"] = next((k for k, v in ctx.det_names.items() if v == name), "")
+    out = _detection_fields(det, ctx)
+    out["observationType"] = _TYPE_OF_CATEGORY[name]
+    if out["observationType"] == "animal":
+        out["scientificName"] = ctx.opts.taxon_of(label)
+    out["count"] = str(max(boxes)) if boxes else ""
+    return out
+
+
+def _video_end(rec: dict, when: datetime) -> datetime:
+    """A video's event ends at its last classified frame (its start: the capture time)."""
+    video = rec.get("video") if isinstance(rec.get("video"), dict) else {}
+    times = [f.get("time") for f in video.get("frames") or [] if isinstance(f, dict)]
+    times = [t for t in times if isinstance(t, (int, float)) and math.isfinite(t) and t >= 0]
+    return when + timedelta(seconds=max(times)) if times else when
+
+
 def _first_taxon(md: dict) -> Optional[int]:
     meta = md["info"].get("classifier_metadata")
     meta = meta.get("taxonomy_rollup") if isinstance(meta, dict) else None
@@ -346,13 +384,15 @@ def _image_rows(rec: dict, ctx: _Ctx) -> tuple[dict, list[dict], str, datetime, 
     mid = media_id(file)
     fpath, inside = _file_path(path, ctx.out_abs, file)
     media = {"mediaID": mid, "deploymentID": dep, "timestamp": _iso_z(when),
-             "filePath": fpath, "filePublic": "false", "fileName": Path(file).name,
-             "fileMediatype": mimetypes.guess_type(file)[0] or "image/jpeg"}
+             "filePath": fpath, "filePublic": "false",
+             "fileName": posixpath.basename(normal_file(file)),  # 'a\\b.jpg': b.jpg
+             "fileMediatype": media_type(file) or mimetypes.guess_type(file)[0] or
+             "image/jpeg"}
     if not media["fileMediatype"].startswith(("image/", "video/", "audio/")):
         media["fileMediatype"] = "image/jpeg"
     seq = rec.get("sequence") if isinstance(rec.get("sequence"), dict) else {}
     base_row = {"deploymentID": dep, "mediaID": mid, "eventStart": _iso_z(when),
-                "eventEnd": _iso_z(when),  # a burst (--smooth) is the event
+                "eventEnd": _iso_z(_video_end(rec, when)),  # a burst (--smooth), a video
                 "eventID": f"{dep}-{seq['id']}" if seq.get("id") is not None else ""}
     obs = [{"observationID": f"{mid}-{k}", **row}
            for k, row in enumerate(_observations(rec, ctx, base_row))]

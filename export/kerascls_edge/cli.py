@@ -114,12 +114,13 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--copy", action="store_true", help="with --sort_into: copy, not link")
     p.add_argument("--sort_threshold", type=_float_in(0.0, 1.0), default=None,
                    help="with --sort_into (default: the bundle's default threshold)")
-    p.add_argument("--frame_every", type=_float_in(1e-3, 1e6), default=1.0,
-                   help="videos: seconds of video between sampled frames (default 1.0; "
-                        "docs/edge-outputs.md, Videos)")
-    p.add_argument("--max_frames", type=_positive_int, default=32,
+    p.add_argument("--frame_every", type=_float_in(1e-3, 1e6), default=None,
+                   help="videos: seconds of video between sampled frames (default: the "
+                        "bundle's model.json input.video, else 1.0; a different value is "
+                        "used with a warning; docs/edge-outputs.md, Videos)")
+    p.add_argument("--max_frames", type=_positive_int, default=None,
                    help="videos: most sampled frames per video, spread evenly over a longer "
-                        "one (default 32)")
+                        "one (default: the bundle's, else 32)")
     p.add_argument("--progress_every", type=_float_in(-math.inf, math.inf, allow_inf=True),
                    default=5.0,
                    help="seconds between progress lines on stderr (negative: none)")

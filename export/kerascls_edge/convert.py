@@ -37,9 +37,8 @@ def _package_options(args: argparse.Namespace, image_dir: Optional[str],
     opts = PackageOptions(
         image_dir=Path(image_dir) if image_dir else None, deployment=args.deployment,
         location=parse_location(args.location) if args.location else None,
-        utc_offset=args.utc_offset, overwrite=getattr(args, "overwrite", False),
-        detection_threshold=getattr(args, "detection_threshold", None) if not
-        getattr(args, "detections", None) else args.detection_threshold,
+        utc_offset=args.utc_offset, overwrite=args.overwrite,
+        detection_threshold=getattr(args, "detection_threshold", None),
         classified_by=classified_by)
     if taxon_of is not None:
         opts.taxon_of = taxon_of
@@ -127,6 +126,11 @@ def csv_rows(rec: dict, results: Results, whole: bool, threshold: float) -> list
         c, p = seq["classifications"][0]
         base.update(sequence_id=str(seq.get("id", "")), sequence_confidence=f"{float(p):.4f}",
                     sequence_label=results.classification_categories[str(c)])
+    if whole and ("video" in rec or "frames_processed" in rec):  # as predict's CSV: the
+        from .mdformat import _video_rows  # video's row (its per-video label), then its frames
+
+        names = {int(k): v for k, v in results.classification_categories.items()}
+        return list(_video_rows(rec, base, names))
     if rec.get("failure"):
         return [base]
     dets = rec["detections"] or []

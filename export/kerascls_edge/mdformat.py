@@ -86,7 +86,7 @@ def image_record(file: str, probs: np.ndarray, labels: Sequence[str], empty: set
     return rec
 
 
-VIDEO_RULE = "mean"  # the per-video label: the mean of the sampled frames' probabilities
+VIDEO_RULE = "mean"  # the default per-video rule (video.video_scores; a bundle may name another)
 
 
 def _frame_detection(probs: np.ndarray, labels: Sequence[str], empty: set[int],
@@ -104,17 +104,20 @@ def _frame_detection(probs: np.ndarray, labels: Sequence[str], empty: set[int],
 def video_record(file: str, frame_probs: np.ndarray, frames: Sequence[tuple[int, float]],
                  frame_rate: float, labels: Sequence[str], empty: set[int], k: int,
                  capture_time: Optional[float], dt: Optional[str], warnings: Sequence[str],
-                 rank=None) -> dict:
+                 rank=None, rule: str = VIDEO_RULE) -> dict:
     """A video's MegaDetector entry (docs/edge-outputs.md, "Videos").
 
     Each sampled frame is classified as a photo would be: a whole-frame detection carrying
     its ``frame_number`` (none when its top class is empty), as MegaDetector writes videos.
     The per-video result is the ``video`` block: the rule, the frames used, and the
-    ranking of the mean of the frames' probabilities, plus every frame's own ranking
-    (blank frames included). ``rank(k_list, probs)`` re-ranks (the taxonomy roll-up).
+    ranking of the frames' probabilities combined by ``rule`` (video.video_scores), plus
+    every frame's own ranking (blank frames included). ``rank(k_list, probs)`` re-ranks
+    (the taxonomy roll-up).
     """
+    from .video import video_scores
+
     rank = rank or (lambda k_list, _p: k_list)
-    probs = frame_probs.mean(axis=0)
+    probs = video_scores(frame_probs, rule)
     video_k = rank(ranked(probs, k), probs)
     dets, per_frame = [], []
     for (number, t), p in zip(frames, frame_probs):
@@ -126,7 +129,7 @@ def video_record(file: str, frame_probs: np.ndarray, frames: Sequence[tuple[int,
                           "classifications": k_list})
     rec: dict = {"file": file, "frame_rate": frame_rate,
                  "frames_processed": [n for n, _ in frames], "detections": dets,
-                 "video": {"rule": VIDEO_RULE, "frames_used": len(frames),
+                 "video": {"rule": rule, "frames_used": len(frames),
                            "classifications": video_k, "frames": per_frame}}
     if dt:
         rec["datetime"] = dt
@@ -136,6 +139,28 @@ def video_record(file: str, frame_probs: np.ndarray, frames: Sequence[tuple[int,
     rec["_k"] = video_k
     rec["_p"] = sparse(probs)
     return rec
+
+
+def crops_video_block(frames: Sequence[tuple[int, float, np.ndarray]], k: int,
+                      rank=None, rule: str = VIDEO_RULE) -> dict:
+    """The ``video`` block of a detector's video entry (``--detections``): a frame's
+    probabilities are ``rule`` over its classified boxes, the video's ``rule`` over those
+    frames (whole-frame mode is the case of one whole-frame box per frame).
+
+    ``frames``: (frame_number, time, (boxes, classes) probabilities) per frame with boxes.
+    """
+    from .video import video_scores
+
+    rank = rank or (lambda k_list, _p: k_list)
+    per_frame, rows = [], []
+    for number, t, box_probs in frames:
+        p = video_scores(box_probs, rule)
+        rows.append(p)
+        per_frame.append({"frame_number": number, "time": round(t, 4),
+                          "boxes": len(box_probs), "classifications": rank(ranked(p, k), p)})
+    probs = video_scores(np.stack(rows), rule)
+    return {"rule": rule, "frames_used": len(frames), "classifications":
+            rank(ranked(probs, k), probs), "frames": per_frame}
 
 
 def video_failure_record(file: str, err: BaseException) -> dict:

@@ -50,6 +50,8 @@ BATCH = 256  # entries thumbnailed and stored at a time (bounded memory)
 GENERATOR = "kerascls-edge report"
 DATA_MARK = ".kerascls-edge-report"  # in `<page>_data/`: the folder is ours to replace
 HEAVY_BYTES = 16 << 20  # a thumbnail decode above this waits for the one heavy slot
+STRIP = 8  # a video's strip: at most this many of its sampled frames, spread evenly
+STRIP_TIME_LIMIT = 60.0  # seconds of decoding a video's strip may take
 _HEAVY = threading.Lock()
 
 
@@ -87,7 +89,8 @@ def _thumb(path: Path, size: int) -> Optional[tuple[bytes, int, int]]:
             decode._check_memory(img, decode.max_pixels_default)
             with _HEAVY if _heavy(img) else contextlib.nullcontext():
                 if img.mode not in ("RGB", "L", "RGBA", "CMYK", "YCbCr"):
-                    img = img.convert("RGBA" if "A" in img.mode else "RGB")
+                    # 16/32-bit greyscale scaled as the model sees it (convert clips it white)
+                    img = img.convert("RGBA") if "A" in img.mode else decode.to_channels(img, 3)
                 img.thumbnail((size, size))
             img = ImageOps.exif_transpose(img).convert("RGB")
             buf = io.BytesIO()
@@ -95,6 +98,29 @@ def _thumb(path: Path, size: int) -> Optional[tuple[bytes, int, int]]:
     except Exception:  # an unreadable image is listed, not fatal (it is often a failure entry)
         return None
     return buf.getvalue(), img.width, img.height
+
+
+def _strip(path: Path, frames: list, size: int) -> list:
+    """A video's strip: up to STRIP of its classified frames (spread evenly), each
+    ``[jpeg or None, w, h, frame_number, time, label, conf]``; the frames are decoded by
+    number (video.read_numbered_frames: one RGB frame at a time, the video's own caps)."""
+    from .video import read_numbered_frames, spread_evenly
+
+    shown = spread_evenly(frames, STRIP)
+    small = max(size // 2, 16)
+    made: dict[int, tuple[bytes, int, int]] = {}
+
+    def jpeg(img, number: int) -> None:
+        img.thumbnail((small, small))
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, "JPEG", quality=70)
+        made[number] = (buf.getvalue(), img.width, img.height)
+
+    try:
+        read_numbered_frames(path, [f[0] for f in shown], jpeg, STRIP_TIME_LIMIT)
+    except Exception:  # unreadable now: the strip lists the frames' labels without pictures
+        pass
+    return [[*(made.get(f[0]) or (None, small, small * 3 // 4)), *f] for f in shown]
 
 
 def thumbs_dir(output: Path) -> Path:
@@ -139,7 +165,20 @@ def _boxes(rec: dict, cls: dict) -> list:
             continue
         ranking = det.get("classifications") or []
         label = str(cls.get(str(ranking[0][0]), "")) if ranking else ""
-        out.append([round(v, 4) for v in bbox] + [label, round(_num(det.get("conf", 0)), 3)])
+        out.append([round(v, 4) for v in bbox] + [label, round(_num(det["conf"]), 3)])
+    return out
+
+
+def _frames(rec: dict, cls: dict) -> list:
+    """A video's classified frames ``[frame_number, time, label, conf]`` (its ``video``
+    block), for the strip; [] for a photo."""
+    video = rec.get("video")
+    out = []
+    for f in (video.get("frames") or []) if isinstance(video, dict) else []:
+        ranking = f.get("classifications") or []
+        label = str(cls.get(str(ranking[0][0]), ranking[0][0])) if ranking else ""
+        out.append([int(f["frame_number"]), round(_num(f.get("time", 0.0)), 3), label,
+                    round(_num(ranking[0][1]), 4) if ranking else 0.0])
     return out
 
 
@@ -153,7 +192,7 @@ def _entry_json(rec: dict, cls: dict, det_names: dict) -> dict:
             "conf": round(_num(conf), 4), "failure": str(rec.get("failure") or ""),
             "warnings": [str(w) for w in rec.get("warnings") or []],
             "seq": str(seq.get("id", "")) if isinstance(seq, dict) else "",
-            "boxes": _boxes(rec, cls)}
+            "boxes": _boxes(rec, cls), "frames": _frames(rec, cls)}
 
 
 def _iter_md(path: Path) -> tuple[dict, Iterator[dict]]:
@@ -187,6 +226,7 @@ def _iter_csv(path: Path) -> Iterator[dict]:
                     entry = None
                 entry = entry or {
                     "file": row["file"], "label": "blank", "conf": 1.0, "boxes": [],
+                    "frames": [],
                     "failure": row.get("failure") or "", "seq": row.get("sequence_id") or "",
                     "warnings": [w for w in (row.get("warnings") or "").split(";") if w]}
                 _csv_row(entry, row)
@@ -201,6 +241,10 @@ def _csv_row(e: dict, row: dict) -> None:
         e["label"], e["conf"] = "(failed)", 0.0
         return
     conf = _num(float(row.get("confidence") or 0.0))
+    if row.get("row") == "frame":  # a video's frame: its strip, not the video's label
+        e["frames"].append([int(row["frame_number"]), _num(float(row.get("frame_time") or 0)),
+                            row.get("label") or "", conf])
+        return
     if row.get("label") and (e["label"] == "blank" or conf > e["conf"]):
         e["label"], e["conf"] = row["label"], conf
     if row.get("bbox"):
@@ -302,7 +346,7 @@ class _Table:
         for e in entries:
             lid = self.labels.setdefault(e["label"], len(self.labels))
             row = [e["file"], e["conf"], e["failure"], e["warnings"], e["seq"], e["boxes"],
-                   e["thumb"], e["tw"], e["th"]]
+                   e["thumb"], e["tw"], e["th"], e.get("strip") or []]
             rows.append((lid, e["conf"], e["file"].encode("utf-8", "surrogatepass"),
                          int(bool(e["failure"] or e["warnings"])), str(json_for_script(row))))
         self.db.execute("BEGIN")
@@ -345,7 +389,7 @@ def _write_chunks(table: _Table, rank: dict[int, int], writer: _ChunkWriter
     """Write every (order, label) sequence in chunks; per chunk, its step counts."""
     index: dict[str, list[list[list[int]]]] = {}
     for order in ("c", "f", "p"):
-        per = index[order] = [[] for _ in (rank if order != "p" else [0])]
+        per = index[order] = [[] for _ in range(len(rank) if order != "p" else 1)]
         for lid, rows in itertools.groupby(table.ordered(order), key=lambda r: r[0]):
             g = rank[lid] if order != "p" else 0
             for piece in _batched(rows, CHUNK):
@@ -426,7 +470,12 @@ def _fill(table: _Table, entries: Iterator[dict], base: Path, folder: Optional[P
     """Thumbnail and store the entries, BATCH at a time; returns counts."""
     def thumb(e: dict) -> tuple[str, int, int]:
         f = e["file"]
-        t = _thumb(Path(f) if os.path.isabs(f) else base / f, size)
+        path = Path(f) if os.path.isabs(f) else base / f
+        if e.get("frames"):  # a video: a strip of its frames instead of one picture
+            e["strip"] = [[_store(j, f"{f}#{n}", folder) if j else "", w, h, n, t, lab, c]
+                          for j, w, h, n, t, lab, c in _strip(path, e["frames"], size)]
+            return "", 0, 0
+        t = _thumb(path, size)
         return (_store(t[0], f, folder), t[1], t[2]) if t else ("", size, size * 3 // 4)
 
     stats = {"failures": 0, "thumbnails": 0}
@@ -435,7 +484,7 @@ def _fill(table: _Table, entries: Iterator[dict], base: Path, folder: Optional[P
             for e, t in zip(batch, pool.map(thumb, batch), strict=True):
                 e["thumb"], e["tw"], e["th"] = t
                 stats["failures"] += bool(e["failure"])
-                stats["thumbnails"] += bool(t[0])
+                stats["thumbnails"] += bool(t[0]) or any(f[0] for f in e.get("strip") or [])
             table.add(batch)
     return stats
 
@@ -467,6 +516,8 @@ def _layout(table: _Table, data: Optional[Path], output: Path, info: dict, page_
 PAGE = """{% extends "base.html" %}
 {% block header %}<div id="who">{{ who }}</div>{% endblock %}
 {% block body %}
+<style>#gallery .card.video{width:auto;max-width:100%}.strip{display:flex;flex-wrap:wrap;gap:3px}
+.sf{margin:0;width:84px;font-size:10px}.sf img{display:block}</style>
 <div id="controls">
 <label>Label <select id="label"><option value="">all</option></select></label>
 <label>Min. confidence <select id="min"></select></label>
@@ -541,8 +592,26 @@ function setState(s) {
   location.hash = new URLSearchParams({label: s.label, min: String(s.step / STEPS),
     sort: s.sort, page: String(s.page), problems: String(s.problems)}).toString();
 }
+// A video: its sampled frames side by side, each with its own label; the card's label line
+// is the video's (by the rule in the results).
+function strip(file, frames) {
+  return el("div", {class: "strip"}, ...frames.map(([src, w, h, n, t, lab, c]) =>
+    el("figure", {class: "sf", "data-frame": n},
+       src ? el("img", {loading: "lazy", alt: `${file} frame ${n}`, src,
+                        style: `width:${+w}px;height:${+h}px`})
+           : el("div", {class: "tw", style: `width:${+w}px;height:${+h}px`}),
+       el("figcaption", {}, el("span", {class: "lab"}, lab), " ",
+          el("span", {class: "conf"}, (+c).toFixed(2)), el("br"),
+          el("span", {class: "ft"}, `#${n} ${(+t).toFixed(1)} s`)))));
+}
 function card(row, label) {
-  const [file, conf, , , seq, boxes, thumb, tw, th] = row;
+  const [file, conf, , , seq, boxes, thumb, tw, th, frames] = row;
+  if (frames && frames.length) {
+    const line = el("div", {}, "video: ", el("span", {class: "lab"}, label), " ",
+                    el("span", {class: "conf"}, conf.toFixed(2)));
+    return el("div", {class: "card video", "data-label": label, "data-conf": conf},
+              strip(file, frames), line, el("div", {class: "file"}, file));
+  }
   const frame = el("div", {class: "tw", style: `width:${+tw}px;height:${+th}px`});
   if (thumb) frame.append(el("img", {loading: "lazy", alt: file, src: thumb}));
   for (const b of boxes) {

@@ -27,6 +27,7 @@ from .journal import Journal, OutputLock, bundle_identity, file_identity
 from .mdformat import (
     DETECTION_CATEGORIES,
     classification_categories,
+    crops_video_block,
     failure_record,
     image_record,
     info_block,
@@ -40,12 +41,16 @@ from .outputs import IMAGE_EXTENSIONS, bundle_files, check_output
 from .sequences import smooth
 from .userfiles import read_text, sha256_file
 from .video import (
-    DEFAULT_FRAME_EVERY,
     DEFAULT_MAX_FRAMES,
     DEFAULT_TIME_LIMIT,
+    DEFAULT_VIDEO_RULE,
     DecodedVideo,
+    Sampling,
     decode_video,
+    decode_video_crops,
     is_video,
+    resolve_sampling,
+    spread_evenly,
 )
 
 
@@ -71,9 +76,11 @@ class Options:
     labels_path: Optional[str] = None  # a --labels file: read by the run, so never an output
     post: Optional[object] = None  # taxonomy.Post: allow-list and roll-up (--allow, --rollup_*)
     allow_path: Optional[str] = None  # the --allow file (its content hash goes in the checkpoint)
-    frame_every: float = DEFAULT_FRAME_EVERY  # videos: seconds between sampled frames
-    max_frames: int = DEFAULT_MAX_FRAMES  # videos: most sampled frames per video
+    frame_every: Optional[float] = None  # videos: seconds between sampled frames (None: the
+    max_frames: Optional[int] = None  # bundle's model.json input.video, else video's defaults)
     video_time_limit: float = DEFAULT_TIME_LIMIT  # videos: wall seconds each before partial
+    video_rule: str = DEFAULT_VIDEO_RULE  # videos: the per-video rule (set from the bundle)
+    sampling: Optional[Sampling] = None  # what resolve_video settled on (info, checkpoint)
 
 
 def default_decode_threads(interpreter_threads: int) -> int:
@@ -96,6 +103,7 @@ class Item:
     entry: Optional[dict] = None
     regions: list[Box] = field(default_factory=list)
     det_index: list[int] = field(default_factory=list)
+    frames: list[int] = field(default_factory=list)  # a video's: each region's frame_number
     error: Optional[str] = None  # a folder or entry that could not be read while listing
     ident: Optional[str] = None  # journal.file_identity, taken before the decode
 
@@ -330,10 +338,13 @@ def _whole_image_job(clf: Classifier, opts: Options) -> Callable[[Item], Decoded
     return job
 
 
-def _detections_job(clf: Classifier, strict: bool) -> Callable[[Item], Optional[Decoded]]:
+def _detections_job(clf: Classifier, strict: bool, opts: Optional[Options] = None
+                    ) -> Callable[[Item], Optional[Decoded]]:
     def job(item: Item) -> Optional[Decoded]:
         if not item.regions:
             return None
+        if item.frames:  # a video's boxes: decode exactly the frames MegaDetector boxed
+            return _video_crops(clf, item, opts or Options(output=Path("-")))
         regions = _crops(clf, item)
         groups = _scale_groups(item.path, regions, clf.preprocess)
         if len(groups) == 1:
@@ -370,6 +381,25 @@ def _scale_groups(path: str, regions: list[Box], pre) -> list[list[int]]:
     return list(groups.values())
 
 
+def _video_crops(clf: Classifier, item: Item, opts: Options) -> DecodedVideo:
+    """A video's detector boxes, cropped on their frames (docs/edge-outputs.md, Videos).
+
+    More boxed frames than ``max_frames``: that many, spread evenly; the other frames' boxes
+    stay unclassified, with a warning (the bound on time and memory sampling has too).
+    """
+    numbers = sorted(set(item.frames))
+    keep = set(spread_evenly(numbers, opts.max_frames or DEFAULT_MAX_FRAMES))
+    chosen = [i for i, n in enumerate(item.frames) if n in keep]  # indices into regions
+    dec = decode_video_crops(item.path, clf.preprocess,
+                             [(item.frames[i], item.regions[i]) for i in chosen],
+                             clf.spec.crop_padding, clf.spec.crop_square, opts.video_time_limit)
+    dec.boxes = [chosen[b] for b in dec.boxes]
+    if len(keep) < len(numbers):
+        dec.warnings.append(f"boxes on {len(numbers)} frames: {len(keep)} of them (spread "
+                            f"evenly, --max_frames) classified, the rest left unclassified")
+    return dec
+
+
 def _crops(clf: Classifier, item: Item) -> list[Box]:
     """The bundle's crop rule (model.json ``crop``) applied to the item's detector boxes."""
     pad, square = clf.spec.crop_padding, clf.spec.crop_square
@@ -389,7 +419,7 @@ def _classify_video(clf: Classifier, item: Item, dec: DecodedVideo, opts: Option
     return video_record(item.rel, probs, [(f.frame_number, f.time) for f in v.frames],
                         v.frame_rate, clf.labels, empty, opts.top_k, dec.capture_time,
                         dec.datetime, dec.warnings,
-                        opts.post.ranking if opts.post is not None else None)
+                        opts.post.ranking if opts.post is not None else None, opts.video_rule)
 
 
 def _classify_whole(clf: Classifier, item: Item, dec: Decoded, opts: Options,
@@ -411,14 +441,34 @@ def _classify_detections(clf: Classifier, item: Item, dec: Optional[Decoded],
     if dec is None:
         return rec
     probs = clf.predict_array(np.stack(dec.arrays)) if rows is None else rows
-    for row, i in enumerate(item.det_index):
+    boxes = dec.boxes if isinstance(dec, DecodedVideo) else range(len(item.det_index))
+    kept = []
+    for row, b in enumerate(boxes):
+        i = item.det_index[b]
         p = opts.post.probs(probs[row], item.rel) if opts.post is not None else probs[row]
+        kept.append(p)
         k_list = ranked(p, opts.top_k)
         rec["detections"][i]["classifications"] = (opts.post.ranking(k_list, p)
                                                    if opts.post is not None else k_list)
+    if isinstance(dec, DecodedVideo):
+        _video_of_crops(rec, item, dec, kept, opts)
     if dec.warnings:
         rec["warnings"] = dec.warnings
     return rec
+
+
+def _video_of_crops(rec: dict, item: Item, dec: DecodedVideo, probs: list, opts: Options
+                    ) -> None:
+    """A detector's video entry gets its ``video`` block (the per-video label) from its
+    classified boxes, and the decoded frame rate if the detector's file had none."""
+    times = {f.frame_number: f.time for f in dec.video.frames}
+    by_frame: dict[int, list] = {}
+    for b, p in zip(dec.boxes, probs):
+        by_frame.setdefault(item.frames[b], []).append(p)
+    frames = [(n, times.get(n, 0.0), np.stack(ps)) for n, ps in sorted(by_frame.items())]
+    rec["video"] = crops_video_block(frames, opts.top_k, opts.post.ranking if opts.post
+                                     is not None else None, opts.video_rule)
+    rec.setdefault("frame_rate", dec.video.frame_rate)
 
 
 def _md_items(md: dict, image_dir: str, opts: Options) -> Iterator[Item]:
@@ -428,13 +478,20 @@ def _md_items(md: dict, image_dir: str, opts: Options) -> Iterator[Item]:
         entry = json.loads(json.dumps(entry))  # our copy: the old classifications go away
         path = os.path.join(image_dir, entry["file"])  # an absolute file name stays absolute
         item = Item(path, entry["file"], entry)
+        entry.pop("video", None)  # an earlier run's per-video label: recomputed or gone
+        if is_video(entry["file"]) and not isinstance(entry.get("frames_processed"), list):
+            # MegaDetector 1.4 files lack it (1.5+ requires it): the frames it boxed
+            entry["frames_processed"] = sorted({int(d["frame_number"]) for d in
+                                                entry.get("detections") or []})
         for i, det in enumerate(entry.get("detections") or []):
             det.pop("classifications", None)
             if det["category"] in animal and det["conf"] >= opts.detection_threshold:
                 item.regions.append(tuple(float(v) for v in det["bbox"]))
                 item.det_index.append(i)
+                if is_video(entry["file"]):
+                    item.frames.append(int(det["frame_number"]))
         if entry.get("failure"):
-            item.regions, item.det_index = [], []
+            item.regions, item.det_index, item.frames = [], [], []
         yield item
 
 
@@ -470,6 +527,9 @@ def _check_md(path: Path, md: object) -> dict:
             e.fail(e._name("detections"), f"expected a list or null, got {_kind(dets)}")
         for j, det in enumerate(dets):
             _check_detection(e, i, j, det)
+            if is_video(entry["file"]):
+                Fields(path, det, f"images[{i}].detections[{j}]").int_("frame_number", lo=0,
+                                                                       hi=1 << 40)
     return md
 
 
@@ -517,7 +577,9 @@ def _meta(clf: Classifier, inputs: Sequence[str], opts: Options) -> dict:
             "detections": sha256_file(opts.detections, "results") if opts.detections else None,
             "detection_threshold": opts.detection_threshold if opts.detections else None,
             "top_k": opts.top_k,
-            "video": {"frame_every": opts.frame_every, "max_frames": opts.max_frames},
+            "video": {"frame_every": opts.frame_every, "max_frames": opts.max_frames,
+                      "rule": opts.video_rule,
+                      "bundle": opts.sampling.bundle if opts.sampling else None},
             "decode": {"strict": opts.strict,
                        "max_pixels": getattr(decode, "max_pixels_default", None)},
             "allow_list": sha256_file(opts.allow_path, "allow-list") if opts.allow_path
@@ -525,6 +587,16 @@ def _meta(clf: Classifier, inputs: Sequence[str], opts: Options) -> dict:
             "taxonomy": sha256_file(tax, "taxonomy") if opts.post is not None and
             tax.is_file() else None,
             "post": opts.post.metadata() if opts.post is not None else None}
+
+
+def resolve_video(clf: Classifier, opts: Options, stderr: Optional[TextIO] = None) -> None:
+    """Settle the video sampling: the bundle's ``input.video`` unless the command line says
+    otherwise (then a one-line warning; both are recorded in the info and the checkpoint)."""
+    s = resolve_sampling(getattr(clf.spec, "video", None), opts.frame_every, opts.max_frames)
+    opts.frame_every, opts.max_frames, opts.video_rule, opts.sampling = \
+        s.frame_every, s.max_frames, s.rule, s
+    if s.note:
+        print(f"kerascls-edge: warning: {s.note}", file=stderr or sys.stderr)
 
 
 def _record_for(clf: Classifier, item: Item, result: object, opts: Options,
@@ -593,7 +665,9 @@ def decode_job(clf: Classifier, opts: Options) -> Callable[[Item], object]:
     The file's identity is taken first, so a file replaced during the decode is at worst
     redone on the next resume, never kept with a result of other content.
     """
-    decode = _detections_job(clf, opts.strict) if opts.detections else \
+    if opts.sampling is None:  # called without predict (a backend's own loop)
+        resolve_video(clf, opts)
+    decode = _detections_job(clf, opts.strict, opts) if opts.detections else \
         _whole_image_job(clf, opts)
 
     def job(item: Item) -> object:
@@ -616,13 +690,21 @@ def pending(items: Iterable[Item], journal: Journal) -> Iterator[Item]:
 
 def chunks(pairs: Iterable[tuple[Item, object]], size: int
            ) -> Iterator[list[tuple[Item, object]]]:
-    """Lists of `size` consecutive pairs (the last may be shorter), taken lazily."""
+    """Lists of consecutive pairs holding at most `size` model inputs each (an item larger
+    than that alone), taken lazily. An item counts its arrays (a video its sampled frames, at
+    least one), so a chunk of 32-frame clips is one batch of memory, not `size` × 32 frames."""
     chunk: list[tuple[Item, object]] = []
+    inputs = 0
     for pair in pairs:
-        chunk.append(pair)
-        if len(chunk) >= size:
+        n = max(1, len(pair[1].arrays) if isinstance(pair[1], Decoded) else 1)
+        if chunk and inputs + n > size:
             yield chunk
-            chunk = []
+            chunk, inputs = [], 0
+        chunk.append(pair)
+        inputs += n
+        if inputs >= size:
+            yield chunk
+            chunk, inputs = [], 0
     if chunk:
         yield chunk
 
@@ -654,6 +736,8 @@ def _header(clf: Classifier, opts: Options, md: Optional[dict], base: str) -> di
     """Top-level keys of the output file, `images` excluded."""
     extra = {"empty_classes": list(clf.spec.empty_classes), "top_k": opts.top_k,
              **(opts.post.metadata() if opts.post is not None else {})}
+    if opts.sampling is not None:
+        extra["video_sampling"] = opts.sampling.record()
     labels = opts.post.out_labels() if opts.post is not None else clf.labels
     if opts.smooth != "none":
         extra["sequence_smoothing"] = {"method": opts.smooth, "gap_seconds": opts.sequence_gap}
@@ -726,6 +810,7 @@ def predict(clf: Classifier, inputs: Sequence[str], opts: Options,
     `failure` entries of the output and make the CLI exit 1.
     """
     output = _check_inputs(clf, inputs, opts)
+    resolve_video(clf, opts, stderr)
     md = load_md(opts.detections) if opts.detections else None
     if md is not None and opts.smooth != "none":
         raise EdgeError("--smooth works on whole-image results only, not with --detections")

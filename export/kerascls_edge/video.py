@@ -19,6 +19,13 @@ second that is 5–60 frames, so 32 keeps every second of the common 10–30 s c
 frame every ~2 s of a minute-long one, while bounding a pathological 10-hour file to 32
 inferences (32 × ~4 ms on an int8 MobileNet on a Pi 5 is well under the decoding cost).
 
+**The contract.** ``frame_every`` and ``max_frames`` are part of a bundle's input contract
+(model.json ``input.video``; :func:`resolve_sampling` says when a run differs from it), and the
+per-video label is :func:`video_scores` (numpy only, a stable signature: kerascls's evaluate
+imports it). With MegaDetector video results, :func:`decode_video_crops` decodes exactly the
+frames the detector boxed (:func:`read_numbered_frames`: MegaDetector's ``frame_number`` is the
+0-based index in presentation order, as here).
+
 **Cost.** Timestamps come from reading the packets (no decoding, no declared duration or
 frame count trusted). Only the packets from the key frame before each sampled frame up to it
 are decoded (nothing between two far-apart samples), and only sampled frames are converted
@@ -39,11 +46,12 @@ from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image
 
+from .bundle import VIDEO_RULES
 from .decode import Decoded
 
 #: Suffixes read as videos (compared case-insensitively): what camera traps and phones write.
@@ -54,7 +62,19 @@ DEFAULT_MAX_FRAMES = 32  # see the module docstring
 DEFAULT_TIME_LIMIT = 300.0  # seconds of wall time per video before a partial result
 MAX_PACKETS = 2_000_000  # 18 h at 30 fps; past it the timestamp index alone would grow large
 CODEC_THREADS = 2  # per decoder: frame threading holds one extra frame per thread
+#: Decoder options that give a frame the same pixels on every platform (x86, a Pi's arm64):
+#: FFmpeg's default IDCT for MPEG-4 Part 2 and MJPEG is SIMD code that differs between x86
+#: and NEON, its "simple" IDCT does not; "bitexact" keeps out the other approximate SIMD
+#: paths. H.264 is exact either way. Checked under emulation in tests/test_aarch64.py.
+DECODER_OPTIONS = {"flags": "+bitexact", "idct": "simple"}
 VIDEO_SLOTS = threading.BoundedSemaphore(1)  # videos decoded at once in one process
+DEFAULT_VIDEO_RULE = VIDEO_RULES[0]
+#: Camtrap DP ``fileMediatype`` per video suffix: fixed here, since ``mimetypes`` depends on the
+#: host's /etc/mime.types and calls some of these audio/, model/ or application/.
+VIDEO_MEDIATYPES = {".mp4": "video/mp4", ".mov": "video/quicktime", ".m4v": "video/x-m4v",
+                    ".avi": "video/x-msvideo", ".asf": "video/x-ms-asf",
+                    ".wmv": "video/x-ms-wmv", ".mkv": "video/x-matroska",
+                    ".mts": "video/mp2t", ".3gp": "video/3gpp"}
 _ROTATE = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180,
            270: Image.Transpose.ROTATE_270}
 
@@ -94,6 +114,76 @@ class Video:
 def is_video(name: Union[str, os.PathLike]) -> bool:
     """True when the file name has one of :data:`VIDEO_EXTENSIONS` (any case)."""
     return os.path.splitext(os.fspath(name))[1].lower() in VIDEO_EXTENSIONS
+
+
+def media_type(name: Union[str, os.PathLike]) -> Optional[str]:
+    """A video's media type from its suffix (any case), None for a file that is no video."""
+    return VIDEO_MEDIATYPES.get(os.path.splitext(os.fspath(name))[1].lower())
+
+
+def video_scores(frame_probs: np.ndarray, rule: str = DEFAULT_VIDEO_RULE) -> np.ndarray:
+    """The per-video probabilities from the sampled frames' (the one rule of device and
+    training: kerascls imports this so evaluate scores videos as the device does).
+
+    Args:
+      frame_probs: (frames, classes) probabilities, one row per sampled frame (or crop).
+      rule: "mean": the mean of the rows (every frame votes; steadier when the animal is in
+        most frames); "max": the row of the most confident frame (the highest top
+        probability, the first on a tie; follows a brief appearance).
+
+    Returns:
+      (classes,) float64 probabilities. Raises ValueError for no rows or an unknown rule.
+    """
+    p = np.asarray(frame_probs, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] == 0:
+        raise ValueError(f"frame_probs must be (frames >= 1, classes), got shape {p.shape}")
+    if rule == "mean":
+        return p.mean(axis=0)
+    if rule == "max":
+        return p[int(np.argmax(p.max(axis=1)))].copy()
+    raise ValueError(f"unknown per-video rule {rule!r}; one of {', '.join(VIDEO_RULES)}")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling a run uses, and where it came from (the bundle's input contract)."""
+
+    frame_every: float = DEFAULT_FRAME_EVERY
+    max_frames: int = DEFAULT_MAX_FRAMES
+    rule: str = DEFAULT_VIDEO_RULE
+    bundle: Optional[dict] = None  # model.json input.video as read, None for older bundles
+    note: Optional[str] = None  # a one-line warning when the command line differs from it
+
+    def record(self) -> dict:
+        """What the output's info and the checkpoint keep."""
+        return {"frame_every": self.frame_every, "max_frames": self.max_frames,
+                "rule": self.rule, "bundle": self.bundle, "note": self.note}
+
+
+def resolve_sampling(bundle: Optional[dict], frame_every: Optional[float] = None,
+                     max_frames: Optional[int] = None) -> Sampling:
+    """The bundle's ``input.video`` sampling unless the command line gives other values.
+
+    A value given that differs from the bundle's is used but said (``note``): the model
+    then sees frames sampled unlike training's. No ``input.video`` (older bundles): the
+    defaults, and a given value is simply used.
+    """
+    b = bundle or {}
+    every = b.get("frame_every", DEFAULT_FRAME_EVERY)
+    most = b.get("max_frames", DEFAULT_MAX_FRAMES)
+    rule = b.get("rule", DEFAULT_VIDEO_RULE)
+    differs = []
+    if frame_every is not None and float(frame_every) != float(every):
+        differs.append(f"--frame_every {frame_every:g} (the bundle's is {every:g})")
+    if max_frames is not None and int(max_frames) != int(most):
+        differs.append(f"--max_frames {max_frames} (the bundle's is {most})")
+    note = None
+    if differs and bundle:
+        note = (f"videos sampled with {' and '.join(differs)}: not as the model was trained; "
+                "recorded in the output")
+    return Sampling(float(every if frame_every is None else frame_every),
+                    int(most if max_frames is None else max_frames), rule,
+                    dict(bundle) if bundle else None, note)
 
 
 def sample_frames(ticks: np.ndarray, tick: Fraction, frame_every: float, max_frames: int
@@ -227,8 +317,15 @@ def _creation_time(container, path) -> tuple[Optional[float], Optional[str]]:
 
 
 def _upright(frame) -> Image.Image:
-    """The frame as RGB, turned the way its display matrix says (like EXIF orientation)."""
-    img = Image.fromarray(frame.to_ndarray(format="rgb24"))  # one RGB copy, not two
+    """The frame as RGB, turned the way its display matrix says (like EXIF orientation).
+
+    swscale's YUV to RGB is bit-exact only when asked (BITEXACT | ACCURATE_RND): its default
+    x86 and NEON paths round differently, so the same video gave other pixels on a Pi.
+    """
+    from av.video.reformatter import Interpolation as I  # noqa: E741
+
+    exact = I.BILINEAR | I.BITEXACT | I.ACCURATE_RND
+    img = Image.fromarray(frame.to_ndarray(format="rgb24", interpolation=exact))  # one copy
     rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
     return img.transpose(_ROTATE[rot]) if rot in _ROTATE else img
 
@@ -280,6 +377,26 @@ def read_video(path: Union[str, os.PathLike], frame_every: float = DEFAULT_FRAME
 
     Raises VideoError when nothing could be sampled; problems short of that are warnings.
     """
+    keep = convert or (lambda img: img)
+    return _read(path, (frame_every, max_frames), time_limit, max_pixels,
+                 lambda img, _number: keep(img))
+
+
+def read_numbered_frames(path: Union[str, os.PathLike], numbers: Sequence[int],
+                         convert: Callable[[Image.Image, int], object],
+                         time_limit: float = DEFAULT_TIME_LIMIT,
+                         max_pixels: Optional[int] = -1) -> Video:
+    """Decode the frames with these numbers (0-based, in presentation order: MegaDetector's
+    ``frame_number``) instead of sampling; ``convert(img, number)`` makes what is kept.
+
+    A number past the video's last frame is a warning; none decodable is a VideoError.
+    """
+    return _read(path, sorted({int(n) for n in numbers}), time_limit, max_pixels, convert)
+
+
+def _read(path, plan_by, time_limit: float, max_pixels: Optional[int],
+          convert: Callable[[Image.Image, int], object]) -> Video:
+    """read_video's body: ``plan_by`` is (frame_every, max_frames) or the frame numbers."""
     import av
 
     from . import decode as decode_module
@@ -288,11 +405,11 @@ def read_video(path: Union[str, os.PathLike], frame_every: float = DEFAULT_FRAME
     deadline = time.monotonic() + time_limit
     with VIDEO_SLOTS:
         try:
-            video, ix, plan, ticks, tick = _survey(path, frame_every, max_frames, deadline, cap)
+            video, ix, plan, ticks, tick = _survey(path, plan_by, deadline, cap)
             container, stream = _open(path)  # afresh: seeking back fails on damaged files
             try:
                 return _sample(container, stream, video, ix, plan, ticks, tick, deadline, cap,
-                               convert or (lambda img: img))
+                               convert)
             finally:
                 container.close()
         except (MemoryError, OverflowError, av.error.FFmpegError) as e:
@@ -300,7 +417,7 @@ def read_video(path: Union[str, os.PathLike], frame_every: float = DEFAULT_FRAME
                              ) from None
 
 
-def _survey(path, frame_every: float, max_frames: int, deadline: float, cap: Optional[int]):
+def _survey(path, plan_by, deadline: float, cap: Optional[int]):
     """Read the packets' timestamps and plan the samples: (video, index, plan, ticks, tick)."""
     container, stream = _open(path)
     try:
@@ -308,17 +425,33 @@ def _survey(path, frame_every: float, max_frames: int, deadline: float, cap: Opt
         if cap and w * h > cap:
             raise VideoError(f"video of {w}×{h} is over the {cap / 1e6:g} MP pixel cap")
         ix = _index(container, stream, deadline)
-        ticks, tick, plan = _plan(ix, stream, frame_every, max_frames)
+        numbered = isinstance(plan_by, list)
+        ticks, tick, plan = _plan(ix, stream, *((1.0, 1) if numbered else plan_by))
         if not plan:
             raise VideoError("no video frames in the file" + (f": {ix.damage}" if ix.damage
                                                                else ""))
+        warnings = [ix.damage] if ix.damage else []
+        if numbered:
+            plan = [n for n in plan_by if 0 <= n < len(ticks)]
+            if len(plan) < len(plan_by):
+                warnings.append(f"frame number(s) {_listed(sorted(set(plan_by) - set(plan)))} "
+                                f"not in the video ({len(ticks)} frames)")
+            if not plan:
+                raise VideoError(f"none of the frames asked for is in the video: "
+                                 f"{warnings[-1]}")
         t, dt = _creation_time(container, path)
         video = Video(frame_rate=round(float(_rate(stream)), 4), frame_count=len(ticks),
                       duration=float(ticks[-1] * tick), capture_time=t, datetime=dt,
-                      warnings=[ix.damage] if ix.damage else [])
+                      warnings=warnings)
         return video, ix, plan, ticks, tick
     finally:
         container.close()
+
+
+def _listed(numbers: Sequence[int], most: int = 5) -> str:
+    """A few numbers for a one-line message."""
+    head = ", ".join(str(n) for n in numbers[:most])
+    return head + (f" … ({len(numbers)} in all)" if len(numbers) > most else "")
 
 
 def _sample(container, stream, video: Video, ix: _Index, plan: list[int], ticks: np.ndarray,
@@ -328,13 +461,14 @@ def _sample(container, stream, video: Video, ix: _Index, plan: list[int], ticks:
 
     base = int(np.min(ix.pts)) if ix.timed else 0
     wanted = {int(ticks[n]) + base: n for n in plan}
+    stream.codec_context.options = dict(DECODER_OPTIONS)
     stream.thread_type = "AUTO"
     stream.codec_context.thread_count = CODEC_THREADS
     dec = _Decoder(container, stream, ix, wanted, deadline, cap)
     try:
         for number, frame in _sequential(dec):
             video.frames.append(SampledFrame(number, float(ticks[number] * tick),
-                                             convert(_upright(frame))))
+                                             convert(_upright(frame), number)))
     except av.error.FFmpegError as e:
         video.warnings.append(f"video stopped decoding: {_av_message(e)}")
     return _finish(video, plan, dec, deadline)
@@ -398,6 +532,7 @@ class DecodedVideo(Decoded):
     (so a batched backend stacks them like crops), ``video`` the rest."""
 
     video: Optional[Video] = None
+    boxes: Optional[list[int]] = None  # decode_video_crops: the box each array belongs to
 
 
 def decode_video(path: Union[str, os.PathLike], pre, frame_every: float = DEFAULT_FRAME_EVERY,
@@ -407,3 +542,39 @@ def decode_video(path: Union[str, os.PathLike], pre, frame_every: float = DEFAUL
     v = decode_frames(path, pre, frame_every, max_frames, time_limit)
     return DecodedVideo(arrays=[f.pixels for f in v.frames], capture_time=v.capture_time,
                         datetime=v.datetime, warnings=list(v.warnings), video=v)
+
+
+def spread_evenly(items: Sequence, most: int) -> list:
+    """At most ``most`` of ``items``, spread evenly as the sampling rule spreads candidates:
+    item ``round(j · (K-1) / (M-1))`` for j = 0 … M-1, halves up (first and last kept)."""
+    k, m = len(items), max(1, int(most))
+    if k <= m:
+        return list(items)
+    picks = [(2 * j * (k - 1) + (m - 1)) // (2 * (m - 1)) for j in range(m)] if m > 1 else [0]
+    return [items[i] for i in picks]
+
+
+def decode_video_crops(path: Union[str, os.PathLike], pre, boxes: Sequence[tuple[int, tuple]],
+                       padding: float = 0.0, square: bool = False,
+                       time_limit: float = DEFAULT_TIME_LIMIT) -> DecodedVideo:
+    """Detector boxes on a video's frames (``(frame_number, [x, y, w, h])`` each, MegaDetector's
+    frame numbers) as model inputs: exactly those frames are decoded, each box cropped by the
+    bundle's crop rule and decoded alone as a photo's box is. ``boxes`` of the result names the
+    box (its index in ``boxes``) of each array; a box whose frame failed has none."""
+    from .decode import crop_region, decode
+
+    by_frame: dict[int, list[int]] = {}
+    for i, (number, _) in enumerate(boxes):
+        by_frame.setdefault(int(number), []).append(i)
+    got: dict[int, np.ndarray] = {}
+
+    def crops(img: Image.Image, number: int) -> None:
+        for i in by_frame[number]:
+            box = tuple(float(v) for v in boxes[i][1])
+            region = crop_region(box, img.size, padding, square) if padding or square else box
+            got[i] = decode(img, pre, regions=[region], max_pixels=None).arrays[0]
+
+    v = read_numbered_frames(path, list(by_frame), crops, time_limit)
+    order = sorted(got)
+    return DecodedVideo(arrays=[got[i] for i in order], capture_time=v.capture_time,
+                        datetime=v.datetime, warnings=list(v.warnings), video=v, boxes=order)

@@ -30,6 +30,7 @@ from kerascls.data.files import (
 from kerascls.data.records import Record
 from kerascls.errors import UserError
 from kerascls_edge.decode import crop_region
+from kerascls_edge.video import is_video
 
 log = logging.getLogger("kerascls.data")
 # kerascls-edge predict's default: train on the boxes the device will classify
@@ -145,9 +146,12 @@ def md_source(rest: str, opts: DetectionOptions) -> CropSource:
     if not rows or not {"filepath", "label"} <= set(rows[0]):
         raise UserError(f"{labels_file}: needs a header with filepath and label columns")
     labels = {(labels_file.parent / r["filepath"]).resolve(): r for r in rows}
-    records, unlabeled, no_box = [], 0, 0
+    records, unlabeled, no_box, videos = [], 0, 0, 0
     for im in md["images"]:
         path = (file.parent / im["file"]).resolve()
+        if is_video(path):  # its boxes sit on detector frames the sampling rule may not take
+            videos += 1
+            continue
         row = labels.get(path)
         if row is None or not (row.get("label") or "").strip():
             unlabeled += 1
@@ -164,6 +168,9 @@ def md_source(rest: str, opts: DetectionOptions) -> CropSource:
             records.append(Record(labels=(opts.empty_class,), **common))
         else:
             no_box += 1
+    if videos:
+        log.warning("%s: %d video entries are left out: md: trains on photos' boxes (train on "
+                    "videos with folder:, csv: or camtrapdp:)", file, videos)
     if unlabeled:
         log.warning("%s: %d images have no label in %s and are left out", file, unlabeled,
                     labels_file)
@@ -204,6 +211,7 @@ CAMTRAPDP_REQUIRED = {
     "deployments": ("deploymentID",),
 }
 BBOX = ("bboxX", "bboxY", "bboxWidth", "bboxHeight")
+TRAINABLE_MEDIA = ("image/", "video/")  # fileMediatype prefixes; a video's sampled frames
 
 
 @dataclass
@@ -280,11 +288,11 @@ def _bbox(row: _Row) -> tuple[float, float, float, float] | None:
 
 
 def _media_files(pkg: Path, media: list[_Row], root: Path | None) -> dict[str, tuple]:
-    """mediaID → (path, row) for image media; remote files need a MEDIA_ROOT."""
+    """mediaID → (path, row) for image and video media; remote files need a MEDIA_ROOT."""
     out, remote = {}, []
     for row in media:
         d = row.data
-        if not (d.get("fileMediatype") or "").startswith("image/"):
+        if not (d.get("fileMediatype") or "").startswith(TRAINABLE_MEDIA):
             continue
         row.time("timestamp")
         path = (d.get("filePath") or "").strip()
@@ -304,7 +312,9 @@ def _media_files(pkg: Path, media: list[_Row], root: Path | None) -> dict[str, t
 def camtrapdp_source(rest: str, crop_boxes: bool = False) -> CropSource:
     """``camtrapdp:DATAPACKAGE.json[:MEDIA_ROOT]``: Camera Trap Data Package 1.0.
 
-    Label: scientificName (observationType for blank/human/vehicle/…). Location for splits:
+    Image and video media (a video's sampled frames are its examples, every one with the
+    video's labels). Label: scientificName (observationType for blank/human/vehicle/…).
+    Location for splits:
     the deployment's locationID (else deploymentID); sequence: eventID. Media-level
     observations label their media file (one crop per bbox with ``crop_boxes``); event-level
     ones label every image of the deployment taken within the event, unless the image has
@@ -359,7 +369,8 @@ def camtrapdp_source(rest: str, crop_boxes: bool = False) -> CropSource:
         if not obs:
             continue
         seq = next((o.data.get("eventID") for o in obs if o.data.get("eventID")), "") or ""
-        boxed = [o for o in obs if crop_boxes and _bbox(o)]
+        # a video's box has no frame to belong to: the observation labels the whole video
+        boxed = [o for o in obs if crop_boxes and _bbox(o) and not is_video(path)]
         records += [Record(labels=(_observation_label(o),), bbox=_bbox(o), seq_id=seq, **common)
                     for o in boxed]
         rest_obs = [o for o in obs if o not in boxed]

@@ -14,22 +14,34 @@ free, what runs on the camera-trap device). Two ways to get them here:
 
 ``records.check_files`` learnt each file's format, size and EXIF orientation once, so a plan
 is plain numbers and the graph only branches, never inspects.
+
+A video frame (``Record.frame`` ≥ 0) is always the device's: :func:`kerascls_edge.video.
+decode_frames` samples the video by the run's rule and makes each sampled frame model-ready as
+a photo; the frames of the last few videos are kept (:data:`VIDEO_CACHE`), so a video's frames,
+read one after another, decode it once.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
-from kerascls.data.records import Record
+from kerascls.data.records import Record, VideoRule
 from kerascls.data.transforms import place
 from kerascls_edge import decode as edge
+from kerascls_edge import video as edge_video
 
 RATIOS = (1, 2, 4, 8)
 EDGE_BRANCH = len(RATIOS)  # decode with kerascls_edge.decode (Pillow) inside the graph
+VIDEO_BRANCH = EDGE_BRANCH + 1  # a video frame, by kerascls_edge.video
+VIDEO_CACHE = 4  # videos whose model-ready sampled frames are kept (per process)
+_videos: OrderedDict = OrderedDict()
+_videos_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,7 @@ class Plan:
     ``region`` is the record's box normalized to the upright image (what the device's
     ``decode(regions=...)`` takes); ``box`` (left, top, right, bottom), ``inner`` (h, w) and
     ``offset`` (y, x) are the device's geometry in the decoded (DCT-reduced) upright image.
+    ``frame``: a video's frame number (-1: a photo).
     """
 
     branch: int
@@ -47,6 +60,7 @@ class Plan:
     box: tuple[float, float, float, float]
     inner: tuple[int, int]
     offset: tuple[int, int]
+    frame: int = -1
 
 
 def preprocess(size: tuple[int, int], channels: int = 3, resize: str = "stretch"
@@ -64,6 +78,9 @@ def upright_size(rec: Record) -> tuple[int, int]:
 
 def plan(rec: Record, pre: edge.Preprocess) -> Plan:
     """The device's plan for one record: DCT scale, box, inner size and letterbox offset."""
+    if rec.frame >= 0:  # the whole frame, as the device classifies it
+        return Plan(VIDEO_BRANCH, 1, (0.0, 0.0, 1.0, 1.0), (0.0, 0.0, 1.0, 1.0), (1, 1),
+                    (0, 0), rec.frame)
     up = upright_size(rec)
     if rec.bbox:
         x, y, w, h = rec.bbox
@@ -79,13 +96,15 @@ def plan(rec: Record, pre: edge.Preprocess) -> Plan:
 
 
 def plan_columns(plans: list[Plan]) -> tuple[np.ndarray, ...]:
-    """(branch, orientation, region, box, inner, offset) arrays for ``from_tensor_slices``."""
+    """(branch, orientation, region, box, inner, offset, frame) arrays for
+    ``from_tensor_slices``."""
     return (np.array([p.branch for p in plans], np.int32),
             np.array([p.orientation for p in plans], np.int32),
             np.array([p.region for p in plans], np.float64).reshape(-1, 4),
             np.array([p.box for p in plans], np.float32).reshape(-1, 4),
             np.array([p.inner for p in plans], np.int32).reshape(-1, 2),
-            np.array([p.offset for p in plans], np.int32).reshape(-1, 2))
+            np.array([p.offset for p in plans], np.int32).reshape(-1, 2),
+            np.array([p.frame for p in plans], np.int32))
 
 
 def orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
@@ -119,8 +138,7 @@ def decode_jpeg(data: tf.Tensor, branch) -> tf.Tensor:
 
 def edge_pixels(path, region, pre: edge.Preprocess) -> np.ndarray:
     """The device's pixels for one file and normalized region (no pixel cap in training)."""
-    path = path.item() if isinstance(path, np.ndarray) else path
-    path = path.decode() if isinstance(path, bytes) else path
+    path = _text(path)
     box = tuple(float(v) for v in np.asarray(region).reshape(4))
     return edge.decode(path, pre, [box], max_pixels=None).arrays[0]
 
@@ -133,6 +151,52 @@ def load_edge(path: tf.Tensor, region: tf.Tensor, pre: edge.Preprocess) -> tf.Te
     return image
 
 
+def _text(path) -> str:
+    path = path.item() if isinstance(path, np.ndarray) else path
+    return path.decode() if isinstance(path, bytes) else path
+
+
+def video_frames(path: str, pre: edge.Preprocess, rule: VideoRule) -> dict[int, np.ndarray]:
+    """Frame number → model pixels of a video's sampled frames: the device's
+    :func:`kerascls_edge.video.decode_frames`, kept for the last :data:`VIDEO_CACHE` videos.
+
+    One lock: the device decodes one video at a time per process anyway
+    (``kerascls_edge.video.VIDEO_SLOTS``), and a video is never decoded twice at once.
+    """
+    key = (path, pre, rule)
+    with _videos_lock:
+        if key in _videos:
+            _videos.move_to_end(key)
+            return _videos[key]
+        video = edge_video.decode_frames(path, pre, rule.frame_every, rule.max_frames)
+        frames = {f.frame_number: f.pixels for f in video.frames}
+        _videos[key] = frames
+        while len(_videos) > VIDEO_CACHE:
+            _videos.popitem(last=False)
+        return frames
+
+
+def video_pixels(path, frame, pre: edge.Preprocess, rule: VideoRule) -> np.ndarray:
+    """One sampled frame's model pixels; a frame the video no longer yields is one clear
+    error (the file changed since it was checked)."""
+    path, frame = _text(path), int(frame)
+    frames = video_frames(path, pre, rule)
+    if frame not in frames:
+        raise edge_video.VideoError(f"{path}: frame {frame} is not among the sampled frames "
+                                    f"now ({sorted(frames)}); the file changed since the "
+                                    "run's check")
+    return frames[frame]
+
+
+def load_video(path: tf.Tensor, frame: tf.Tensor, pre: edge.Preprocess,
+               rule: VideoRule) -> tf.Tensor:
+    """:func:`video_pixels` inside the graph: H×W×C uint8."""
+    image = tf.numpy_function(lambda p, f: video_pixels(p, f, pre, rule), [path, frame],
+                              tf.uint8, stateful=False)
+    image.set_shape([pre.height, pre.width, pre.channels])
+    return image
+
+
 def load_graph(path: tf.Tensor, branch, orientation, box, inner, offset,
                pre: edge.Preprocess, upright: bool = False) -> tf.Tensor:
     """A planned JPEG through TF's graph decoder and resize: H×W×3 uint8."""
@@ -141,14 +205,38 @@ def load_graph(path: tf.Tensor, branch, orientation, box, inner, offset,
     return place(image, box, inner, offset, (pre.height, pre.width))
 
 
-def loader(decoder: str, plans: list[Plan], pre: edge.Preprocess) -> Callable[..., tf.Tensor]:
-    """``f(path, branch, orientation, region, box, inner, offset) → H×W×C uint8``.
+def loader(decoder: str, plans: list[Plan], pre: edge.Preprocess,
+           rule: VideoRule | None = None) -> Callable[..., tf.Tensor]:
+    """``f(path, branch, orientation, region, box, inner, offset, frame) → H×W×C uint8``.
 
     ``pil``: every file through the device's decoder. ``tf``: JPEGs through the graph,
     other files through the device's decoder; branches that no record takes are left out
-    (per-image overhead matters for small images).
+    (per-image overhead matters for small images). Video frames (``rule``: the sampling
+    rule) always through the device's video decoder.
     """
-    branches = {p.branch for p in plans}
+    photos = [p for p in plans if p.branch != VIDEO_BRANCH]
+    photo = _photo_loader(decoder, photos, pre)
+    if len(photos) == len(plans):
+        return lambda path, b, o, region, box, inner, offset, frame=-1: photo(
+            path, b, o, region, box, inner, offset)
+    rule = rule or VideoRule()
+
+    def video(path, b, o, region, box, inner, offset, frame):
+        return load_video(path, frame, pre, rule)
+    if not photos:
+        return video
+
+    def mixed(path, b, o, region, box, inner, offset, frame):
+        return tf.cond(tf.equal(b, VIDEO_BRANCH),
+                       lambda: video(path, b, o, region, box, inner, offset, frame),
+                       lambda: photo(path, b, o, region, box, inner, offset))
+    return mixed
+
+
+def _photo_loader(decoder: str, plans: list[Plan], pre: edge.Preprocess
+                  ) -> Callable[..., tf.Tensor]:
+    """:func:`loader` for photos: ``f(path, branch, orientation, region, box, inner, offset)``."""
+    branches = {p.branch for p in plans} or {EDGE_BRANCH}
     upright = all(p.orientation == 1 for p in plans)
     if decoder == "pil" or branches == {EDGE_BRANCH}:
         return lambda path, b, o, region, box, inner, offset: load_edge(path, region, pre)
@@ -168,10 +256,11 @@ def loader(decoder: str, plans: list[Plan], pre: edge.Preprocess) -> Callable[..
 
 
 def decode_record(rec: Record, size: tuple[int, int], resize: str = "stretch",
-                  decoder: str = "tf", channels: int = 3) -> np.ndarray:
+                  decoder: str = "tf", channels: int = 3,
+                  rule: VideoRule | None = None) -> np.ndarray:
     """One record's model pixels (H×W×C uint8), eagerly: for checks and debugging."""
     pre = preprocess(size, channels, resize)
     p = plan(rec, pre)
-    load = loader(decoder, [p], pre)
+    load = loader(decoder, [p], pre, rule)
     cols = [tf.constant(c[0]) for c in plan_columns([p])]
     return load(tf.constant(rec.path), *cols).numpy()

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kerascls.data.records import BadFile, Record, check_files
+from kerascls.data.records import BadFile, Record, VideoRule, check_files
 from kerascls.data.splits import split_records
 from kerascls.errors import UserError
 
@@ -31,6 +31,7 @@ class FileSource:
     presplit: dict[str, list[Record]] | None = None
     bad: list[BadFile] = field(default_factory=list)
     image_shape: tuple[int, int, int] = (DEFAULT_FILE_IMAGE_SIZE, DEFAULT_FILE_IMAGE_SIZE, 3)
+    video: VideoRule = field(default_factory=VideoRule)  # which frames of a video are examples
     x_test = None  # no in-memory test arrays: the test split is a file list
 
     @property
@@ -38,16 +39,22 @@ class FileSource:
         return any(len(r.labels) > 1 for r in self.records)
 
     def check(self) -> "FileSource":
-        """Probe every file once; drop and remember the bad ones; fail if a class is left empty."""
-        result = check_files(self.records)
-        good = set(result.records)
+        """Probe every file once; drop and remember the bad ones; fail if a class is left empty.
+
+        A video becomes one record per sampled frame (``self.video``), all in its split.
+        """
+        result = check_files(self.records, video=self.video)
         self.bad, self.records = result.bad, result.records
         if self.presplit:
-            by_key = {(r.path, r.labels, r.bbox): r for r in good}
-            self.presplit = {s: [by_key[k] for k in ((r.path, r.labels, r.bbox) for r in recs)
-                                 if k in by_key] for s, recs in self.presplit.items()}
+            by_key: dict[tuple, list[Record]] = {}
+            for r in result.records:  # a video's frames share its (path, labels)
+                key = (r.path, r.labels, None if r.frame >= 0 else r.bbox)
+                by_key.setdefault(key, []).append(r)
+            self.presplit = {s: [g for r in recs for g in by_key.get(
+                (r.path, r.labels, r.bbox), [])] for s, recs in self.presplit.items()}
         if not self.records:
-            raise UserError(f"{self.name}: no readable image ({len(self.bad)} files skipped)")
+            raise UserError(f"{self.name}: no readable image or video ({len(self.bad)} files "
+                             "skipped)")
         require_every_class(self.records, self.class_names, self.name, "readable ")
         return self
 

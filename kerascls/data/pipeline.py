@@ -6,13 +6,13 @@ become batches of raw 0–255 pixels, which the model normalizes itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
-from kerascls.data.decode import loader, plan, plan_columns, preprocess
-from kerascls.data.records import Record
+from kerascls.data.decode import VIDEO_BRANCH, loader, plan, plan_columns, preprocess
+from kerascls.data.records import Record, VideoRule
 from kerascls.data.transforms import batch_augmenter, random_resized_crop
 from kerascls.errors import UserError
 
@@ -69,6 +69,8 @@ class PipelineOptions:
             ops that follow the device's plan (other files still go through the device's
             decoder); ``auto``: ``pil`` when some JPEG is decoded at reduced scale, else
             ``tf``.
+        video: which frames of a video are examples (the sampling rule; a video frame's
+            pixels are always the device's ``kerascls_edge.video.decode_frames``).
     """
 
     image_size: tuple[int, int]
@@ -82,9 +84,12 @@ class PipelineOptions:
     decoder: str = "auto"
     one_hot: bool = False
     channels: int = 3
+    video: VideoRule = field(default_factory=VideoRule)
+    shuffle: bool = True  # training only; False keeps file order (the feature cache's views)
 
 
 CACHE_AUTO_BYTES = 1 << 30
+VIDEO_SHUFFLE_BUFFER = 4096  # frames shuffled after decoding when videos are not cached
 
 
 def encode_labels(records: list[Record], class_names: list[str], task: str,
@@ -141,6 +146,8 @@ def file_dataset(records: list[Record], labels: np.ndarray, opts: PipelineOption
     Order: plan → [shuffle] → decode+resize (parallel) → [cache] → [shuffle] → random
     resized crop → batch → Keras augmentation → prefetch. Caching keeps resized uint8
     images, so later epochs skip decoding; augmentation always comes after the cache.
+    Video frames are decoded in record order (a video's frames are neighbours, so the video
+    is decoded once: ``decode.video_frames``) and shuffled after decoding.
     """
     size = tuple(opts.image_size)
     pre = preprocess(size, opts.channels, opts.resize)
@@ -148,23 +155,25 @@ def file_dataset(records: list[Record], labels: np.ndarray, opts: PipelineOption
     ds = tf.data.Dataset.from_tensor_slices(
         (np.array([r.path for r in records]), *plan_columns(plans), labels))
     cache = _cache_target(opts, len(records))
-    shuffle = opts.training
-    if shuffle and cache is None:
+    shuffle = opts.training and opts.shuffle
+    videos = any(p.branch == VIDEO_BRANCH for p in plans)
+    if shuffle and cache is None and not videos:
         ds = ds.shuffle(len(records), seed=opts.seed, reshuffle_each_iteration=True)
     decoder = opts.decoder
     if decoder == "auto":
         decoder = "pil" if any(p.branch in (1, 2, 3) for p in plans) else "tf"
-    load = loader(decoder, plans, pre)
+    load = loader(decoder, plans, pre, opts.video)
 
-    def decode_resize(path, b, o, region, box, inner, offset, y):
-        image = load(path, b, o, region, box, inner, offset)  # the device's uint8 pixels
+    def decode_resize(path, b, o, region, box, inner, offset, frame, y):
+        image = load(path, b, o, region, box, inner, offset, frame)  # the device's pixels
         return (image if cache is not None else tf.cast(image, tf.float32)), y
     ds = ds.map(decode_resize, num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True if opts.deterministic else None)
+                deterministic=True if opts.deterministic or videos else None)
     if cache is not None:
         ds = ds.cache(cache)
-        if shuffle:
-            ds = ds.shuffle(len(records), seed=opts.seed, reshuffle_each_iteration=True)
+    if shuffle and (cache is not None or videos):
+        buffer = len(records) if cache is not None else min(len(records), VIDEO_SHUFFLE_BUFFER)
+        ds = ds.shuffle(buffer, seed=opts.seed, reshuffle_each_iteration=True)
     return _finish(ds, opts, cast=cache is not None)
 
 

@@ -18,13 +18,27 @@ from pathlib import Path
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from kerascls_edge import video as edge_video
 from kerascls_edge.decode import jpeg_coverage
 
 log = logging.getLogger("kerascls.data")
 
 FORMATS = {"JPEG": 0, "MPO": 0, "PNG": 1, "BMP": 1}  # 0: decode_jpeg (DCT scaling), 1: other
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-SPLIT_COLUMNS = ("filepath", "label", "location", "seq_id", "datetime", "bbox")
+SPLIT_COLUMNS = ("filepath", "label", "location", "seq_id", "datetime", "bbox", "frame")
+VIDEO_FORMAT = 2  # ``Record.fmt`` of a video frame (decoded by kerascls_edge.video)
+
+
+@dataclass(frozen=True)
+class VideoRule:
+    """Which frames of a video are examples: the device's sampling rule and its parameters
+    (``kerascls_edge.video``; written to model.json ``input.video``)."""
+
+    frame_every: float = edge_video.DEFAULT_FRAME_EVERY
+    max_frames: int = edge_video.DEFAULT_MAX_FRAMES
+
+    def as_json(self) -> dict:
+        return {"frame_every": float(self.frame_every), "max_frames": int(self.max_frames)}
 
 
 @dataclass(frozen=True)
@@ -33,7 +47,8 @@ class Record:
 
     ``bbox`` is ``(x, y, w, h)`` in pixels of the upright image (COCO convention).
     ``width``/``height`` (stored, before orientation), ``orientation`` and ``fmt`` are
-    filled by :func:`check_files`.
+    filled by :func:`check_files`. ``frame`` is the frame number of a video's sampled frame
+    (-1: not a video frame); :func:`check_files` turns a video's record into one per frame.
     """
 
     path: str
@@ -46,6 +61,7 @@ class Record:
     height: int = 0
     orientation: int = 1
     fmt: int = 0
+    frame: int = -1
 
 
 @dataclass
@@ -64,12 +80,15 @@ class CheckResult:
     bad: list[BadFile] = field(default_factory=list)
 
 
-def probe(path: str) -> tuple[dict, str]:
+def probe(path: str, video: VideoRule | None = None) -> tuple[dict, str]:
     """Header facts of one image, or an empty dict and the reason it is unusable.
 
     The pixels are decoded at 1/8 scale (Pillow draft mode) so that truncated and corrupt
-    JPEGs are caught at a fraction of a full decode's cost.
+    JPEGs are caught at a fraction of a full decode's cost. A video's facts are its sampled
+    frames (:func:`probe_video`).
     """
+    if edge_video.is_video(path):
+        return probe_video(path, video or VideoRule())
     try:
         if os.path.getsize(path) == 0:
             return {}, "zero-byte file"
@@ -95,6 +114,21 @@ def probe(path: str) -> tuple[dict, str]:
         return {}, f"unreadable: {e}"
 
 
+def probe_video(path: str, rule: VideoRule) -> tuple[dict, str]:
+    """The frame numbers the device samples from a video (decoded, nothing kept), or why
+    none: the same call the device makes, so a frame that does not decode is not trained on."""
+    try:
+        v = edge_video.read_video(path, rule.frame_every, rule.max_frames,
+                                  convert=lambda img: img.size)
+    except edge_video.VideoError as e:
+        return {}, f"unreadable video: {e}"
+    for w in v.warnings:
+        log.warning("%s: %s", path, w)
+    w, h = v.frames[0].pixels
+    return {"frames": tuple(f.frame_number for f in v.frames), "width": w, "height": h,
+            "fmt": VIDEO_FORMAT}, ""
+
+
 def _jpeg_end_missing(path: str) -> bool:
     """No EOI marker (FF D9) near the end: cut short.
 
@@ -107,16 +141,36 @@ def _jpeg_end_missing(path: str) -> bool:
         return b"\xff\xd9" not in f.read()
 
 
-def check_files(records: list[Record], threads: int = 8) -> CheckResult:
-    """Probe every distinct file once (in threads: Pillow decodes without the GIL)."""
+def check_files(records: list[Record], threads: int = 8,
+                video: VideoRule | None = None) -> CheckResult:
+    """Probe every distinct file once (in threads: Pillow decodes without the GIL).
+
+    A video's record becomes one record per sampled frame (``video``: the sampling rule),
+    each with the video's labels; a record that names a frame already keeps it only if the
+    rule still samples it (a split list read back).
+    """
     paths = sorted({r.path for r in records})
     with ThreadPoolExecutor(threads) as pool:
-        facts = dict(zip(paths, pool.map(probe, paths)))
-    good = [replace(r, **facts[r.path][0]) for r in records if facts[r.path][0]]
+        facts = dict(zip(paths, pool.map(lambda p: probe(p, video), paths)))
+    good = [g for r in records if facts[r.path][0] for g in _checked(r, facts[r.path][0])]
     bad = [BadFile(p, reason) for p, (info, reason) in facts.items() if not info]
     for b in bad:
         log.warning("skipping %s: %s", b.path, b.reason)
     return CheckResult(good, bad)
+
+
+def _checked(rec: Record, info: dict) -> list[Record]:
+    """The record with its file's facts; a video's: one per sampled frame."""
+    if "frames" not in info:
+        return [replace(rec, **info)]
+    facts = {k: v for k, v in info.items() if k != "frames"}
+    if rec.frame >= 0:
+        if rec.frame in info["frames"]:
+            return [replace(rec, bbox=None, **facts)]
+        log.warning("skipping frame %d of %s: not sampled from the video now", rec.frame,
+                    rec.path)
+        return []
+    return [replace(rec, bbox=None, frame=n, **facts) for n in info["frames"]]
 
 
 def write_bad_files(bad: list[BadFile], run_dir: Path) -> Path:
@@ -154,7 +208,8 @@ def write_split_csv(records: list[Record], path: Path) -> None:
         w.writerow(SPLIT_COLUMNS)
         for r in records:
             w.writerow([r.path, join_labels(r.labels), r.location, r.seq_id, r.datetime,
-                        " ".join(map(str, r.bbox)) if r.bbox else ""])
+                        " ".join(map(str, r.bbox)) if r.bbox else "",
+                        r.frame if r.frame >= 0 else ""])
 
 
 def read_split_csv(path: Path) -> list[Record]:
@@ -162,5 +217,6 @@ def read_split_csv(path: Path) -> list[Record]:
     with open(path, newline="") as f:
         return [Record(row["filepath"], split_labels(row["label"]), row["location"],
                        row["seq_id"], row["datetime"],
-                       tuple(float(v) for v in row["bbox"].split()) if row["bbox"] else None)
+                       tuple(float(v) for v in row["bbox"].split()) if row["bbox"] else None,
+                       frame=int(row.get("frame") or -1))
                 for row in csv.DictReader(f)]

@@ -22,7 +22,13 @@ from kerascls.data.pipeline import (
     file_dataset,
     oversample,
 )
-from kerascls.data.records import Record, check_files, read_split_csv, write_bad_files
+from kerascls.data.records import (
+    Record,
+    VideoRule,
+    check_files,
+    read_split_csv,
+    write_bad_files,
+)
 from kerascls.data.splits import write_splits
 from kerascls.data.transforms import LABEL_MIXING, parse_augment
 from kerascls.errors import UserError
@@ -36,6 +42,11 @@ def task_of(cfg: TrainConfig) -> str:
     return (cfg.model_args or {}).get("task", "multiclass")
 
 
+def video_rule(cfg: TrainConfig) -> VideoRule:
+    """The run's video sampling rule (``--frame_every``, ``--max_frames``)."""
+    return VideoRule(float(cfg.frame_every), int(cfg.max_frames))
+
+
 def options(cfg: TrainConfig, *, training: bool, batch_size: int | None = None) -> PipelineOptions:
     """Pipeline options of a run's config (the same resize for train, eval and export)."""
     augment = tuple(parse_augment(cfg.augment))
@@ -43,7 +54,7 @@ def options(cfg: TrainConfig, *, training: bool, batch_size: int | None = None) 
                            training=training, resize=cfg.resize,
                            augment=augment, cache=cfg.cache,
                            seed=cfg.seed, one_hot=bool(set(augment) & set(LABEL_MIXING)),
-                           channels=cfg.input_shape[2])
+                           channels=cfg.input_shape[2], video=video_rule(cfg))
 
 
 def prepare_splits(source, cfg: TrainConfig, run_dir: Path) -> dict[str, list[Record]]:
@@ -85,26 +96,32 @@ def fit_class_weight(records: list[Record], cfg: TrainConfig) -> dict[int, float
 
 
 def split_records(run_dir: Path | None, split: str) -> list[Record] | None:
-    """A run's saved split list (re-checked: files may have changed since), or None."""
+    """A run's saved split list (re-checked: files may have changed since), or None.
+
+    Video frames are re-sampled by the run's rule (its config.json): a listed frame the rule
+    no longer yields is left out with a warning.
+    """
     if run_dir is None:
         return None
     name = {"validation": "val"}.get(split, split)
     path = Path(run_dir) / "splits" / f"{name}.csv"
     if not path.exists():
         return None
-    result = check_files(read_split_csv(path))
+    cfg_file = Path(run_dir) / "config.json"
+    rule = video_rule(TrainConfig.load(run_dir)) if cfg_file.exists() else VideoRule()
+    result = check_files(read_split_csv(path), video=rule)
     if not result.records:
         raise UserError(f"{path}: no readable image")
     return result.records
 
 
 def sample_records(spec: str, split: str, count: int, seed: int, run_dir: Path | None,
-                   crop_boxes: bool = False) -> list[Record]:
+                   crop_boxes: bool = False, video: VideoRule | None = None) -> list[Record]:
     """``count`` seeded records of a split: the run's saved list, else a fresh split."""
     from kerascls.data.sources import load_source
     records = split_records(run_dir, split)
     if records is None:
-        parts = load_source(spec, crop_boxes=crop_boxes).splits(0.1, 0.1, seed)
+        parts = load_source(spec, crop_boxes=crop_boxes, video=video).splits(0.1, 0.1, seed)
         records = parts.get({"validation": "val"}.get(split, split)) or []
     if not records:
         raise UserError(f"{spec}: the {split!r} split has no images")
@@ -123,10 +140,10 @@ def sample_file_images(spec: str, split: str, count: int, shape, seed: int = 0,
     """
     cfg_file = Path(run_dir) / "config.json" if run_dir else None
     cfg = TrainConfig.load(run_dir) if cfg_file and cfg_file.exists() else TrainConfig(data=spec)
-    records = sample_records(spec, split, count, seed, run_dir, cfg.crop_boxes)
+    records = sample_records(spec, split, count, seed, run_dir, cfg.crop_boxes, video_rule(cfg))
     names = cfg.class_names or sorted({r.labels[0] for r in records})
     opts = PipelineOptions(tuple(shape[:2]), 64, resize=cfg.resize, channels=int(shape[2]),
-                           cache="none")
+                           cache="none", video=video_rule(cfg))
     if multi_hot:
         records = [r for r in records if set(r.labels) <= set(names)]
         y = encode_labels(records, names, "multilabel")

@@ -23,7 +23,7 @@ from kerascls.data.files import (
     read_json,
     require_every_class,
 )
-from kerascls.data.records import Record, split_labels
+from kerascls.data.records import Record, VideoRule, split_labels
 from kerascls.errors import UserError
 
 if TYPE_CHECKING:  # annotations only: camtrap_sources loads for md: and camtrapdp: alone
@@ -67,7 +67,8 @@ def is_file_spec(spec: str) -> bool:
 
 def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
                 classes: list[str] | None = None, check: bool = True,
-                detection: DetectionOptions | None = None) -> ArraySource | FileSource:
+                detection: DetectionOptions | None = None,
+                video: VideoRule | None = None) -> ArraySource | FileSource:
     """Resolve a ``--data`` spec to an ``ArraySource`` or a checked ``FileSource``.
 
     Args:
@@ -77,6 +78,9 @@ def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
         classes: the class list to hold file labels to (default: the labels found).
         check: probe the files (drop broken ones). Off only for tests of the parsers.
         detection: ``md:`` only: a ``camtrap_sources.DetectionOptions`` (default: defaults).
+        video: which frames of each video file become examples (default: the device's
+            defaults); folder, CSV and Camtrap DP sources take videos
+            (``kerascls_edge.video.is_video``).
 
     Raises:
         ValueError: unknown kind, missing file, no readable image, a class with no image,
@@ -96,6 +100,7 @@ def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
         source = (cs.md_source(rest, detection or cs.DetectionOptions()) if kind == "md"
                   else cs.camtrapdp_source(rest, crop_boxes))
         source.class_names = _class_list(source, classes)
+        source.video = video or VideoRule()
         return source.check() if check else source
     if kind not in readers or not rest:
         raise UserError(f"unknown data source {spec!r}; use fashion_mnist, tfds:NAME[:SPLIT], "
@@ -106,6 +111,7 @@ def load_source(spec: str = DEFAULT_DATA, *, crop_boxes: bool = False,
                          "annotations)")
     source = readers[kind](rest, crop_boxes) if kind == "coco" else readers[kind](rest)
     source.class_names = _class_list(source, classes)
+    source.video = video or VideoRule()
     return source.check() if check else source
 
 
@@ -175,7 +181,9 @@ def _class_folders(root: Path) -> list[Record]:
 
 def _csv(path: str) -> FileSource:
     """filepath,label[,location,datetime,seq_id]; paths relative to the CSV; ``a|b`` labels
-    (``\\|`` is a literal ``|`` inside a label, as the run's split files write it)."""
+    (``\\|`` is a literal ``|`` inside a label, as the run's split files write it). A row
+    may name a video: its sampled frames are the examples (a ``frame`` column, as split
+    files write it, names one frame)."""
     file = existing(path, "CSV file")
     rows = csv_rows(file)
     if not rows or not {"filepath", "label"} <= set(rows[0]):
@@ -183,12 +191,23 @@ def _csv(path: str) -> FileSource:
     records = [Record(str(file.parent / row["filepath"]),
                       tuple(x.strip() for x in split_labels(row["label"]) if x.strip()),
                       row.get("location") or "", row.get("seq_id") or "",
-                      row.get("datetime") or "") for row in rows]
+                      row.get("datetime") or "", frame=_frame_cell(file, row))
+               for row in rows]
     unlabeled = next((r.path for r in records if not r.labels), None)
     if unlabeled:
         raise UserError(f"{file}: {unlabeled} has no label")
     names = sorted({lab for r in records for lab in r.labels})
     return FileSource(f"csv:{file}", names, records)
+
+
+def _frame_cell(file: Path, row: dict) -> int:
+    """The ``frame`` column (a split file's video frame), -1 when empty or absent."""
+    text = (row.get("frame") or "").strip()
+    if not text:
+        return -1
+    if not text.isdigit():
+        raise UserError(f"{file}: frame {text!r} of {row.get('filepath')} is not a frame number")
+    return int(text)
 
 
 def _load_coco(file: Path) -> dict:

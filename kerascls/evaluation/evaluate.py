@@ -4,6 +4,12 @@ Writes ``metrics.json``, ``per_class.csv``, ``confusion_matrix.png``, ``reliabil
 ``report.html`` (multiclass: a static page to look at, see ``report_html``) and, when a
 class is named empty/blank, ``empty_filter.csv`` to ``RUN/eval`` (or
 ``output_dir``), so a run directory keeps its own evaluation beside the model.
+
+Videos: every sampled frame is an example (the frame-level numbers above count frames); a
+video's label is its frames' probabilities combined by the device's rule
+(``kerascls_edge.video.video_scores``), and metrics.json's ``video`` block gives the
+video-level accuracy by each rule. predictions.csv then has a ``video`` row per video and a
+``frame`` row per sampled frame (``row``, ``frame_number``, ``frames_used`` columns).
 """
 
 from __future__ import annotations
@@ -44,19 +50,64 @@ def evaluate(model_path: str | Path, data: str | None = None, split: str = "test
                else M.classification_report(probs, y, names))
     report = {"model": pred["model"], "data": pred["data"], "split": split, **metrics}
     report["skipped"] = _skipped(pred, report)
+    frames = pred.get("frames")
+    videos = (video_results(pred["paths"], frames, probs, y) if frames and not multilabel
+              and any(f >= 0 for f in frames) else [])
+    if videos:
+        report["video"] = video_summary(videos, y, probs, frames)
     calibration = _run_calibration(Path(pred["run_dir"]))
     if calibration:
         report["calibration"] = calibration
     out = Path(output_dir) if output_dir else _default_report_dir(path, pred["run_dir"])
     write_report(report, out)
     if pred.get("paths"):
-        write_predictions(pred["paths"], probs, y, names, out / "predictions.csv")
+        write_predictions(pred["paths"], probs, y, names, out / "predictions.csv",
+                          frames if videos else None, videos)
     if not multilabel:  # the page to look at: file thumbnails, or the arrays' own pixels
         from kerascls.evaluation.report_html import write_html_report
         write_html_report(report, probs, y, out, paths=pred.get("paths"),
-                          images=None if pred.get("paths") else pred.get("x"))
+                          images=pred.get("x") if videos or not pred.get("paths") else None,
+                          frames=frames if videos else None, videos=videos)
     report["output_dir"] = str(out)
     return report
+
+
+def _video_rules() -> tuple[tuple[str, ...], str]:
+    """The per-video rules the device knows, and its default."""
+    from kerascls_edge import video
+    return tuple(video.VIDEO_RULES), video.DEFAULT_VIDEO_RULE
+
+
+def video_results(paths: list[str], frames: list[int], probs: np.ndarray, y) -> list[dict]:
+    """One entry per video (in first-frame order): its file, true class, the rows of its
+    frames, and its probabilities by each rule of ``kerascls_edge.video.video_scores``."""
+    from kerascls_edge.video import video_scores
+    rows: dict[str, list[int]] = {}
+    for i, (path, frame) in enumerate(zip(paths, frames)):
+        if frame >= 0:
+            rows.setdefault(path, []).append(i)
+    rules, _ = _video_rules()
+    probs = np.asarray(probs, np.float64).reshape(len(paths), -1)
+    y = np.asarray(y).reshape(-1)
+    return [{"file": path, "y": int(y[idx[0]]), "rows": idx,
+             "frames": [int(frames[i]) for i in idx],
+             "probs": {r: video_scores(probs[idx], r) for r in rules}}
+            for path, idx in rows.items()]
+
+
+def video_summary(videos: list[dict], y, probs: np.ndarray, frames: list[int]) -> dict:
+    """metrics.json ``video``: frame-level and video-level accuracy (by every rule; ``rule``
+    is the device's default, whose accuracy is ``accuracy``), over the labelled videos."""
+    rules, default = _video_rules()
+    known = [v for v in videos if v["y"] >= 0]
+    y = np.asarray(y).reshape(-1)
+    top = np.asarray(probs).reshape(len(y), -1).argmax(1)
+    rows = [i for v in known for i in v["rows"]]
+    by_rule = {r: float(np.mean([int(v["probs"][r].argmax()) == v["y"] for v in known]))
+               if known else float("nan") for r in rules}
+    return {"rule": default, "videos": len(videos), "frames": len(rows),
+            "accuracy": by_rule[default], "accuracy_by_rule": by_rule,
+            "frame_accuracy": float(np.mean(top[rows] == y[rows])) if rows else float("nan")}
 
 
 def _skipped(pred: dict, report: dict) -> dict:
@@ -117,20 +168,43 @@ def write_report(report: dict, out: Path) -> None:
 
 
 def write_predictions(paths: list[str], probs: np.ndarray, y, names: list[str],
-                      out: Path) -> None:
+                      out: Path, frames: list[int] | None = None,
+                      videos: list[dict] | None = None) -> None:
     """``predictions.csv``: per image its file, label, top-1 and every class probability,
-    so a report can be compared image by image (e.g. with ``kerascls-edge predict``)."""
+    so a report can be compared image by image (e.g. with ``kerascls-edge predict``).
+
+    With videos (``frames``: each row's frame number, -1 for a photo): a ``video`` row per
+    video (its probabilities by the device's rule, ``frames_used``) before its ``frame``
+    rows (``frame_number``), as ``kerascls-edge predict`` writes its CSV; photos are
+    ``image`` rows.
+    """
     from kerascls.data.records import join_labels
     probs = np.asarray(probs, np.float64).reshape(len(paths), -1)
     y = np.asarray(y)
-    rows = []
-    for i, path in enumerate(paths):
+
+    def row(path: str, i: int, p: np.ndarray, **extra) -> dict:
         label = (join_labels(tuple(n for n, v in zip(names, y[i]) if v > 0.5)) if y.ndim == 2
                  else (names[int(y[i])] if 0 <= int(y[i]) < len(names) else ""))
-        top = int(probs[i].argmax())
-        rows.append({"filepath": path, "label": label, "top1": names[top],
-                     "top1_prob": round(float(probs[i, top]), 6),
-                     **{f"p_{n}": round(float(p), 6) for n, p in zip(names, probs[i])}})
+        top = int(p.argmax())
+        return {"filepath": path, "label": label, "top1": names[top],
+                "top1_prob": round(float(p[top]), 6),
+                **{f"p_{n}": round(float(v), 6) for n, v in zip(names, p)}, **extra}
+    if frames is None:
+        M.write_csv([row(path, i, probs[i]) for i, path in enumerate(paths)], out)
+        return
+    _, default = _video_rules()
+    first = {v["rows"][0]: v for v in videos or []}
+    rows = []
+    for i, path in enumerate(paths):
+        if frames[i] < 0:
+            rows.append(row(path, i, probs[i], row="image", frame_number="", frames_used=""))
+            continue
+        if i in first:
+            v = first[i]
+            rows.append(row(path, i, v["probs"][default], row="video", frame_number="",
+                            frames_used=len(v["rows"])))
+        rows.append(row(path, i, probs[i], row="frame", frame_number=frames[i],
+                        frames_used=""))
     M.write_csv(rows, out)
 
 
@@ -147,6 +221,12 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(calibration_line(report.get("calibration")))
     worst = min(report["per_class"], key=lambda r: r["f1"])
     lines.append(f"lowest F1: {worst['class']} {worst['f1']:.3f}")
+    if "video" in report:
+        v = report["video"]
+        rules = "  ".join(f"{r}: {a:.4f}" for r, a in v["accuracy_by_rule"].items())
+        lines.append(f"videos: {v['videos']} ({v['frames']} frames)  frame accuracy: "
+                     f"{v['frame_accuracy']:.4f}  video accuracy ({v['rule']}): "
+                     f"{v['accuracy']:.4f}  by rule: {rules}")
     if "empty_filter" in report:
         best = max((r for r in report["empty_filter"] if r["precision"] >= 0.99),
                    key=lambda r: r["recall"], default=None)
@@ -211,8 +291,9 @@ def _listed(data: str, split: str, run_dir: Path, names: list[str], multi_hot: b
         scored_records = [r for r in scored_records if set(r.labels) <= set(names)]
     dropped = sum(1 for r in rows if not set(r.labels) <= set(names)) if multi_hot else 0
     paths = [r.path for r in scored_records]
+    frames = [r.frame for r in scored_records]
     return {"listed": len(rows), "dropped": dropped,
-            **({"paths": paths} if len(paths) == scored else {})}
+            **({"paths": paths, "frames": frames} if len(paths) == scored else {})}
 
 
 def _source_names(data: str) -> list[str]:

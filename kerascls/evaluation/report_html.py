@@ -9,6 +9,10 @@ the evaluated arrays, inside the page. Thumbnails are made for the ``per_cell`` 
 confident images of each cell (every image is still listed by name); the page stays small
 on 10,000 images. The selected cell lives in the URL hash (``#cell=TRUE-PRED``).
 
+Videos: the matrix counts sampled frames (named ``FILE #frame N``, thumbnails from the
+evaluated pixels); a "Videos" table lists every video with its label by the device's rule,
+the other rules' labels and how many of its frames were right.
+
 The thumbnail helpers are the device review page's (``kerascls_edge.report``), and so is the
 rendering (``kerascls_edge.html``: Jinja2 with autoescape, the data as JSON in a
 ``<script type="application/json">``, one stylesheet): no value (a class named ``%DATA%``, a
@@ -59,8 +63,9 @@ def _chosen(y: np.ndarray, top: np.ndarray, conf: np.ndarray, per_cell: int) -> 
 
 
 def _thumbs(chosen: set[int], paths: Sequence[str] | None, images, folder: Path,
-            size: int) -> dict[int, str]:
-    """Thumbnail src per chosen index: files beside the page, or data URIs from arrays."""
+            size: int, frames: Sequence[int] | None = None) -> dict[int, str]:
+    """Thumbnail src per chosen index: files beside the page, or data URIs from arrays (a
+    video frame's: the pixels it was evaluated on)."""
     from kerascls_edge.report import _store, _thumb
     if paths is None:
         return {i: _array_thumb(images[i], size) for i in sorted(chosen)} \
@@ -68,6 +73,8 @@ def _thumbs(chosen: set[int], paths: Sequence[str] | None, images, folder: Path,
     folder.mkdir(exist_ok=True)
 
     def one(i: int) -> str:
+        if frames is not None and frames[i] >= 0:
+            return _array_thumb(images[i], size) if images is not None else ""
         t = _thumb(Path(paths[i]), size)
         return _store(t[0], str(paths[i]), folder) if t else ""
 
@@ -75,14 +82,22 @@ def _thumbs(chosen: set[int], paths: Sequence[str] | None, images, folder: Path,
         return dict(zip(sorted(chosen), pool.map(one, sorted(chosen))))
 
 
+def _name(paths, frames, i: int) -> str:
+    """An item's name: its file (``FILE #frame N`` for a video frame), or its index."""
+    if paths is None:
+        return f"test image #{i}"
+    return f"{paths[i]} #frame {frames[i]}" if frames is not None and frames[i] >= 0 \
+        else str(paths[i])
+
+
 def _items(probs: np.ndarray, y: np.ndarray, paths, images, out: Path,
-           per_cell: int, size: int) -> list[dict]:
+           per_cell: int, size: int, frames: Sequence[int] | None = None) -> list[dict]:
     known = np.flatnonzero(y >= 0)  # images of an unknown class are not in the matrix
     top, conf = probs.argmax(1), probs.max(1)
     chosen = {int(known[k]) for k in _chosen(y[known], top[known], conf[known], per_cell)}
     from kerascls_edge.report import thumbs_dir
-    srcs = _thumbs(chosen, paths, images, thumbs_dir(out / "report.html"), size)
-    return [{"f": str(paths[i]) if paths is not None else f"test image #{i}",
+    srcs = _thumbs(chosen, paths, images, thumbs_dir(out / "report.html"), size, frames)
+    return [{"f": _name(paths, frames, int(i)),
              "y": int(y[i]), "p": int(top[i]), "c": round(float(conf[i]), 4),
              "t": srcs.get(int(i), "")} for i in known]
 
@@ -92,17 +107,38 @@ def _png_uri(path: Path) -> str:
             if path.is_file() else "")
 
 
+def _video_rows(videos: Sequence[dict], names: Sequence[str], top: np.ndarray,
+                rule: str) -> list[dict]:
+    """The Videos table: file, true class, label by each rule, frames right of frames used."""
+    rows = []
+    for v in videos:
+        p = v["probs"][rule]
+        rows.append({"file": v["file"], "true": names[v["y"]] if v["y"] >= 0 else "",
+                     "label": names[int(p.argmax())], "conf": float(p.max()),
+                     "rules": {r: names[int(q.argmax())] for r, q in v["probs"].items()},
+                     "right": int(sum(int(top[i]) == v["y"] for i in v["rows"])),
+                     "frames": len(v["rows"])})
+    return rows
+
+
 def write_html_report(report: dict, probs: np.ndarray, y, out: Path,
                       paths: Sequence[str] | None = None, images=None,
-                      per_cell: int = PER_CELL, size: int = THUMB) -> Path:
-    """Write ``out/report.html`` for a multiclass evaluation; returns its path."""
+                      per_cell: int = PER_CELL, size: int = THUMB,
+                      frames: Sequence[int] | None = None,
+                      videos: Sequence[dict] = ()) -> Path:
+    """Write ``out/report.html`` for a multiclass evaluation; returns its path.
+
+    ``frames`` (each item's video frame number, -1 for a photo) and ``videos``
+    (``evaluate.video_results``) add the videos; ``images`` then gives the frames' thumbnails.
+    """
     from kerascls_edge.html import render
     from kerascls_edge.journal import atomic_write_text
     probs = np.asarray(probs, np.float64).reshape(len(probs), -1)
     y = np.asarray(y).astype(int).reshape(-1)
     if paths is not None and len(paths) != len(y):
         paths = None  # a list that does not line up is worse than none
-    items = _items(probs, y, paths, images, Path(out), per_cell, size)
+    items = _items(probs, y, paths, images, Path(out), per_cell, size,
+                   frames if paths is not None else None)
     root = os.path.commonpath([str(p) for p in paths]) if paths is not None and len(
         paths) > 1 else ""
     data = {"names": list(report["class_names"]), "items": items, "mistakes": MISTAKES,
@@ -114,8 +150,18 @@ def write_html_report(report: dict, probs: np.ndarray, y, out: Path,
     from kerascls.evaluation.metrics import calibration_line
     calibrated = calibration_line(report.get("calibration"))
     summary += f" · {calibrated}" if calibrated else ""
+    video = report.get("video")
+    if video and videos:
+        rules = " · ".join(f"{r} {a:.4f}" for r, a in video["accuracy_by_rule"].items())
+        summary += (f" · {video['videos']} videos: video accuracy ({video['rule']}) "
+                    f"{video['accuracy']:.4f}, frame accuracy {video['frame_accuracy']:.4f}; "
+                    f"by rule {rules}")
+    rule = video["rule"] if video else ""
+    video_rows = _video_rows(videos, data["names"], probs.argmax(1), rule) if video else []
     page = render(_PAGE, generator="kerascls evaluate report", title=data["title"],
                   body_class="eval", summary=summary, per_class=report["per_class"],
+                  videos=video_rows, rule=rule,
+                  rule_names=list(video["accuracy_by_rule"]) if video else [],
                   reliability=_png_uri(Path(out) / "reliability.png"), data={"kc-data": data})
     target = Path(out) / "report.html"
     atomic_write_text(target, page)
@@ -138,6 +184,14 @@ _PAGE = r"""{% extends "base.html" %}
 #}<td>{{ "%.3f" | format(r["precision"]) }}</td><td>{{ "%.3f" | format(r["recall"]) }}</td>{#
 #}<td>{{ "%.3f" | format(r["f1"]) }}</td><td>{{ r["support"] | int }}</td></tr>
 {%- endfor %}</table></section>
+{% if videos %}<section><h2>Videos (label: {{ rule }} of the sampled frames)</h2>
+<table id="videos"><tr><th>video</th><th>true</th><th>label</th><th>confidence</th>
+{%- for r in rule_names %}<th>{{ r }}</th>{% endfor %}<th>frames right</th></tr>
+{%- for v in videos %}<tr class="vid"><td>{{ v["file"] }}</td><td>{{ v["true"] }}</td>{#
+#}<td>{{ v["label"] }}</td><td>{{ "%.3f" | format(v["conf"]) }}</td>{#
+#}{% for r in rule_names %}<td>{{ v["rules"][r] }}</td>{% endfor %}{#
+#}<td>{{ v["right"] }} / {{ v["frames"] }}</td></tr>
+{%- endfor %}</table></section>{% endif %}
 <section><h2>Most confident mistakes</h2><p id="root"></p>
 <div id="mistakes" class="grid"></div></section>
 {% endblock %}

@@ -66,11 +66,19 @@ def contract(run: LoadedRun, quantize: str) -> dict:
                       "dtype": "uint8" if quantize == "int8" else "float32",
                       "value_range": [0, 255],
                       "resize": cfg.resize if cfg else "stretch",
-                      "interpolation": "bilinear"},
+                      "interpolation": "bilinear", "video": _video_rule(cfg)},
             "output": {"activation": activation}, "quantization": quantize,
             "thresholds": {"default": 0.5},
             "empty_classes": [n for n in names if n.lower() in EMPTY_NAMES],
             **_crop_rule(cfg), **_calibration(run)}
+
+
+def _video_rule(cfg) -> dict:
+    """``input.video``: how a video's frames are sampled (the run's rule, else the device's
+    defaults): every bundle says it, since a photo-trained model is run on videos too."""
+    from kerascls.data.records import VideoRule
+    from kerascls.data.runs import video_rule
+    return (video_rule(cfg) if cfg else VideoRule()).as_json()
 
 
 def check_class_names(names: list[str]) -> None:

@@ -1,0 +1,89 @@
+"""Labelled videos the training tests render: a textured shape of one of three kinds crosses a
+textured scene (the class is the shape), in several codecs and containers.
+
+The shape enters from outside the left edge and leaves past the right one, so the first and
+last sampled frames of a clip hold little or none of it: those frames are hard or impossible to
+classify alone, while the clip as a whole is not — what a per-video rule is meant to fix.
+"""
+
+from __future__ import annotations
+
+import csv
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from tests.video_clips import texture
+
+CLASSES = ("block", "bar", "pole")
+# codec, container suffix, encoder options: mixed within every class
+CODECS = (("mpeg4", ".avi", {}), ("libx264", ".mp4", {"preset": "ultrafast"}),
+          ("mjpeg", ".mkv", {}))
+
+
+def shape_size(kind: str, w: int, h: int) -> tuple[int, int]:
+    """(width, height) of the moving shape: a square block, a wide bar or a tall pole."""
+    return {"block": (h // 2, h // 2), "bar": (w // 2, h // 6), "pole": (w // 10, h * 3 // 4)}[kind]
+
+
+def frames_of(kind: str, n: int, w: int, h: int, seed: int) -> list[np.ndarray]:
+    """n RGB frames: the scene of ``seed`` with the shape crossing it from outside left to
+    outside right at a seeded height; the shape's texture is seeded too."""
+    rng = np.random.default_rng(seed)
+    bg = texture(h, w, 1000 + seed) // 2  # a darker scene, a lighter animal: as by day
+    bw, bh = shape_size(kind, w, h)
+    top = int(rng.integers(0, h - bh + 1))
+    skin = 128 + texture(bh, bw, 5000 + seed) // 2
+    out = []
+    for i in range(n):
+        a = bg.copy()
+        x = -bw + ((w + bw) * i) // max(n - 1, 1)  # -bw (outside) .. w (outside)
+        lo, hi = max(x, 0), min(x + bw, w)
+        if hi > lo:
+            a[top:top + bh, lo:hi] = skin[:, lo - x:hi - x]
+        out.append(a)
+    return out
+
+
+def encode(path: Path, frames: list[np.ndarray], codec: str, options: dict,
+           rate: int) -> Path:
+    """Write the frames as a video (PyAV), a key frame every 4 frames."""
+    h, w = frames[0].shape[:2]
+    c = av.open(str(path), "w")
+    s = c.add_stream(codec, rate=rate, options=options)
+    s.width, s.height = w, h
+    s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+    s.codec_context.gop_size = 4
+    s.codec_context.time_base = Fraction(1, rate)
+    for i, a in enumerate(frames):
+        f = av.VideoFrame.from_ndarray(a, format="rgb24")
+        f.pts = i
+        for p in s.encode(f):
+            c.mux(p)
+    for p in s.encode():
+        c.mux(p)
+    c.close()
+    return path
+
+
+def render_videos(root: Path, per_class: int, sites: int = 4, frames: int = 16,
+                  rate: int = 4, size: tuple[int, int] = (96, 64), seed: int = 0) -> Path:
+    """``root/labels.csv`` (filepath,label,location) over ``per_class`` clips a class, the
+    clips spread over ``sites`` locations and every codec of :data:`CODECS`."""
+    root.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    rows = []
+    for k, kind in enumerate(CLASSES):
+        for j in range(per_class):
+            codec, suffix, options = CODECS[(j + k) % len(CODECS)]
+            s = seed * 10_000 + k * 1000 + j
+            name = f"{kind}_{j:03d}_{codec}{suffix.upper() if j % 2 else suffix}"
+            encode(root / name, frames_of(kind, frames, w, h, s), codec, options, rate)
+            rows.append({"filepath": name, "label": kind, "location": f"site{(j + k) % sites}"})
+    with open(root / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["filepath", "label", "location"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "labels.csv"

@@ -73,6 +73,17 @@ class TrainConfig:
                                   "epochs with every layer trainable.", lower_bound=0)
     finetune_lr_factor: float = option(0.1, "Fine-tuning learning rate as a multiple of "
                                        "--learning_rate.", lower_bound=0)
+    feature_cache: str = option("auto", "Frozen backbone (--freeze_backbone, the first phase "
+                                "of --finetune_epochs): compute each image's backbone "
+                                "features once, in RUN/feature_cache, and train the head on "
+                                "them (auto), or run the backbone every step (off).",
+                                choices=["auto", "off"])
+    feature_views: int = option(2, "With --augment and a cached frozen phase: augmented "
+                                "views stored per image (at most one per frozen epoch); "
+                                "each epoch uses a random one.", lower_bound=1)
+    feature_cache_memory_mb: int = option(1024, "Feature cache: read into memory up to this "
+                                          "size, memory-mapped from its file above it.",
+                                          lower_bound=0)
     label_smoothing: float = option(0.0, "Label smoothing.", lower_bound=0, upper_bound=1)
     val_fraction: float = option(0.1, "Share of training data held out for validation.",
                                  lower_bound=0, upper_bound=0.9)
@@ -104,6 +115,11 @@ class TrainConfig:
                               "many pixels.", lower_bound=0)
     empty_class: str = option("", "md: images with no detection become this class (whole "
                               "frame).")
+    frame_every: float = option(1.0, "Video files: sample a frame every this many seconds of "
+                                "presentation time, as kerascls-edge does (recorded in the "
+                                "bundle).", lower_bound=0.001, upper_bound=1e6)
+    max_frames: int = option(32, "Video files: at most this many sampled frames per video, "
+                             "spread evenly (recorded in the bundle).", lower_bound=1)
     balance: str = option("none", "Imbalanced classes: class weights or oversampling.",
                           choices=["none", "weights", "sample"])
     cache: str = option("auto", "Image files: auto|memory|none|FILE_PREFIX.")

@@ -352,6 +352,7 @@ TINTED_BUNDLE = MAKE_BUNDLE.replace(
     'np.zeros(2, "float32")])')  # blue-tinted → "empty", red-tinted → "animal"
 
 
+@pytest.mark.slow  # the default run's time budget (issue 26): CI's slow step runs it
 def test_camtrapdp_round_trip_from_kerascls_edge_predict(tmp_path, cli):
     """kerascls-edge predict --format camtrapdp → --data camtrapdp: → train."""
     from PIL import Image
@@ -381,6 +382,7 @@ def test_camtrapdp_round_trip_from_kerascls_edge_predict(tmp_path, cli):
     assert json.loads((run / "config.json").read_text())["class_names"] == ["animal", "blank"]
 
 
+@pytest.mark.slow  # the default run's time budget (issue 26): CI's slow step runs it
 @pytest.mark.skipif(not (ENA24 / "md_annotations.json").exists(),
                     reason="../shared/data/camtrap/ena24_small absent")
 def test_ena24_md_run_trains_exports_and_the_device_classifies_its_boxes(tmp_path, cli):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from kerascls.data import fashion_mnist as fm
 from tests.conftest import needs_debian
 
 
+@pytest.mark.slow  # the default run's time budget (issue 26): CI's slow step runs it
 @needs_debian
 def test_train_export_predict_on_a_slice(cli, tmp_path):
     run = tmp_path / "run"

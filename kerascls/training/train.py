@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -13,16 +14,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from kerascls.data import pipeline
 from kerascls.data import runs as data_runs
 from kerascls.data.files import FileSource
 from kerascls.data.pipeline import array_dataset
+from kerascls.data.records import VIDEO_FORMAT
 from kerascls.data.sources import holdout, load_source
 from kerascls.errors import UserError
 from kerascls.evaluation import plots
 from kerascls.evaluation.metrics import write_csv
 from kerascls.models import create_model, model_info
 from kerascls.models.registry import check_input_size
-from kerascls.training import calibration, heads
+from kerascls.training import calibration, feature_cache, heads
 from kerascls.training.callbacks import (
     Backup,
     BestEpoch,
@@ -166,7 +169,7 @@ def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
     keras.utils.set_random_seed(cfg.seed)
     from kerascls.data.camtrap_sources import options_from_config
     source = load_source(cfg.data, crop_boxes=cfg.crop_boxes,
-                         detection=options_from_config(cfg))
+                         detection=options_from_config(cfg), video=data_runs.video_rule(cfg))
     cfg = resolve(cfg, source)
     heads.check_classes(cfg)  # before any run directory is written
     note = resize_note(cfg, source)
@@ -305,7 +308,12 @@ def _tensorboard(run: Path) -> list[keras.callbacks.Callback]:
 def _fit_phase(model: keras.Model, cfg: TrainConfig, phase: Phase, data: dict,
                run: Path) -> None:
     """Compile and fit one phase; a finished earlier phase (``RUN/PHASE.weights.h5``) of a
-    resumed multi-phase run is loaded instead of trained again."""
+    resumed multi-phase run is loaded instead of trained again.
+
+    A frozen phase trains the head alone, on backbone features computed once
+    (``feature_cache``) unless ``--feature_cache off``; its best epoch is still saved as
+    the whole model's weights, which the rest of the run reads.
+    """
     done = run / f"{phase.name}.weights.h5"
     multi = cfg.finetune_epochs > 0
     if multi and done.exists():
@@ -313,24 +321,105 @@ def _fit_phase(model: keras.Model, cfg: TrainConfig, phase: Phase, data: dict,
         return
     set_backbone_trainable(model, not phase.frozen)
     steps = int(np.ceil(data["count"] / cfg.batch_size)) * (phase.last - phase.first)
+    one_hot = data_runs.options(cfg, training=True).one_hot
     model.compile(optimizer=_optimizer(cfg, steps, phase.lr_factor),
-                  loss=_loss(cfg, len(cfg.class_names)),
-                  metrics=heads.metrics(cfg, data_runs.options(cfg, training=True).one_hot),
+                  loss=_loss(cfg, len(cfg.class_names)), metrics=heads.metrics(cfg, one_hot),
                   jit_compile=True if cfg.xla else "auto",
                   run_eagerly=_opt(cfg, "run_eagerly", False))
+    trainer, train_ds, val_ds, kind = _frozen_inputs(model, cfg, phase, data, run)
+    if trainer is not model:  # the head alone; it shares the model's layers and optimizer
+        trainer.compile(optimizer=model.optimizer, loss=_loss(cfg, len(cfg.class_names)),
+                        metrics=heads.metrics(cfg, one_hot),
+                        jit_compile=True if cfg.xla else "auto",
+                        run_eagerly=_opt(cfg, "run_eagerly", False))
     nan = StopOnNaN()
-    backup = "backup" if phase.name == "train" else f"backup_{phase.name}"
-    best = ([BestEpoch(run, data["monitor"], _opt(cfg, "early_stopping_patience", 0),
-                       start=phase.first)] if data.get("monitor") else [])
+    backup = ("backup" if phase.name == "train" else f"backup_{phase.name}") + kind
+    best = ([WholeModelBest(model, run, data["monitor"],
+                            _opt(cfg, "early_stopping_patience", 0), start=phase.first)]
+            if data.get("monitor") else [])
     callbacks = [EpochHistory(run / "history.csv"), *best,
                  Backup(str(run / backup), save_freq=cfg.checkpoint_every_steps or "epoch"),
                  *_tensorboard(run), nan]
-    model.fit(data["train"], validation_data=data["val"], initial_epoch=phase.first,
-              epochs=phase.last, callbacks=callbacks, verbose=2,
-              class_weight=data.get("class_weight"))
+    trainer.fit(train_ds, validation_data=val_ds, initial_epoch=phase.first,
+                epochs=phase.last, callbacks=callbacks, verbose=2,
+                class_weight=data.get("class_weight"))
     nan.raise_if_stopped()
+    if phase.frozen:  # over: stale features, and resume state of the other frozen paths
+        feature_cache.remove(run)
+        for suffix in {"", "_frozen", FEATURES} - {kind}:
+            shutil.rmtree(run / (backup.removesuffix(kind) + suffix), ignore_errors=True)
     if multi:
         model.save_weights(done)
+
+
+FEATURES = "_features"  # suffix of the resume state of a phase trained on cached features
+
+
+class WholeModelBest(BestEpoch):
+    """BestEpoch that saves the whole model's weights whatever model is being fitted (the
+    head alone in a frozen phase), so ``_restore_best`` and later phases can load them."""
+
+    def __init__(self, whole: keras.Model, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.whole = whole
+
+    def _save(self, epoch: int, value: float) -> None:
+        fitted = self._model
+        self._model = self.whole
+        try:
+            super()._save(epoch, value)
+        finally:
+            self._model = fitted
+
+
+def _frozen_inputs(model: keras.Model, cfg: TrainConfig, phase: Phase, data: dict,
+                   run: Path) -> tuple[keras.Model, object, object, str]:
+    """What a phase fits: (model, train data, validation data, resume-state suffix).
+
+    Not frozen, or no single ``head`` layer to split at: the model on images, as always.
+    Frozen: the head on cached features, or with ``--feature_cache off`` the head after the
+    backbone in inference mode, on images — the same function of the same images, so both
+    train the same head.
+    """
+    parts = feature_cache.split_model(model) if phase.frozen else None
+    if parts is None:
+        return model, data["train"], data["val"], ""
+    backbone, head = parts
+    if _opt(cfg, "feature_cache", "auto") == "off" or "feature_sources" not in data:
+        return (feature_cache.frozen_trainer(backbone, head), data["train"], data["val"],
+                "_frozen")
+    views = max(1, min(_opt(cfg, "feature_views", FEATURE_VIEWS), phase.last - phase.first))
+    sources = data["feature_sources"](views)
+    directory = run / feature_cache.CACHE_DIR
+    digest = feature_cache.weights_digest(backbone)
+    memory = _opt(cfg, "feature_cache_memory_mb", 1024) * 2**20
+    out = {}
+    for name, source in sources.items():
+        if source is None:
+            out[name] = None
+            continue
+        key = feature_cache.cache_key(digest, {**_feature_settings(cfg, source.views),
+                                               "split": name, "data": source.digest()})
+        cached = feature_cache.load_or_compute(backbone, source, directory, key, memory)
+        print(feature_cache.describe(cached, name, directory), flush=True)
+        out[name] = cached.dataset(source.batch_size, source.shuffle_buffer, cfg.seed)
+    return head, out["train"], out["val"], FEATURES
+
+
+FEATURE_VIEWS = 2  # --feature_views of configs older than it (config.py: default)
+# Settings that change what the backbone sees (the data's own digest covers records/files).
+_FEATURE_FIELDS = ("arch", "model_args", "input_shape", "resize", "augment", "crop_boxes",
+                   "detection_threshold", "detection_categories", "crop_padding",
+                   "square_crops", "min_crop_px", "empty_class", "balance", "mixed_precision",
+                   "class_names", "frame_every", "max_frames")
+
+
+def _feature_settings(cfg: TrainConfig, views: int) -> dict:
+    """The run settings a feature cache's key covers (the seed too, for augmented views)."""
+    from kerascls._version import __version__
+    out = {name: getattr(cfg, name, None) for name in _FEATURE_FIELDS}
+    return {**out, "views": views, "seed": cfg.seed if views > 1 else None,
+            "kerascls": __version__}
 
 
 def _opt(cfg: TrainConfig, name: str, default):
@@ -427,8 +516,19 @@ def _array_data(cfg: TrainConfig, source) -> dict:
     def test_set():
         x, y = _test_subset(cfg, *source.split("test"))
         return array_dataset(x, y, 512, training=False, image_size=size, channels=ch)
+    def feature_sources(views: int) -> dict:  # in-memory data has no augmentation
+        train = feature_cache.SplitSource(
+            "train", len(tr_y), 1, lambda: feature_cache.arrays_digest(tr_x, tr_y),
+            lambda view: array_dataset(tr_x, tr_y, cfg.batch_size, training=False,
+                                       image_size=size, channels=ch),
+            cfg.batch_size, min(len(tr_y), 60_000))
+        val = (feature_cache.SplitSource("val", len(va_y), 1,
+                                         lambda: feature_cache.arrays_digest(va_x, va_y),
+                                         lambda view: val_ds, 512) if len(va_y) else None)
+        return {"train": train, "val": val}
     return {"train": train_ds, "val": val_ds, "count": len(tr_y), "test": test,
-            "test_set": test_set if test is not None else None}
+            "test_set": test_set if test is not None else None,
+            "feature_sources": feature_sources}
 
 
 def _test_subset(cfg: TrainConfig, *arrays):
@@ -454,9 +554,48 @@ def _file_data(cfg: TrainConfig, source: FileSource, run: Path) -> dict:
     def test_set():
         return data_runs.dataset(_test_subset(cfg, splits["test"])[0], cfg, training=False)[0]
     return {"train": train_ds, "val": val_ds, "count": len(splits["train"]),
+            "feature_sources": lambda views: _file_feature_sources(cfg, splits, val_ds, views),
             "class_weight": data_runs.fit_class_weight(splits["train"], cfg),
             "test": test if splits["test"] else None,
             "test_set": test_set if splits["test"] else None}
+
+
+def _file_feature_sources(cfg: TrainConfig, splits: dict, val_ds, views: int) -> dict:
+    """The train and val splits of a file source as the feature cache reads them.
+
+    Training examples come in file order (oversampled as the training pipeline does):
+    without augmentation unshuffled and plain, so one view is exactly what every epoch
+    would see; with it, ``views`` augmented passes (a seed each) in that same order.
+    """
+    opts = data_runs.options(cfg, training=True)
+    records = list(splits["train"])
+    if cfg.balance == "sample":
+        records = pipeline.oversample(records, cfg.seed)
+    labels = pipeline.encode_labels(records, cfg.class_names, data_runs.task_of(cfg),
+                                    opts.one_hot)
+    augmented = bool(opts.augment)
+
+    def batches(view: int):
+        view_opts = dataclasses.replace(opts, training=augmented, shuffle=False, cache="none",
+                                        seed=cfg.seed + view)
+        return pipeline.file_dataset(records, labels, view_opts)
+    train = feature_cache.SplitSource(
+        "train", len(records), views if augmented else 1,
+        lambda: feature_cache.records_digest(records), batches, cfg.batch_size,
+        _shuffle_buffer(records, opts))
+    val = (feature_cache.SplitSource("val", len(splits["val"]), 1,
+                                     lambda: feature_cache.records_digest(splits["val"]),
+                                     lambda view: val_ds, cfg.batch_size)
+           if val_ds is not None else None)
+    return {"train": train, "val": val}
+
+
+def _shuffle_buffer(records: list, opts) -> int:
+    """The training pipeline's shuffle buffer (``pipeline.file_dataset``)."""
+    videos = any(r.fmt == VIDEO_FORMAT for r in records)
+    if not videos or pipeline._cache_target(opts, len(records)) is not None:
+        return len(records)
+    return min(len(records), pipeline.VIDEO_SHUFFLE_BUFFER)
 
 
 def task_metrics(probs: np.ndarray, y: np.ndarray, task: str) -> dict:

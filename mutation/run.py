@@ -108,8 +108,10 @@ _WORKFLOW = {
                 ("tests/test_workflow_outputs.py", "tests/test_edge.py",
                  "tests/test_edge_hardening.py"), ""),
     "camtrap_sources": ("kerascls/data/camtrap_sources.py",
-                        ("tests/test_workflow_sources.py", "tests/test_data_md_camtrapdp.py"),
-                        "not crop_pixels and not trains and not exports and not round_trip"),
+                        ("tests/test_workflow_sources.py", "tests/test_data_md_camtrapdp.py",
+                         "tests/test_video_train.py"),
+                        "not crop_pixels and not trains and not exports and not round_trip"
+                        " and not zamba"),
     "keras_classifier": ("kerascls/keras_classifier.py",
                          ("tests/test_workflow_keras.py", "tests/test_workflow_training.py",
                           "tests/test_predict_devices.py"),

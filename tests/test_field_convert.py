@@ -24,27 +24,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "export"))
 
-from kerascls_edge.cli import main  # noqa: E402
+from tests.edge_cli import run_edge as run  # noqa: E402
 from tests.memory import run_measured  # noqa: E402
 from tests.pictures import photo  # noqa: E402
 from tests.shared_paths import CORAL, CORAL_MODEL, ENA24  # noqa: E402
 
 MD_FILE = ENA24 / "md_annotations.json"
-ERROR_LINE = re.compile(r"^kerascls-edge: error: [^\n]+$")
 FORMULA = ("=", "+", "-", "@", "\t", "\r")
 needs_md = pytest.mark.skipif(not MD_FILE.is_file(), reason="../shared/data absent")
 needs_coral = pytest.mark.skipif(not CORAL_MODEL.is_file(), reason="../shared/data absent")
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    """The CLI in-process; a failure must be exactly one error line, never a traceback."""
-    rc = main(list(args))
-    cap = capsys.readouterr()
-    assert "Traceback" not in cap.err
-    if rc == 2:
-        lines = [ln for ln in cap.err.splitlines() if ln.strip()]
-        assert len(lines) == 1 and ERROR_LINE.match(lines[0]), cap.err
-    return rc, cap.out, cap.err
 
 
 def rows(path: Path) -> list[dict]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -31,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "export"))
 
 from kerascls_edge.cli import main  # noqa: E402
+from tests.edge_cli import ERROR_LINE  # noqa: E402
 from tests.shared_paths import coral_labels  # noqa: E402
 
 CORAL = ROOT.parent / "shared" / "data" / "models" / "coral"
 needs_coral = pytest.mark.skipif(not (CORAL / "mobilenet_v2_1.0_224_quant.tflite").is_file(),
                                  reason="the Coral model is in ../shared/data (absent here)")
-ERROR_LINE = re.compile(r"^kerascls-edge: error: [^\n]+$")
 
 settings.register_profile("kerascls", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow,

@@ -239,18 +239,20 @@ def test_md_source_leaves_video_entries_out_and_says_so(clips, caplog):
 
     root = clips.parent
     photo(root / "IMG_0001.JPG", seed=3, size=(131, 97))
-    video = next(r["filepath"] for r in csv.DictReader(open(clips)))
+    video, other = [r["filepath"] for r in csv.DictReader(open(clips))][:2]
     box = {"category": "1", "conf": 0.9, "bbox": [0.1, 0.2, 0.3, 0.4]}
     md = {"info": {"format_version": "1.4"}, "detection_categories": {"1": "animal"},
           "images": [{"file": video, "frame_rate": 4.0, "frames_processed": [0],
                       "detections": [{**box, "frame_number": 0}]},
-                     {"file": "IMG_0001.JPG", "detections": [box]}]}
+                     {"file": "IMG_0001.JPG", "detections": [box]},
+                     {"file": other, "frame_rate": 4.0, "frames_processed": [0, 4],
+                      "detections": [{**box, "frame_number": 4}]}]}
     (root / "md.json").write_text(json.dumps(md))
     with open(root / "md_labels.csv", "w") as f:
-        f.write(f"filepath,label\n{video},deer\nIMG_0001.JPG,fox\n")
+        f.write(f"filepath,label\n{video},deer\nIMG_0001.JPG,fox\n{other},deer\n")
     opts = DetectionOptions(0.2, ("animal",), CropRule(0.0, False, 0), "")
     with caplog.at_level("WARNING"):
         src = md_source(f"{root / 'md.json'}:{root / 'md_labels.csv'}", opts)
     assert [(Path(r.path).name, r.labels, r.bbox) for r in src.records] == [
         ("IMG_0001.JPG", ("fox",), (0.1, 0.2, 0.3, 0.4))]
-    assert "1 video entries are left out" in caplog.text
+    assert ": 2 video entries are left out" in caplog.text

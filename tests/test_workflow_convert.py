@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT / "export"))
 
 from kerascls_edge import mdstream, report  # noqa: E402
 from kerascls_edge.bundle import EdgeError  # noqa: E402
-from kerascls_edge.cli import main  # noqa: E402
 from kerascls_edge.spreadsheet import (  # noqa: E402
     from_spreadsheet_cell,
     read_spreadsheet_csv,
@@ -33,22 +32,13 @@ from kerascls_edge.spreadsheet import (  # noqa: E402
     spreadsheet_row,
 )
 from tests.browser import browser, needs_chromium  # noqa: E402
+from tests.edge_cli import run_edge as cli  # noqa: E402
 from tests.pictures import render as render_picture  # noqa: E402
 from tests.pictures import texture  # noqa: E402
 
-ERROR_LINE = re.compile(r"^kerascls-edge: error: [^\n]+$")
 WHOLE = "none (kerascls-edge whole-image classifier)"
 
 
-def cli(capsys, *args: str) -> tuple[int, str, str]:
-    """The CLI in-process; a refusal is exactly one error line, never a traceback."""
-    rc = main([str(a) for a in args])
-    cap = capsys.readouterr()
-    assert "Traceback" not in cap.err
-    if rc == 2:
-        lines = [ln for ln in cap.err.splitlines() if ln.strip()]
-        assert len(lines) == 1 and ERROR_LINE.match(lines[0]), cap.err
-    return rc, cap.out, cap.err
 
 
 def write_md(path: Path, images: list, info: dict | None = None,

@@ -616,3 +616,18 @@ def test_smooth_splits_the_last_folder_by_the_gap_too() -> None:
     assert [(r["sequence"]["id"], r["sequence"]["frames"]) for r in out] == [
         ("site_a/cam1#00000", 1), ("site_b/cam1#00000", 2), ("site_b/cam1#00000", 2),
         ("site_b/cam1#00001", 1)]
+
+
+@pytest.mark.parametrize("times, seconds", [
+    ([0.0, 0.25, 0.5], 0.5),  # a clip under a second long: its frames' times all below 1
+    ([0.0, float("inf"), 2.0], 2.0),  # a damaged timestamp is not the end of the event
+    ([float("nan"), -3.0], 0.0),  # none usable: the event is the capture instant
+    ([0.0], 0.0)])
+def test_a_video_event_ends_at_its_last_usable_frame_time(times, seconds) -> None:
+    from datetime import datetime, timedelta
+
+    from kerascls_edge.camtrapdp import _video_end
+
+    start = datetime(2026, 5, 1, 6, 30)
+    rec = {"video": {"frames": [{"number": i, "time": t} for i, t in enumerate(times)]}}
+    assert _video_end(rec, start) == start + timedelta(seconds=seconds)

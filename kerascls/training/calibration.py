@@ -43,8 +43,8 @@ def nll(logits: np.ndarray, y: np.ndarray, task: str) -> float:
     if task == "multiclass" and logits.shape[-1] > 1:
         z = logits - logits.max(-1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
-        return float(-np.mean(logp[np.arange(len(y)), np.asarray(y).astype(int).reshape(-1)]))
-    z, t = logits.reshape(-1), np.asarray(y, np.float64).reshape(-1)
+        return float(-np.mean(logp[np.arange(len(y)), np.ravel(y).astype(int)]))
+    z, t = logits.ravel(), np.ravel(np.asarray(y, np.float64))
     return float(np.mean(np.logaddexp(0.0, z) - t * z))  # stable BCE with logits
 
 
@@ -54,8 +54,8 @@ def quality(logits: np.ndarray, y: np.ndarray, task: str) -> dict:
     if task == "multiclass" and p.shape[-1] > 1:
         ece = M.calibration(p, y)["ece"]
     else:  # every sigmoid output a binary decision, as the multilabel report rates them
-        ece = M.calibration(M.two_class(p.reshape(-1, 1)),
-                            np.asarray(y).reshape(-1).astype(int))["ece"]
+        ece = M.calibration(M.two_class(p.ravel()[:, None]),
+                            np.ravel(y).astype(int))["ece"]
     return {"ece": float(ece), "nll": nll(logits, y, task)}
 
 
@@ -88,8 +88,8 @@ def separable(logits: np.ndarray, y: np.ndarray, task: str) -> bool:
     cannot say how sure the model should be (a fitted T would only sharpen it blindly)."""
     logits = np.asarray(logits)
     if task == "multiclass" and logits.shape[-1] > 1:
-        return bool(np.all(logits.argmax(-1) == np.asarray(y).reshape(-1)))
-    return bool(np.all((logits.reshape(-1) > 0) == (np.asarray(y).reshape(-1) > 0.5)))
+        return bool(np.all(logits.argmax(-1) == np.ravel(y)))
+    return bool(np.all((logits.ravel() > 0) == (np.ravel(y) > 0.5)))
 
 
 def logits_model(model: keras.Model) -> keras.Model:

@@ -5,8 +5,10 @@ A small model is trained here on rendered clips (tests/video_data.py: three shap
 textured scenes; MPEG-4/AVI, H.264/MP4, MJPEG/MKV). The video-level numbers are recomputed by
 hand from predictions.csv's frame rows (a numpy mean over frames; the most confident frame),
 not by the code under test. The ``slow`` test trains a bigger run and compares the "mean" and
-"max" rules; with an int8 export it also checks that ``evaluate`` on the run, ``evaluate`` on
-the bundle and ``kerascls-edge predict`` give every video the same label.
+"max" rules; with an int8 export it also checks that ``evaluate`` on the bundle and
+``kerascls-edge predict`` give every video the same label, and that the float run's labels
+differ from the int8 bundle's only on near ties (the zamba clips' three-way agreement is
+tests/test_video_agree.py).
 """
 
 from __future__ import annotations
@@ -164,11 +166,30 @@ def test_video_rules_on_a_bigger_run_and_bundle_and_device_agree(tmp_path, cli):
     assert json.loads((bundle / "model.json").read_text())["input"]["video"] == {
         "frame_every": 0.5, "max_frames": 32}
     cli("evaluate", f"--model={bundle}")
-    keras_labels = _video_labels(run / "eval")
-    bundle_labels = _video_labels(run / "bundle_eval")
-    assert bundle_labels == keras_labels
-    edge = _edge_video_labels(bundle, sorted(keras_labels), tmp_path / "edge.json")
-    assert edge == keras_labels
+    names = rep["class_names"]
+    keras_rows, bundle_rows = _rows(run / "eval"), _rows(run / "bundle_eval")
+    keras_labels, bundle_labels = _video_labels(run / "eval"), _video_labels(run / "bundle_eval")
+    # the device runs the bundle's int8 model on the same frames: the same label, every video
+    edge = _edge_video_labels(bundle, sorted(bundle_labels), tmp_path / "edge.json")
+    assert edge == bundle_labels
+    # float against int8: quantization may flip a near tie (seen in CI: 2 of 20 videos of a
+    # 32-px model), never a clear call, and most frames keep their label
+    margins = {r["filepath"]: _margin(_probs(r, names)) for r in keras_rows if r["row"] == "video"}
+    flipped = {f: m for f, m in margins.items() if keras_labels[f] != bundle_labels[f]}
+    print(f"float vs int8: {len(flipped)} of {len(margins)} video labels differ, float margins "
+          f"{sorted(round(m, 3) for m in flipped.values())}")
+    assert set(margins) == set(bundle_labels) and all(m < 0.2 for m in flipped.values())
+    assert len(flipped) <= len(margins) // 5
+    frame_agree = np.mean([a["top1"] == b["top1"] for a, b in zip(keras_rows, bundle_rows)
+                           if a["row"] == "frame"])
+    assert frame_agree >= 0.85 and [a["filepath"] for a in keras_rows] == [
+        b["filepath"] for b in bundle_rows]
+
+
+def _margin(p: np.ndarray) -> float:
+    """Top-1 minus top-2 probability: how near a tie a label is."""
+    top = np.sort(p)[::-1]
+    return float(top[0] - top[1])
 
 
 def _video_labels(out: Path) -> dict[str, str]:

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import sys
+import time
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -376,9 +377,20 @@ def test_classification_timestamp_is_when_the_run_finished(tmp_path: Path, times
     assert rows(tmp_path / "pkg", "observations")[0]["classificationTimestamp"] == when
 
 
-def test_capture_times_from_record_exif_and_mtime(tmp_path: Path) -> None:
+@pytest.fixture
+def utc_plus_3(monkeypatch):
+    """This machine's clock three hours ahead of UTC (a POSIX TZ string: no tzdata needed)."""
+    monkeypatch.setenv("TZ", "XYZ-3")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_capture_times_from_record_exif_and_mtime(tmp_path: Path, utc_plus_3) -> None:
     """The record's datetime first, else the image's EXIF DateTimeOriginal, else its
-    DateTime, else its mtime (a real instant: UTC, whatever the camera's offset)."""
+    DateTime, else its mtime as this machine shows it (``ls -l``: a card's FAT times are the
+    camera's local clock); each with the --utc_offset zone."""
     card = tmp_path / "card"
     jpeg(card / "s1" / "exif.jpg", 161, 97, 1,
          {"original": "2023:11:05 17:45:12", "datetime": "2023:11:06 08:00:00"})
@@ -386,10 +398,10 @@ def test_capture_times_from_record_exif_and_mtime(tmp_path: Path) -> None:
     plain = card / "s2" / "plain.png"
     plain.parent.mkdir()
     Image.fromarray(texture(127, 93, 3)).save(plain)
-    os.utime(plain, (1700000000.75, 1700000000.75))  # 2023-11-14T22:13:20.75Z
+    os.utime(plain, (1700000000.75, 1700000000.75))  # 2023-11-14T22:13:20.75Z, 01:13 at +3
     broken = card / "s2" / "cut.jpg"
     broken.write_bytes(jpeg(tmp_path / "whole.jpg", 150, 90, 4).read_bytes()[:200])
-    os.utime(broken, (1600000000, 1600000000))  # 2020-09-13T12:26:40Z
+    os.utime(broken, (1600000000, 1600000000))  # 2020-09-13T12:26:40Z, 15:26:40 at +3
     record = jpeg(card / "s1" / "record.jpg", 99, 77, 5, {"original": "2023:11:05 17:45:12"})
     os.utime(record, (1600000000, 1600000000))
     for k, suffix in enumerate((".png", ".webp", ".tif")):  # EXIF in other formats
@@ -406,15 +418,15 @@ def test_capture_times_from_record_exif_and_mtime(tmp_path: Path) -> None:
     got = {m["filePath"]: m["timestamp"] for m in rows(tmp_path / "pkg", "media")}
     assert got == {"s1/exif.jpg": "2023-11-05T17:45:12-05:00",
                    "s1/dt_only.jpg": "2023-11-07T09:10:11-05:00",
-                   "s2/plain.png": "2023-11-14T22:13:20Z",
-                   "s2/cut.jpg": "2020-09-13T12:26:40Z",
+                   "s2/plain.png": "2023-11-15T01:13:20-05:00",
+                   "s2/cut.jpg": "2020-09-13T15:26:40-05:00",
                    "s1/record.jpg": "2022-02-02T02:02:02-05:00",
                    "s3/x.png": "2021-03-04T05:06:07-05:00",
                    "s3/x.webp": "2021-03-05T05:06:07-05:00",
                    "s3/x.tif": "2021-03-06T05:06:07-05:00"}
     deps = {d["deploymentID"]: d for d in rows(tmp_path / "pkg", "deployments")}
     assert (deps["s2"]["deploymentStart"], deps["s2"]["deploymentEnd"]) == (
-        "2020-09-13T12:26:40Z", "2023-11-14T22:13:20Z")
+        "2020-09-13T15:26:40-05:00", "2023-11-15T01:13:20-05:00")
     assert (deps["s1"]["deploymentStart"], deps["s1"]["deploymentEnd"]) == (
         "2022-02-02T02:02:02-05:00", "2023-11-07T09:10:11-05:00")
     assert summary["media"] == 8

@@ -112,7 +112,8 @@ def _iso_z(dt: datetime) -> str:
 
 
 def _capture_time(rec: dict, image_path: Path, tz: timezone) -> datetime:
-    """The frame's time: the record's EXIF datetime, else the image's EXIF, else its mtime."""
+    """The frame's time: the record's EXIF datetime, else the image's EXIF, else its mtime;
+    each a reading of the camera's clock, so each takes the ``--utc_offset`` zone."""
     text = rec.get("datetime")
     if isinstance(text, str):
         for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y:%m:%d %H:%M:%S"):
@@ -131,8 +132,8 @@ def _capture_time(rec: dict, image_path: Path, tz: timezone) -> datetime:
         iso = None
     if iso:
         return datetime.fromisoformat(iso).replace(tzinfo=tz)
-    try:
-        return datetime.fromtimestamp(os.stat(image_path).st_mtime, timezone.utc)
+    try:  # the time `ls -l` shows, read as the camera's clock: a card's FAT times are local
+        return datetime.fromtimestamp(os.stat(image_path).st_mtime).replace(tzinfo=tz)
     except OSError:
         raise EdgeError(f"cannot find image {image_path} for its capture time (pass "
                         "--image_dir, the folder the results' file paths are relative to)"

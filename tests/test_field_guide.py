@@ -167,8 +167,9 @@ def test_device_steps_run_as_written(guide_env):
 
 @pytest.mark.slow  # two small trainings, an evaluation and an int8 export: minutes on 2 cores
 def test_training_steps_run_as_written(guide_env):
-    """Step 6: train from a labelled CSV and from MegaDetector output, evaluate, export, and
-    classify the card with the new bundle (after the device steps, which make the card copy)."""
+    """Step 6: train from a labelled CSV (photos, then videos) and from MegaDetector output,
+    evaluate, export, and classify the card with the new bundle (after the device steps,
+    which make the card copy)."""
     if not SHARED:
         pytest.skip(f"the training examples use {DATA}/camtrap/ena24_small")
     if not (Path(guide_env["WORK"]) / "card").is_dir():
@@ -184,3 +185,6 @@ def test_training_steps_run_as_written(guide_env):
     assert len(mine) == len(list((work / "card").rglob("*.*"))) and \
         not any("failure" in e for e in mine)
     assert np.isfinite(json.loads((work / "run_csv" / "metrics.json").read_text())["accuracy"])
+    video_rows = list(csv.DictReader((work / "run_video" / "eval" / "predictions.csv").open(
+        encoding="utf-8")))
+    assert {r["row"] for r in video_rows} == {"video", "frame"}  # each test video and its frames

@@ -5,9 +5,10 @@ same label.
 The clips carry no species ground truth, so each is labelled by a property of its pixels
 that a small model learns and that the test reads with PyAV itself: "grey" (an infrared night
 clip, R = G = B) or "colour". What is compared is the three paths' per-video label, on a
-model confident enough that quantization alone should not flip a call. The Keras path reads frames through the training pipeline (tf.data), the
-device through its own decoder and the bundle's contract, so a sampling, pixel, rule or
-quantization mismatch on real AVI/MPEG-4 and MP4/H.264 files changes a label.
+model confident enough that quantization alone should not flip a call. The Keras path reads
+frames through the training pipeline (tf.data), the device through its own decoder and the
+bundle's contract, so a sampling, pixel, rule or quantization mismatch on real AVI/MPEG-4 and
+MP4/H.264 files changes a label.
 """
 
 from __future__ import annotations

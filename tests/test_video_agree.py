@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.scenes import small_run
-from tests.test_video_evaluate import _edge_video_labels, _margin, _probs, _rows
+from tests.video_data import edge_video_labels, prediction_rows, row_probs, top2_margin
 
 ZAMBA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "camtrap" / \
     "zamba_videos"
@@ -68,14 +68,14 @@ def test_run_bundle_and_device_agree_on_every_zamba_video(tmp_path, cli):
     for split in ("train", "val", "test"):  # every clip is in one split: all 17 compared
         evaluate(run, split=split, output_dir=tmp_path / f"keras_{split}")
         evaluate(bundle, split=split, output_dir=tmp_path / f"int8_{split}")
-        keras_rows += _rows(tmp_path / f"keras_{split}")
-        int8_rows += _rows(tmp_path / f"int8_{split}")
+        keras_rows += prediction_rows(tmp_path / f"keras_{split}")
+        int8_rows += prediction_rows(tmp_path / f"int8_{split}")
     names = json.loads((tmp_path / "keras_test" / "metrics.json").read_text())["class_names"]
     keras = {r["filepath"]: r["top1"] for r in keras_rows if r["row"] == "video"}
     int8 = {r["filepath"]: r["top1"] for r in int8_rows if r["row"] == "video"}
     assert sorted(map(Path, keras)) == clips
-    edge = _edge_video_labels(bundle, [str(c) for c in clips], tmp_path / "edge.json")
-    margins = sorted(_margin(_probs(r, names)) for r in keras_rows if r["row"] == "video")
+    edge = edge_video_labels(bundle, [str(c) for c in clips], tmp_path / "edge.json")
+    margins = sorted(top2_margin(row_probs(r, names)) for r in keras_rows if r["row"] == "video")
     print(f"\nzamba: {len(keras)} videos, float top-2 margins min {margins[0]:.3f} "
           f"median {np.median(margins):.3f}")
     assert edge == int8 == keras

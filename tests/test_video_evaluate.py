@@ -17,8 +17,6 @@ import csv
 import html
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,14 @@ import pytest
 
 from kerascls.evaluation.evaluate import evaluate
 from tests.scenes import small_run
-from tests.video_data import render_videos
+from tests.video_data import (
+    edge_video_labels,
+    prediction_rows,
+    render_videos,
+    row_probs,
+    top2_margin,
+    video_labels,
+)
 
 pytestmark = pytest.mark.usefixtures("free_keras_memory")
 
@@ -49,13 +54,6 @@ def evaluated(tmp_path_factory) -> Path:
     return run
 
 
-def _rows(out: Path) -> list[dict]:
-    with open(out / "predictions.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _probs(row: dict, names: list[str]) -> np.ndarray:
-    return np.array([float(row[f"p_{n}"]) for n in names])
 
 
 def hand_video_accuracy(rows: list[dict], names: list[str]) -> dict:
@@ -68,7 +66,7 @@ def hand_video_accuracy(rows: list[dict], names: list[str]) -> dict:
     frame_right, mean_right, max_right = [], [], []
     for frames in by_video.values():
         truth = names.index(frames[0]["label"])
-        p = np.stack([_probs(r, names) for r in frames])
+        p = np.stack([row_probs(r, names) for r in frames])
         frame_right += list(p.argmax(1) == truth)
         mean_right.append(p.sum(0).argmax() == truth)
         best = max(range(len(frames)), key=lambda i: (p[i].max(), -i))
@@ -82,7 +80,7 @@ def test_metrics_give_frame_and_video_accuracy_as_recomputed_by_hand(evaluated):
     out = evaluated / "eval"
     rep = json.loads((out / "metrics.json").read_text())
     names, video = rep["class_names"], rep["video"]
-    rows = _rows(out)
+    rows = prediction_rows(out)
     hand = hand_video_accuracy(rows, names)
     with open(evaluated / "splits" / "test.csv", newline="") as f:
         listed = list(csv.DictReader(f))
@@ -101,7 +99,7 @@ def test_the_run_config_records_the_sampling_rule(evaluated):
 
 
 def test_predictions_csv_has_a_video_row_before_its_frame_rows(evaluated):
-    rows = _rows(evaluated / "eval")
+    rows = prediction_rows(evaluated / "eval")
     names = json.loads((evaluated / "eval" / "metrics.json").read_text())["class_names"]
     assert {r["row"] for r in rows} == {"video", "frame"}
     for i, r in enumerate(rows):
@@ -114,8 +112,8 @@ def test_predictions_csv_has_a_video_row_before_its_frame_rows(evaluated):
             frames.append(f)
         assert int(r["frames_used"]) == len(frames) >= 1 and r["frame_number"] == ""
         assert [int(f["frame_number"]) for f in frames] == [0, 4, 8, 12]  # 1 s at 4 fps
-        mean = np.mean([_probs(f, names) for f in frames], axis=0)
-        np.testing.assert_allclose(_probs(r, names), mean, atol=2e-6)
+        mean = np.mean([row_probs(f, names) for f in frames], axis=0)
+        np.testing.assert_allclose(row_probs(r, names), mean, atol=2e-6)
         assert r["top1"] == names[int(mean.argmax())] and r["label"] == frames[0]["label"]
     assert sum(r["row"] == "frame" for r in rows) == len(rows) - sum(
         r["row"] == "video" for r in rows)
@@ -124,7 +122,7 @@ def test_predictions_csv_has_a_video_row_before_its_frame_rows(evaluated):
 def test_report_page_lists_every_video(evaluated):
     out = evaluated / "eval"
     page = (out / "report.html").read_text()
-    rows = _rows(out)
+    rows = prediction_rows(out)
     videos = [r for r in rows if r["row"] == "video"]
     table = page.split('id="videos"')[1].split("</table>")[0]
     shown = re.findall(r'<tr class="vid"><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>',
@@ -167,14 +165,15 @@ def test_video_rules_on_a_bigger_run_and_bundle_and_device_agree(tmp_path, cli):
         "frame_every": 0.5, "max_frames": 32}
     cli("evaluate", f"--model={bundle}")
     names = rep["class_names"]
-    keras_rows, bundle_rows = _rows(run / "eval"), _rows(run / "bundle_eval")
-    keras_labels, bundle_labels = _video_labels(run / "eval"), _video_labels(run / "bundle_eval")
+    keras_rows, bundle_rows = prediction_rows(run / "eval"), prediction_rows(run / "bundle_eval")
+    keras_labels, bundle_labels = video_labels(run / "eval"), video_labels(run / "bundle_eval")
     # the device runs the bundle's int8 model on the same frames: the same label, every video
-    edge = _edge_video_labels(bundle, sorted(bundle_labels), tmp_path / "edge.json")
+    edge = edge_video_labels(bundle, sorted(bundle_labels), tmp_path / "edge.json")
     assert edge == bundle_labels
     # float against int8: quantization may flip a near tie (seen in CI: 2 of 20 videos of a
     # 32-px model), never a clear call, and most frames keep their label
-    margins = {r["filepath"]: _margin(_probs(r, names)) for r in keras_rows if r["row"] == "video"}
+    margins = {r["filepath"]: top2_margin(row_probs(r, names))
+               for r in keras_rows if r["row"] == "video"}
     flipped = {f: m for f, m in margins.items() if keras_labels[f] != bundle_labels[f]}
     print(f"float vs int8: {len(flipped)} of {len(margins)} video labels differ, float margins "
           f"{sorted(round(m, 3) for m in flipped.values())}")
@@ -184,32 +183,3 @@ def test_video_rules_on_a_bigger_run_and_bundle_and_device_agree(tmp_path, cli):
                            if a["row"] == "frame"])
     assert frame_agree >= 0.85 and [a["filepath"] for a in keras_rows] == [
         b["filepath"] for b in bundle_rows]
-
-
-def _margin(p: np.ndarray) -> float:
-    """Top-1 minus top-2 probability: how near a tie a label is."""
-    top = np.sort(p)[::-1]
-    return float(top[0] - top[1])
-
-
-def _video_labels(out: Path) -> dict[str, str]:
-    return {r["filepath"]: r["top1"] for r in _rows(out) if r["row"] == "video"}
-
-
-def _edge_video_labels(bundle: Path, files: list[str], out: Path) -> dict[str, str]:
-    """Each video's label by ``kerascls-edge predict`` (MegaDetector output, video block)."""
-    proc = subprocess.run([sys.executable, "-m", "kerascls_edge", "predict", str(bundle),
-                           *files, "-o", str(out)], capture_output=True, text=True,
-                          timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr
-    md = json.loads(out.read_text())
-    names = md["classification_categories"]
-    root = Path(files[0]).parent if len(files) == 1 else Path(
-        __import__("os").path.commonpath(files))
-    labels = {}
-    for entry in md["images"]:
-        assert "failure" not in entry, entry
-        c, _ = entry["video"]["classifications"][0]
-        labels[str(root / entry["file"]) if not Path(entry["file"]).is_absolute()
-               else entry["file"]] = names[str(c)]
-    return labels

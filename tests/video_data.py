@@ -9,6 +9,10 @@ classify alone, while the clip as a whole is not — what a per-video rule is me
 from __future__ import annotations
 
 import csv
+import json
+import os
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -87,3 +91,48 @@ def render_videos(root: Path, per_class: int, sites: int = 4, frames: int = 16,
         writer.writeheader()
         writer.writerows(rows)
     return root / "labels.csv"
+
+
+# -- reading evaluate's and kerascls-edge's video results -----------------------------------
+
+
+def prediction_rows(out: Path) -> list[dict]:
+    """evaluate's predictions.csv in ``out``, as dicts."""
+    with open(out / "predictions.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def row_probs(row: dict, names: list[str]) -> np.ndarray:
+    """A predictions.csv row's class probabilities, in ``names`` order."""
+    return np.array([float(row[f"p_{n}"]) for n in names])
+
+
+def top2_margin(p: np.ndarray) -> float:
+    """Top-1 minus top-2 probability: how near a tie a label is."""
+    top = np.sort(p)[::-1]
+    return float(top[0] - top[1])
+
+
+def video_labels(out: Path) -> dict[str, str]:
+    """Each video's label (its ``video`` row's top1) in evaluate's predictions.csv."""
+    return {r["filepath"]: r["top1"] for r in prediction_rows(out) if r["row"] == "video"}
+
+
+def edge_video_labels(bundle: Path, files: list[str], out: Path) -> dict[str, str]:
+    """Each video's label by ``kerascls-edge predict`` (MegaDetector output, video block)."""
+    proc = subprocess.run([sys.executable, "-m", "kerascls_edge", "predict", str(bundle),
+                           *files, "-o", str(out)], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    md = json.loads(out.read_text())
+    names = md["classification_categories"]
+    root = Path(files[0]).parent if len(files) == 1 else Path(
+        os.path.commonpath(files))
+    labels = {}
+    for entry in md["images"]:
+        assert "failure" not in entry, entry
+        c, _ = entry["video"]["classifications"][0]
+        labels[str(root / entry["file"]) if not Path(entry["file"]).is_absolute()
+               else entry["file"]] = names[str(c)]
+    return labels
+

@@ -47,16 +47,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def write_split(root: Path, x: np.ndarray, y: np.ndarray, classes: list[int],
-                per_class: int, seed: int) -> None:
-    """``root/CLASS/i.png``: ``per_class`` images of each class (all of them if 0)."""
+def write_splits(roots: dict[Path, int], x: np.ndarray, y: np.ndarray, classes: list[int],
+                 seed: int) -> None:
+    """``root/CLASS/i.png`` for each root: that many images of each class (0: the rest), no
+    image in two roots (the duplicate check refuses a test on training images)."""
     rng = np.random.default_rng(seed)
     for c in classes:
-        idx = np.flatnonzero(y == c)
-        idx = rng.choice(idx, per_class, replace=False) if per_class else idx
-        (root / f"c{c}").mkdir(parents=True, exist_ok=True)
-        for i in idx:
-            Image.fromarray(x[i, ..., 0]).save(root / f"c{c}" / f"{i}.png")
+        idx = rng.permutation(np.flatnonzero(y == c))
+        start = 0
+        for root, n in roots.items():
+            take = idx[start:start + n] if n else idx[start:]
+            start += len(take)
+            (root / f"c{c}").mkdir(parents=True, exist_ok=True)
+            for i in take:
+                Image.fromarray(x[i, ..., 0]).save(root / f"c{c}" / f"{i}.png")
 
 
 def datasets(work: Path, per_class: int) -> tuple[str, str]:
@@ -66,11 +70,10 @@ def datasets(work: Path, per_class: int) -> tuple[str, str]:
     xt, yt = load_fashion_mnist("test")
     old, new = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
     if not (work / "new" / "test").is_dir():
-        write_split(work / "old" / "train", x, y, old, 2000, 0)
-        write_split(work / "old" / "val", xt, yt, old, 200, 1)
-        write_split(work / "new" / "train", x, y, new, per_class, 2)
-        write_split(work / "new" / "val", x, y, new, max(per_class // 4, 10), 3)
-        write_split(work / "new" / "test", xt, yt, new, 0, 4)
+        write_splits({work / "old" / "train": 2000, work / "old" / "val": 200}, x, y, old, 0)
+        write_splits({work / "new" / "train": per_class,
+                      work / "new" / "val": max(per_class // 4, 10)}, x, y, new, 1)
+        write_splits({work / "new" / "test": 0}, xt, yt, new, 2)
     return f"folder:{work / 'old'}", f"folder:{work / 'new'}"
 
 

@@ -78,9 +78,11 @@ class TrainConfig:
                                 "features once, in RUN/feature_cache, and train the head on "
                                 "them (auto), or run the backbone every step (off).",
                                 choices=["auto", "off"])
-    feature_views: int = option(2, "With --augment and a cached frozen phase: augmented "
+    feature_views: int = option(4, "With --augment and a cached frozen phase: augmented "
                                 "views stored per image (at most one per frozen epoch); "
-                                "each epoch uses a random one.", lower_bound=1)
+                                "each epoch uses a random one (4: as accurate as fresh "
+                                "augmentation every step, bench/feature_views.py).",
+                                lower_bound=1)
     feature_cache_memory_mb: int = option(1024, "Feature cache: read into memory up to this "
                                           "size, memory-mapped from its file above it.",
                                           lower_bound=0)

@@ -48,7 +48,7 @@ BEFORE = {
     "finetune_epochs": ("IntegerParser", 0, 0, None, None),
     "finetune_lr_factor": ("FloatParser", 0.1, 0, None, None),
     "feature_cache": ("EnumParser", "auto", None, None, ["auto", "off"]),
-    "feature_views": ("IntegerParser", 2, 1, None, None),
+    "feature_views": ("IntegerParser", 4, 1, None, None),
     "feature_cache_memory_mb": ("IntegerParser", 1024, 0, None, None),
     "frame_every": ("FloatParser", 1.0, 0.001, 1e6, None),
     "freeze_backbone": ("BooleanParser", False, None, None, None),

@@ -64,17 +64,23 @@ def write_splits(roots: dict[Path, int], x: np.ndarray, y: np.ndarray, classes: 
 
 
 def datasets(work: Path, per_class: int) -> tuple[str, str]:
-    """folder: specs of the pretraining set (classes 0-4) and the transfer set (5-9)."""
+    """folder: specs of the pretraining set (classes 0-4) and the transfer set (5-9).
+
+    A rerun in the same ``--workdir`` reuses a set only when it was written whole (its
+    ``.done`` marker) for the same ``--per_class`` (the folder's name)."""
     from kerascls.data.fashion_mnist import load_fashion_mnist
     x, y = load_fashion_mnist("train")
     xt, yt = load_fashion_mnist("test")
-    old, new = [0, 1, 2, 3, 4], [5, 6, 7, 8, 9]
-    if not (work / "new" / "test").is_dir():
-        write_splits({work / "old" / "train": 2000, work / "old" / "val": 200}, x, y, old, 0)
-        write_splits({work / "new" / "train": per_class,
-                      work / "new" / "val": max(per_class // 4, 10)}, x, y, new, 1)
-        write_splits({work / "new" / "test": 0}, xt, yt, new, 2)
-    return f"folder:{work / 'old'}", f"folder:{work / 'new'}"
+    old, new = work / "old", work / f"new_{per_class}"
+    if not (old / ".done").exists():
+        write_splits({old / "train": 2000, old / "val": 200}, x, y, [0, 1, 2, 3, 4], 0)
+        (old / ".done").touch()
+    if not (new / ".done").exists():
+        write_splits({new / "train": per_class, new / "val": max(per_class // 4, 10)},
+                     x, y, [5, 6, 7, 8, 9], 1)
+        write_splits({new / "test": 0}, xt, yt, [5, 6, 7, 8, 9], 2)
+        (new / ".done").touch()
+    return f"folder:{old}", f"folder:{new}"
 
 
 def run(cfg) -> tuple[float, float]:
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="feature_views_"))
     old, new = datasets(work, args.per_class)
     base = dict(arch="small_cnn", image_size=28, batch_size=64, calibrate=False, warmup_steps=10)
-    backbone = work / "backbone"
+    backbone = work / f"backbone_{args.pretrain_epochs}"
     if not (backbone / "model.keras").exists():
         run(TrainConfig(**base, data=old, epochs=args.pretrain_epochs, output_dir=str(backbone)))
     settings = {"no augmentation": dict(augment="", feature_cache="auto")}

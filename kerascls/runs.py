@@ -35,10 +35,38 @@ def load_run(model_path: str | Path) -> LoadedRun:
     file = path / "model.keras" if path.is_dir() else path
     if not file.exists():
         raise FileNotFoundError(f"no model at {file} (give a run directory or a .keras file)")
-    model = load_model(file)
+    model = float32_model(load_model(file))
     cfg_dir = file.parent
     cfg = TrainConfig.load(cfg_dir) if (cfg_dir / "config.json").exists() else None
     return LoadedRun(model, cfg, file)
+
+
+def float32_model(model):
+    """``model`` with every layer computing in float32 (the same weights).
+
+    A run trained with ``--mixed_precision`` saves its layers' bfloat16/float16 compute
+    policy; TFLite has no kernels for those casts, and evaluate should score what export
+    ships. A model already all float32 is returned as it is.
+    """
+    import keras
+
+    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+        return model
+    clone = keras.saving.deserialize_keras_object(
+        _float32_policies(keras.saving.serialize_keras_object(model)))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _float32_policies(node):
+    """A serialized model with each mixed dtype policy replaced by float32."""
+    if isinstance(node, list):
+        return [_float32_policies(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("class_name") == "DTypePolicy":
+        return {**node, "config": {**node["config"], "name": "float32"}}
+    return {k: _float32_policies(v) for k, v in node.items()}
 
 
 def load_model(path: str | Path, compile: bool = False):

@@ -179,6 +179,16 @@ def test_unknown_model_arg_lists_the_valid_ones():
     assert "lite" not in model_arg_names("small_cnn")
 
 
+def test_a_list_option_given_as_text_is_refused_with_the_json_form():
+    """``--model_arg widths=16,32,128`` parses as the text "16,32,128": refused in one line
+    that shows the JSON list, not a TypeError from inside Conv2D."""
+    from kerascls.models.registry import check_model_args
+    check_model_args("small_cnn", {"widths": [16, 32, 128], "pool": 0})
+    with pytest.raises(UserError, match=r"widths='16,32,128': small_cnn takes a list here, "
+                       r"written as JSON, e\.g\. widths=\[16,32,64\]$"):
+        check_model_args("small_cnn", {"widths": "16,32,128"}, "--model_arg")
+
+
 def test_cli_refuses_an_unknown_model_arg_in_one_line(cli):
     out = cli("train", "--arch", "lenet", "--model_arg", "widths=[1,2]", check=False)
     assert out.returncode == 1

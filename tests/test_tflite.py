@@ -107,6 +107,35 @@ def test_int8_bundle_contract_parity_and_litert(cli, lenet_file, tmp_path):
     assert {r["layer"] for r in report["op_audit"]} >= {"conv1_conv", "fc1", "head"}
 
 
+@needs_debian
+def test_mixed_precision_run_exports_int8_at_float32(cli, tmp_path):
+    """A model trained under mixed_bfloat16 saves bf16 compute policies, which TFLite cannot
+    convert (tf.Relu on bf16, casts): export and evaluate load it at float32, same weights."""
+    import keras
+
+    import kerascls
+    from kerascls.runs import load_run
+    x, y = fm.load_fashion_mnist("train")
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = kerascls.create_model("small_cnn", 10, (28, 28, 1), plain_stages=1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(x[:3000].astype("float32"), y[:3000], batch_size=64, epochs=1, verbose=0)
+    path = tmp_path / "bf16.keras"
+    model.save(path)
+    loaded = load_run(path).model
+    assert {layer.dtype_policy.name for layer in loaded._flatten_layers()} == {"float32"}
+    probe = x[3000:3064].astype("float32")
+    assert np.abs(loaded.predict(probe, verbose=0) - model.predict(probe, verbose=0)).max() < 0.05
+    bundle = tmp_path / "bundle"
+    cli("export", f"--model={path}", "--data=fashion_mnist", f"--output_dir={bundle}", *SMALL)
+    report = _check_int8_bundle(bundle)
+    assert report["parity"]["top1_agreement"] >= 0.97
+
+
 FLOAT_OP_SCRIPT = """
 import json, sys
 from kerascls.tflite.export import ExportError, export_bundle

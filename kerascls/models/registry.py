@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 from typing import Any, Mapping
 
 import keras
@@ -106,6 +107,13 @@ def check_model_args(name: str, model_args: Mapping[str, Any],
     if unknown:
         raise UserError(f"{what} {', '.join(unknown)}: not an option of {name}; "
                         f"valid keys: {', '.join(valid)}")
+    params = inspect.signature(model_info(name).builder).parameters
+    for key, value in model_args.items():
+        default = params[key].default if key in params else None
+        if isinstance(default, (tuple, list)) and not isinstance(value, (tuple, list)):
+            example = json.dumps(list(default), separators=(",", ":"))
+            raise UserError(f"{what} {key}={value!r}: {name} takes a list here, written "
+                            f"as JSON, e.g. {key}={example}")
 
 
 def _head(x, num_classes: int, task: str, logits: bool):

@@ -52,7 +52,8 @@ def define_flags(fv: flags.FlagValues, m: str) -> None:
                       "Output format; default from --output's extension (.csv or JSON).",
                       flag_values=fv, module_name=m)
     i("top_k", 5, "Classes kept per image.")
-    i("threads", 2, "Interpreter threads (bundle); decode threads follow the cores.")
+    i("threads", 1, "Interpreter threads (bundle); 1: one interpreter per decode thread, "
+                    "which follow the cores (kerascls-edge predict's default).")
     i("batch_size", 64, "Images per Keras inference call (split over the --devices).")
     s("devices", "", "Keras model only: empty = every visible GPU (mirrored when 2+), "
                      "gpu, gpu:0,1, or cpu:N logical CPUs; each batch is split over them.")

@@ -399,3 +399,37 @@ def test_default_decode_threads_reach_every_core():
     cores = os.cpu_count() or 1
     assert default_decode_threads(2) == max(3, cores)
     assert default_decode_threads(cores) == cores + 1
+
+
+def test_decode_workers_classify_on_their_own_interpreters(tmp_path, monkeypatch):
+    """With one-thread interpreters (predict's default) each decode worker runs its own
+    interpreter on what it decoded: the same records, in the same order, as decoding and
+    classifying inline, a corrupt file still its own failure entry, and no more
+    interpreters than workers."""
+    from tests.shared_paths import ENA24, coral_tflite
+    frames = sorted(ENA24.glob("*.jpg"))[:6] if ENA24.is_dir() else []
+    if not frames:
+        pytest.skip(f"needs real camera-trap frames in {ENA24}")
+    cards = tmp_path / "card"
+    cards.mkdir()
+    for i, f in enumerate(frames * 2):
+        shutil.copy(f, cards / f"IMG_{i:04d}.JPG")
+    (cards / "IMG_9999.JPG").write_bytes(frames[0].read_bytes()[:300])  # cut in the header
+    model = coral_tflite(tmp_path)
+    made = []
+    replica = Classifier.replica
+    monkeypatch.setattr(Classifier, "replica", lambda self: made.append(1) or replica(self))
+    out = {}
+    for name, workers in (("inline", "0"), ("workers", "3")):
+        rc = main(["predict", str(model), str(cards), "-o", str(tmp_path / f"{name}.json"),
+                   "--decode_threads", workers, "--progress_every", "-1"])
+        assert rc == 0
+        out[name] = json.loads((tmp_path / f"{name}.json").read_text())["images"]
+    assert len(made) == 2  # the workers' first thread takes the main interpreter
+    assert [r["file"] for r in out["workers"]] == [r["file"] for r in out["inline"]]
+    assert out["workers"] == out["inline"]
+    assert sum("failure" in r for r in out["workers"]) == 1
+    from kerascls_edge.runner import invoke_in_workers
+    two = Classifier(str(model), threads=2)
+    assert not invoke_in_workers(two, 3) and not invoke_in_workers(Classifier(str(model),
+                                                                              threads=1), 1)

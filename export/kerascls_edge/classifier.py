@@ -29,8 +29,14 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 def top_k(probs: np.ndarray, k: int) -> list[tuple[int, float]]:
     """Indices and values of the k largest entries, highest first (stable for ties)."""
-    k = max(1, min(int(k), probs.shape[-1]))
-    idx = np.argsort(-probs, kind="stable")[:k]
+    n = probs.shape[-1]
+    k = max(1, min(int(k), n))
+    if k < n:  # only the entries at or above the k-th largest: O(n), not a full sort
+        cut = np.partition(probs, n - k)[n - k]
+        keep = np.flatnonzero(probs >= cut)
+        idx = keep[np.argsort(-probs[keep], kind="stable")[:k]]
+    else:
+        idx = np.argsort(-probs, kind="stable")
     return [(int(i), float(probs[i])) for i in idx]
 
 
@@ -52,6 +58,7 @@ class Classifier:
                  threads: Optional[int] = None) -> None:
         if Interpreter is None:
             raise EdgeError("ai-edge-litert is not installed (pip install ai-edge-litert)")
+        self._source = (model_path, labels)  # what `replica` loads again
         self.spec: ModelSpec = load_spec(model_path, labels)
         self.threads = int(threads) if threads else (os.cpu_count() or 1)
         try:
@@ -68,6 +75,14 @@ class Classifier:
         self.labels = self._check_labels()
         self.preprocess = Preprocess(self.spec.height, self.spec.width, self.spec.channels,
                                      self.spec.resize, self.spec.interpolation)
+
+    def replica(self) -> "Classifier":
+        """Another one-thread interpreter of the same model and labels, for another thread.
+
+        Interpreters are not shared between threads (``predict_array`` locks); a decode
+        worker that classifies what it decoded needs its own.
+        """
+        return Classifier(*self._source, threads=1)
 
     # -- set-up -------------------------------------------------------------------------------
 

@@ -74,10 +74,11 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "Camtrap DP 1.0 package in the --output folder")
     p.add_argument("--labels", help="labels file for a bare .tflite (line i = class i)")
     p.add_argument("--threads", type=_thread_count(1), default=None,
-                   help="interpreter threads (default: all cores)")
+                   help="interpreter threads (default 1: each decode thread then runs "
+                        "its own one-thread interpreter on what it decoded; N > 1: one "
+                        "interpreter of N threads behind the decode threads)")
     p.add_argument("--decode_threads", type=_thread_count(0), default=None,
-                   help="decode threads prefetching ahead of inference (default: one per "
-                        "core, at least --threads + 1; "
+                   help="decode threads (default: one per core, at least --threads + 1; "
                         "0 decodes inline)")
     p.add_argument("--recursive", action="store_true", help="descend into subfolders")
     p.add_argument("--top_k", type=_positive_int, default=5)
@@ -192,7 +193,8 @@ def _predict(args: argparse.Namespace, backend: Optional[Backend] = None) -> int
         clf = backend.classifier(args)
         predict = backend.predict
     else:
-        clf = Classifier(args.bundle, labels=args.labels, threads=args.threads)
+        # default: one-thread interpreters, one per decode thread (runner.invoke_in_workers)
+        clf = Classifier(args.bundle, labels=args.labels, threads=args.threads or 1)
     if args.max_pixels is not None:
         from . import decode
         decode.max_pixels_default = args.max_pixels or None

@@ -58,8 +58,12 @@ class TrainConfig:
                                "schedule (at most a fifth of the run).", lower_bound=0)
     lr_schedule: str = option("cosine", "Learning-rate schedule: warm-up + cosine, or ÷10 "
                               "at 50% and 75% of the steps.", choices=["cosine", "step"])
-    mixed_precision: str = option("none", "Compute dtype policy (float32 variables).",
-                                  choices=["none", "mixed_float16", "mixed_bfloat16"])
+    mixed_precision: str = option("auto", "Compute dtype policy (float32 variables; the "
+                                  "saved model computes in float32). auto: mixed_bfloat16 "
+                                  "where the hardware has native bfloat16 (a GPU of compute "
+                                  "capability 8.0+, a CPU with AMX-BF16), else none; "
+                                  "config.json records the choice.",
+                                  choices=["auto", "none", "mixed_float16", "mixed_bfloat16"])
     xla: bool = option(False, "XLA-compile the training step.")
     checkpoint_every_steps: int = option(0, "Also save resume state every N steps (0 = at "
                                          "epoch ends only).", lower_bound=0)
@@ -102,8 +106,8 @@ class TrainConfig:
                                          "of the error.")
     resize: str = option("stretch", "Image files: resize mode (recorded in the bundle).",
                          choices=["stretch", "crop", "pad"])
-    augment: str = option("", "Image files: comma list of flip,rrc,randaugment,erasing,"
-                          "mixup,cutmix.")
+    augment: str = option("", "Training augmentation (image files and in-memory "
+                          "data): comma list of flip,rrc,randaugment,erasing,mixup,cutmix.")
     crop_boxes: bool = option(False, "coco: train on annotation-box crops.")
     detection_threshold: float = option(0.2, "md: detections at or above this confidence "
                                         "become crops (kerascls-edge predict's default).",

@@ -50,10 +50,12 @@ def float32_model(model):
     """
     import keras
 
-    if all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers()):
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)  # the clone is for inference and saving
+    float32 = _float32_policies(config)
+    if float32 == config:
         return model
-    clone = keras.saving.deserialize_keras_object(
-        _float32_policies(keras.saving.serialize_keras_object(model)))
+    clone = keras.saving.deserialize_keras_object(float32)
     clone.set_weights(model.get_weights())
     return clone
 

@@ -1075,3 +1075,31 @@ def test_resume_restores_weights_and_epoch_and_keeps_one_history_row_per_epoch(t
     refuse_finished_run(tmp_path, overwrite=True)
     backup.mkdir()
     refuse_finished_run(tmp_path, overwrite=False)
+
+
+def test_in_memory_training_split_is_augmented_seeded():
+    """``--augment`` reaches in-memory data (Fashion-MNIST, tfds) as it reaches files: flip
+    mirrors some images and keeps the rest, the same ones on a rerun; MixUp mixes one-hot
+    labels. Validation batches (no ``augment``) stay as they are."""
+    from kerascls.data.pipeline import array_dataset
+    x = np.stack([_texture(28, 36, 300 + i) for i in range(16)])[..., :1]
+    y = np.eye(4, dtype=np.float32)[np.arange(16) % 4]
+
+    def batch(augment, seed=0):
+        ds = array_dataset(x, y, 16, training=False, seed=seed, augment=augment)
+        return [t.numpy() for t in next(iter(ds))]
+
+    plain, _ = batch(())
+    np.testing.assert_array_equal(plain, x.astype(np.float32))
+    flipped, labels = batch(("flip",))
+    mirrored = [bool(np.array_equal(f, p[:, ::-1])) for f, p in zip(flipped, plain)]
+    kept = [bool(np.array_equal(f, p)) for f, p in zip(flipped, plain)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and any(mirrored) and any(kept)
+    np.testing.assert_array_equal(labels, y)
+    np.testing.assert_array_equal(batch(("flip",))[0], flipped)  # seeded
+    mixed_x, mixed_y = batch(("mixup",))
+    assert np.abs(mixed_x - plain).max() > 10
+    np.testing.assert_allclose(mixed_y.sum(1), 1, atol=1e-5)
+    assert ((mixed_y > 0.01) & (mixed_y < 0.99)).any()
+    rrc, _ = batch(("rrc",))
+    assert rrc.shape == plain.shape and np.abs(rrc - plain).mean() > 3

@@ -13,6 +13,7 @@ import pytest
 from kerascls.training import train as T
 from kerascls.training.callbacks import EpochHistory, StopOnNaN
 from kerascls.training.config import TrainConfig, merge_config
+from kerascls.training.distribute import _cpu_has_amx_bf16, auto_precision
 from tests.conftest import needs_debian
 
 
@@ -91,6 +92,11 @@ def test_transfer_from_classes_0_4_to_5_9(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert not np.allclose(source.get_layer("head").kernel, phase1.get_layer("head").kernel)
     assert any(not np.allclose(a, b) for a, b in zip(_backbone(phase1), _backbone(final)))
+    # --mixed_precision auto (the default) is resolved in config.json, and the saved model
+    # computes in float32 whatever the run trained in: what export and evaluate ship
+    assert json.loads((dst / "config.json").read_text())["mixed_precision"] == \
+        auto_precision()
+    assert {layer.dtype_policy.name for layer in final._flatten_layers()} == {"float32"}
     rows = list(csv.DictReader(open(dst / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [0, 1]
     assert float(rows[1]["learning_rate"]) <= 0.1 * 3e-3 + 1e-12
@@ -111,6 +117,8 @@ def test_cli_config_file_precision_xla_and_step_schedule(cli, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     assert (cfg["epochs"], cfg["batch_size"], cfg["lr_schedule"]) == (1, 64, "step")
     assert cfg["mixed_precision"] == "mixed_bfloat16" and cfg["xla"] is True
+    saved = keras.saving.load_model(run / "model.keras")  # converted at the end of training
+    assert {layer.dtype_policy.name for layer in saved._flatten_layers()} == {"float32"}
     assert (run / "report" / "training_curves.png").exists()
     assert any((run / "logs" / "train").iterdir())  # TensorBoard events
     assert keras.config.dtype_policy().name == "float32"  # (in this process: untouched)
@@ -141,3 +149,41 @@ def test_cli_nan_loss_stops_the_run_with_one_line(cli, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("kerascls: error: train: training diverged: loss became nan")
     assert "Traceback" not in proc.stderr and not (run / "model.keras").exists()
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu vme avx512_bf16 amx_bf16 amx_tile amx_int8", True),
+    ("fpu vme avx512f avx512_bf16 avx512_vnni", False),  # bf16 dot products, no AMX
+    ("fpu vme amx_tile amx_int8", False),
+])
+def test_cpu_bfloat16_is_read_from_cpuinfo_flags(tmp_path, flags, native):
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: some cpu amx_bf16\nflags\t\t: {flags}\n")
+    assert _cpu_has_amx_bf16(str(info)) is native
+    assert _cpu_has_amx_bf16(str(tmp_path / "missing")) is False
+
+
+def test_auto_precision_off_without_onednn(monkeypatch):
+    """A CPU run picks bfloat16 only with AMX-BF16 and oneDNN's kernels on."""
+    expected = "mixed_bfloat16" if _cpu_has_amx_bf16() else "none"
+    assert auto_precision("cpu:1") == expected
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert auto_precision("cpu:1") == "none"
+
+
+@needs_debian
+def test_augment_reaches_in_memory_training_data(tmp_path):
+    """``--augment flip`` on Fashion-MNIST mirrors images of the training batches (the same
+    shuffle otherwise); it used to be ignored for in-memory data without a word."""
+    from kerascls.data.sources import load_source
+    source = load_source("fashion_mnist")
+    first = {}
+    for augment in ("", "flip"):
+        cfg = T.resolve(TrainConfig(max_train_images=600, batch_size=64, augment=augment,
+                                    output_dir=str(tmp_path)), source)
+        first[augment] = next(iter(T._array_data(cfg, source)["train"]))[0].numpy()
+    plain, flipped = first[""].astype(np.float32), first["flip"]
+    mirrored = [np.array_equal(f, p[:, ::-1]) and not np.array_equal(p, p[:, ::-1])
+                for f, p in zip(flipped, plain)]
+    kept = [np.array_equal(f, p) for f, p in zip(flipped, plain)]
+    assert all(m or k for m, k in zip(mirrored, kept)) and 10 < sum(mirrored) < 54

@@ -19,24 +19,35 @@ from kerascls.errors import UserError
 
 def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bool,
                   image_size: tuple[int, int] | None = None, channels: int | None = None,
-                  seed: int = 0) -> tf.data.Dataset:
+                  seed: int = 0, augment: tuple[str, ...] = ()) -> tf.data.Dataset:
     """Batches of raw 0–255 pixels (the model normalizes them itself).
 
     Args:
-        x, y: uint8 images (N, H, W, C) and labels.
+        x, y: uint8 images (N, H, W, C) and labels (one-hot for MixUp/CutMix).
         training: shuffle (seeded, reshuffled each epoch) and drop nothing.
         image_size: (H, W) to resize to, when it differs from the arrays'.
         channels: convert greyscale ↔ RGB to this channel count.
+        augment: ``--augment`` names, applied as image files get them (``rrc`` per image,
+            the rest per batch), seeded: a rerun draws the same.
     """
     ds = tf.data.Dataset.from_tensor_slices((x, y))
+    augment = list(augment)
     if training:
         ds = ds.shuffle(min(len(x), 60_000), seed=seed, reshuffle_each_iteration=True)
+    size = tuple(image_size or x.shape[1:3])
+    if "rrc" in augment:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda xy, s: (random_resized_crop(xy[0], size, s), xy[1]))
     ds = ds.batch(batch_size)
-    same_size = image_size is None or tuple(image_size) == tuple(x.shape[1:3])
+    same_size = size == tuple(x.shape[1:3]) or "rrc" in augment
     same_channels = channels is None or channels == x.shape[-1]
     if not (same_size and same_channels):
-        ds = ds.map(lambda a, b: (_adapt(a, image_size, channels), b),
+        ds = ds.map(lambda a, b: (_adapt(a, None if same_size else size, channels), b),
                     num_parallel_calls=tf.data.AUTOTUNE)
+    if set(augment) - {"rrc"}:
+        fn = batch_augmenter(augment, seed=seed)
+        ds = ds.map(lambda a, b: fn(tf.cast(a, tf.float32), b))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -122,3 +122,42 @@ def _tf_config() -> dict:
             raise UserError(f"TF_CONFIG: task {task} is not one of the cluster's chief/worker "
                             f"tasks {json.dumps(cluster)}")
     return config
+
+
+def auto_precision(spec: str = "") -> str:
+    """What ``--mixed_precision auto`` means on the devices ``--devices`` picks.
+
+    ``mixed_bfloat16`` where the hardware multiplies bfloat16 natively: every GPU the run
+    uses has compute capability 8.0+ (Ampere and later), or, on a CPU run, the CPU has
+    AMX-BF16 and TensorFlow's oneDNN kernels are on (not ``TF_ENABLE_ONEDNN_OPTS=0``). On
+    such a 2-core CPU the default small_cnn run trained 1.7× faster and as accurately
+    (README). Anything else keeps float32 (``none``): emulated bfloat16 is slower, and
+    float16 needs loss scaling that older GPUs do not repay for these models.
+    """
+    kind, arg = parse_devices(spec)
+    gpus = [] if kind == "cpu" else tf.config.list_physical_devices("GPU")
+    if kind == "gpu" and arg is not None:
+        gpus = [gpus[i] for i in arg if i < len(gpus)]
+    if gpus:
+        native = all(_compute_capability(gpu) >= (8, 0) for gpu in gpus)
+    else:
+        native = _cpu_has_amx_bf16() and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0"
+    return "mixed_bfloat16" if native else "none"
+
+
+def _compute_capability(gpu) -> tuple[int, int]:
+    """A GPU's (major, minor) compute capability; (0, 0) when TensorFlow cannot say."""
+    details = tf.config.experimental.get_device_details(gpu)
+    return tuple(details.get("compute_capability") or (0, 0))
+
+
+def _cpu_has_amx_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU lists the ``amx_bf16`` flag (Linux; False where there is no cpuinfo)."""
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False

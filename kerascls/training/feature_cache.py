@@ -216,14 +216,20 @@ def _load(directory: Path, name: str, key: str, memory_bytes: int) -> CachedSpli
     return CachedSplit(features, labels, meta["count"], meta["views"], 0, mode is None)
 
 
+def _stored_dtype(dtype) -> np.dtype:
+    """The .npy dtype of a backbone's output: bfloat16 (mixed_bfloat16 runs) widens to
+    float32, exactly, since neither ``.npy`` nor tf.data's numpy bridge knows bfloat16."""
+    name = keras.backend.standardize_dtype(dtype)
+    return np.dtype("float32" if name == "bfloat16" else name)
+
+
 def _compute(backbone: keras.Model, source: SplitSource, directory: Path) -> None:
     """Run every view through the backbone once, writing ``.npy`` files (atomically)."""
     paths = _paths(directory, source.name)
     for p in paths.values():
         p.unlink(missing_ok=True)
     rows = source.views * source.count
-    shape, dtype = backbone.output_shape[1:], np.dtype(keras.backend.standardize_dtype(
-        backbone.output.dtype))
+    shape, dtype = backbone.output_shape[1:], _stored_dtype(backbone.output.dtype)
     tmp = {k: p.with_name(p.name + ".tmp.npy") for k, p in paths.items()}
     features = np.lib.format.open_memmap(tmp["features.npy"], "w+", dtype, (rows, *shape))
     labels = None

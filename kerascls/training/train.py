@@ -25,6 +25,7 @@ from kerascls.evaluation import plots
 from kerascls.evaluation.metrics import write_csv
 from kerascls.models import create_model, model_info
 from kerascls.models.registry import check_input_size
+from kerascls.runs import float32_model
 from kerascls.training import calibration, feature_cache, heads
 from kerascls.training.callbacks import (
     Backup,
@@ -36,7 +37,12 @@ from kerascls.training.callbacks import (
     read_best,
 )
 from kerascls.training.config import TrainConfig
-from kerascls.training.distribute import make_strategy, worker_count, worker_index
+from kerascls.training.distribute import (
+    auto_precision,
+    make_strategy,
+    worker_count,
+    worker_index,
+)
 from kerascls.training.multiworker import fit_multiworker, per_example_loss
 from kerascls.utils import atomic_path
 
@@ -92,6 +98,8 @@ def resolve(cfg: TrainConfig, source) -> TrainConfig:
     cfg.class_names = list(source.class_names)
     cfg.learning_rate = cfg.learning_rate or model_info(cfg.arch).learning_rate
     cfg.output_dir = cfg.output_dir or f"runs/{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if cfg.mixed_precision == "auto":
+        cfg.mixed_precision = auto_precision(cfg.devices)
     return cfg
 
 
@@ -201,6 +209,7 @@ def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
     metrics = {"train_seconds": round(time.time() - started, 1),
                "replicas": int(strategy.num_replicas_in_sync),
                **_restore_best(model, run, data["monitor"])}
+    model = float32_model(model)  # what export ships: metrics.json scores the same model
     check_finite(model)
     metrics.update(_calibrate(model, cfg, data))
     with atomic_path(run / "model.keras") as tmp:
@@ -305,6 +314,21 @@ def _tensorboard(run: Path) -> list[keras.callbacks.Callback]:
     return [keras.callbacks.TensorBoard(str(run / "logs"), write_graph=False)]
 
 
+STEPS_PER_EXECUTION = 16
+
+
+def _steps_per_execution(cfg: TrainConfig) -> int:
+    """Training steps per call into the compiled graph: 16 cuts the per-step Python and
+    dispatch cost, which small models on a CPU feel (bench/train_step_cpu.py). Batch
+    callbacks then fire once per 16 steps, so ``--checkpoint_every_steps`` keeps one step
+    per call and its exact step counts; so does a multi-replica strategy, whose multi-step
+    loop TensorFlow 2.21 fails to run ("You must feed a value for placeholder tensor")."""
+    import tensorflow as tf
+    if cfg.checkpoint_every_steps or tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        return 1
+    return STEPS_PER_EXECUTION
+
+
 def _fit_phase(model: keras.Model, cfg: TrainConfig, phase: Phase, data: dict,
                run: Path) -> None:
     """Compile and fit one phase; a finished earlier phase (``RUN/PHASE.weights.h5``) of a
@@ -325,13 +349,15 @@ def _fit_phase(model: keras.Model, cfg: TrainConfig, phase: Phase, data: dict,
     model.compile(optimizer=_optimizer(cfg, steps, phase.lr_factor),
                   loss=_loss(cfg, len(cfg.class_names)), metrics=heads.metrics(cfg, one_hot),
                   jit_compile=True if cfg.xla else "auto",
-                  run_eagerly=_opt(cfg, "run_eagerly", False))
+                  run_eagerly=_opt(cfg, "run_eagerly", False),
+                  steps_per_execution=_steps_per_execution(cfg))
     trainer, train_ds, val_ds, kind = _frozen_inputs(model, cfg, phase, data, run)
     if trainer is not model:  # the head alone; it shares the model's layers and optimizer
         trainer.compile(optimizer=model.optimizer, loss=_loss(cfg, len(cfg.class_names)),
                         metrics=heads.metrics(cfg, one_hot),
                         jit_compile=True if cfg.xla else "auto",
-                        run_eagerly=_opt(cfg, "run_eagerly", False))
+                        run_eagerly=_opt(cfg, "run_eagerly", False),
+                        steps_per_execution=_steps_per_execution(cfg))
     nan = StopOnNaN()
     backup = ("backup" if phase.name == "train" else f"backup_{phase.name}") + kind
     best = ([WholeModelBest(model, run, data["monitor"],
@@ -506,8 +532,12 @@ def _array_data(cfg: TrainConfig, source) -> dict:
         x, y = x[keep], y[keep]
     (tr_x, tr_y), (va_x, va_y) = holdout(x, y, cfg.val_fraction, cfg.seed)
     size, ch = tuple(cfg.input_shape[:2]), cfg.input_shape[2]
+    opts = data_runs.options(cfg, training=True)
+    if opts.one_hot:  # MixUp/CutMix: the loss takes one-hot labels, validation's too
+        eye = np.eye(len(cfg.class_names), dtype=np.float32)
+        tr_y, va_y = eye[tr_y], eye[va_y]
     train_ds = array_dataset(tr_x, tr_y, cfg.batch_size, training=True, image_size=size,
-                             channels=ch, seed=cfg.seed)
+                             channels=ch, seed=cfg.seed, augment=opts.augment)
     val_ds = (array_dataset(va_x, va_y, 512, training=False, image_size=size, channels=ch)
               if len(va_y) else None)
     test = ((lambda m: evaluate_arrays(m, *_test_subset(cfg, *source.split("test")), cfg))

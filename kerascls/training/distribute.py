@@ -131,8 +131,8 @@ def auto_precision(spec: str = "") -> str:
     uses has compute capability 8.0+ (Ampere and later), or, on a CPU run, the CPU has
     AMX-BF16 and TensorFlow's oneDNN kernels are on (not ``TF_ENABLE_ONEDNN_OPTS=0``). On
     such a CPU the default small_cnn trains faster and as accurately (README,
-    bench/train_step_cpu.py). Anything else keeps float32 (``none``): emulated bfloat16 is slower, and
-    float16 needs loss scaling that older GPUs do not repay for these models.
+    bench/train_step_cpu.py). Anything else keeps float32 (``none``): emulated bfloat16 is
+    slower, and float16 needs loss scaling that older GPUs do not repay for these models.
     """
     kind, arg = parse_devices(spec)
     gpus = [] if kind == "cpu" else tf.config.list_physical_devices("GPU")

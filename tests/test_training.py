@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import types
 
 import keras
 import numpy as np
 import pytest
 
+from kerascls.errors import UserError
 from kerascls.training import train as T
 from kerascls.training.callbacks import EpochHistory, StopOnNaN
 from kerascls.training.config import TrainConfig, merge_config
@@ -169,6 +174,53 @@ def test_auto_precision_off_without_onednn(monkeypatch):
     assert auto_precision("cpu:1") == expected
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert auto_precision("cpu:1") == "none"
+
+
+HOLD_LOCK = """
+import sys
+from kerascls_edge.journal import OutputLock
+with OutputLock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+@needs_debian
+def test_second_training_on_one_output_dir_is_refused_until_the_first_dies(tmp_path):
+    """Another process training into the same --output_dir: this one stops before writing
+    anything; once that process is killed (kill -9 leaves its lock file), training may go on."""
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = TrainConfig(output_dir=str(run), epochs=1, max_train_images=640)
+        with pytest.raises(UserError, match=f"another run \\(pid {holder.pid}\\)"):
+            T.train(cfg)
+        assert list(run.iterdir()) == []
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (tmp_path / ".run.lock").exists()
+    with T._run_lock(run):
+        assert (tmp_path / ".run.lock").read_text().strip() == str(os.getpid())
+
+
+def test_resume_keeps_the_precision_the_interrupted_run_started_with(tmp_path):
+    """``auto`` on a resume means what it meant when the run began (config.json), not what
+    it means today; a run without resume state resolves it anew."""
+    run = tmp_path / "run"
+    (run / "backup").mkdir(parents=True)
+    started = "none" if auto_precision() == "mixed_bfloat16" else "mixed_bfloat16"
+    (run / "config.json").write_text(json.dumps({"mixed_precision": started}))
+    source = types.SimpleNamespace(image_shape=(28, 28, 1), class_names=["a", "b"])
+    fresh = dict(arch="small_cnn", output_dir=str(run), mixed_precision="auto")
+    assert T.resolve(TrainConfig(**fresh), source).mixed_precision == started
+    explicit = T.resolve(TrainConfig(**{**fresh, "mixed_precision": "mixed_float16"}), source)
+    assert explicit.mixed_precision == "mixed_float16"
+    (run / "backup").rmdir()
+    assert T.resolve(TrainConfig(**fresh), source).mixed_precision == auto_precision()
 
 
 @needs_debian

@@ -35,20 +35,37 @@ def array_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, training: bo
     if training:
         ds = ds.shuffle(min(len(x), 60_000), seed=seed, reshuffle_each_iteration=True)
     size = tuple(image_size or x.shape[1:3])
-    if "rrc" in augment:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (random_resized_crop(xy[0], size, s), xy[1]))
-    ds = ds.batch(batch_size)
+    ds = _crop_each(ds, augment, size, seed).batch(batch_size)
     same_size = size == tuple(x.shape[1:3]) or "rrc" in augment
     same_channels = channels is None or channels == x.shape[-1]
     if not (same_size and same_channels):
         ds = ds.map(lambda a, b: (_adapt(a, None if same_size else size, channels), b),
                     num_parallel_calls=tf.data.AUTOTUNE)
-    if set(augment) - {"rrc"}:
-        fn = batch_augmenter(augment, seed=seed)
-        ds = ds.map(lambda a, b: fn(tf.cast(a, tf.float32), b))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _augment_batches(ds, augment, seed).prefetch(tf.data.AUTOTUNE)
+
+
+def _crop_each(ds: tf.data.Dataset, augment, size, seed: int) -> tf.data.Dataset:
+    """``rrc`` per image of an unbatched (image, label) dataset, when ``augment`` names it.
+
+    Each image takes its seed from a seeded stream, so a rerun draws the same crops whatever
+    the parallelism.
+    """
+    if "rrc" not in augment:
+        return ds
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((ds, seeds)).map(
+        lambda xy, s: (random_resized_crop(xy[0], size, s), xy[1]),
+        num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _augment_batches(ds: tf.data.Dataset, augment, seed: int | None) -> tf.data.Dataset:
+    """Every augmentation but ``rrc``, per batch of float32 pixels (Keras layers; MixUp and
+    CutMix mix labels too). Seeded runs map sequentially: the layers' seed state is shared."""
+    if not set(augment) - {"rrc"}:
+        return ds
+    fn = batch_augmenter(augment, seed=seed)
+    return ds.map(lambda a, b: fn(tf.cast(a, tf.float32), b),
+                  num_parallel_calls=None if seed is not None else tf.data.AUTOTUNE)
 
 
 def _adapt(images: tf.Tensor, image_size, channels):
@@ -203,18 +220,11 @@ def _cache_target(opts: PipelineOptions, count: int) -> str | None:
 def _finish(ds: tf.data.Dataset, opts: PipelineOptions, cast: bool = True) -> tf.data.Dataset:
     """Channels, training-only augmentation, batching and prefetch."""
     augment = list(opts.augment) if opts.training else []
-    size = tuple(opts.image_size)
-    if "rrc" in augment:
-        seeds = tf.data.Dataset.random(seed=opts.seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (random_resized_crop(xy[0], size, s), xy[1]),
-            num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _crop_each(ds, augment, tuple(opts.image_size), opts.seed)
     if cast:
         ds = ds.map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(opts.batch_size)
-    if set(augment) - {"rrc"}:
-        fn = batch_augmenter(augment, seed=opts.seed if opts.deterministic else None)
-        ds = ds.map(fn, num_parallel_calls=None if opts.deterministic else tf.data.AUTOTUNE)
+    ds = _augment_batches(ds.batch(opts.batch_size), augment,
+                          opts.seed if opts.deterministic else None)
     if opts.deterministic:
         options = tf.data.Options()
         options.deterministic = True

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -99,8 +100,24 @@ def resolve(cfg: TrainConfig, source) -> TrainConfig:
     cfg.learning_rate = cfg.learning_rate or model_info(cfg.arch).learning_rate
     cfg.output_dir = cfg.output_dir or f"runs/{cfg.arch}-{time.strftime('%Y%m%d-%H%M%S')}"
     if cfg.mixed_precision == "auto":
-        cfg.mixed_precision = auto_precision(cfg.devices)
+        cfg.mixed_precision = (_interrupted_precision(Path(cfg.output_dir))
+                               or auto_precision(cfg.devices))
     return cfg
+
+
+def _interrupted_precision(run: Path) -> str | None:
+    """The precision ``auto`` resolved to when the interrupted run in ``run`` started.
+
+    A resume keeps computing as the run began, even where ``auto`` now means something
+    else (this code's default changed, or the run moved to another machine).
+    """
+    if not any(run.glob("backup*")):
+        return None
+    try:
+        saved = json.loads((run / "config.json").read_text()).get("mixed_precision")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return saved if saved in ("none", "mixed_float16", "mixed_bfloat16") else None
 
 
 def resize_note(cfg: TrainConfig, source) -> str | None:
@@ -187,6 +204,36 @@ def train(cfg: TrainConfig, overwrite: bool = False) -> Path:
     refuse_finished_run(run, overwrite)
     created = not run.exists()
     run.mkdir(parents=True, exist_ok=True)
+    with _run_lock(run):
+        return _train_in(run, created, cfg, source, strategy)
+
+
+@contextlib.contextmanager
+def _run_lock(run: Path):
+    """One training process per run directory (per worker, in a multi-worker run).
+
+    A second ``kerascls train`` on the same ``--output_dir`` (another terminal, a rerun
+    started by mistake) stops at once, naming the first run's pid, instead of both writing
+    one checkpoint and model. The kernel drops the lock when a run dies, so a resume after
+    a crash or kill -9 is never refused.
+    """
+    from kerascls_edge.bundle import EdgeError
+    from kerascls_edge.journal import OutputLock
+    run = Path(os.path.abspath(run))  # "." and ".." name no directory to lock beside
+    name = run.name if worker_count() <= 1 else f"{run.name}.worker{worker_index()}"
+    lock = OutputLock(run.with_name(name))
+    try:
+        lock.__enter__()
+    except EdgeError as e:
+        raise UserError(f"train: {e}") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _train_in(run: Path, created: bool, cfg: TrainConfig, source, strategy) -> Path:
+    """The body of `train` once the run directory is there and locked."""
     with _undo_failed_start(run, created):
         data = (_file_data(cfg, source, run) if isinstance(source, FileSource)
                 else _array_data(cfg, source))
@@ -346,18 +393,19 @@ def _fit_phase(model: keras.Model, cfg: TrainConfig, phase: Phase, data: dict,
     set_backbone_trainable(model, not phase.frozen)
     steps = int(np.ceil(data["count"] / cfg.batch_size)) * (phase.last - phase.first)
     one_hot = data_runs.options(cfg, training=True).one_hot
+    per_call = _steps_per_execution(cfg)
     model.compile(optimizer=_optimizer(cfg, steps, phase.lr_factor),
                   loss=_loss(cfg, len(cfg.class_names)), metrics=heads.metrics(cfg, one_hot),
                   jit_compile=True if cfg.xla else "auto",
                   run_eagerly=_opt(cfg, "run_eagerly", False),
-                  steps_per_execution=_steps_per_execution(cfg))
+                  steps_per_execution=per_call)
     trainer, train_ds, val_ds, kind = _frozen_inputs(model, cfg, phase, data, run)
     if trainer is not model:  # the head alone; it shares the model's layers and optimizer
         trainer.compile(optimizer=model.optimizer, loss=_loss(cfg, len(cfg.class_names)),
                         metrics=heads.metrics(cfg, one_hot),
                         jit_compile=True if cfg.xla else "auto",
                         run_eagerly=_opt(cfg, "run_eagerly", False),
-                        steps_per_execution=_steps_per_execution(cfg))
+                        steps_per_execution=per_call)
     nan = StopOnNaN()
     backup = ("backup" if phase.name == "train" else f"backup_{phase.name}") + kind
     best = ([WholeModelBest(model, run, data["monitor"],

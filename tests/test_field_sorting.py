@@ -287,6 +287,33 @@ def test_case19_disk_full_stops_the_sort_and_says_so(tmp_path, monkeypatch):
     assert [p.name for p in target.rglob(".*") if p.name != ".manifest.csv.lock"] == []
 
 
+def test_case19_manifest_lost_at_close_stops_the_sort_and_says_so(tmp_path, monkeypatch):
+    """The manifest's last rows fail to reach the disk when the sort closes it (ENOSPC from
+    fsync): the summary says the sort stopped and why, no traceback; the files are placed,
+    and a rerun on a disk with room recognises them instead of sorting them again."""
+    card = tmp_path / "card"
+    names = [f"IMG_{i}.JPG" for i in range(3)]
+    for i, n in enumerate(names):
+        photo(card / n, 60 + i)
+    target = tmp_path / "sorted"
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("manifest.csv"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    s = sort_into({n: ("deer", 0.9) for n in names}, card, target, 0.5)
+    monkeypatch.undo()
+    assert s["sorted"] == 3 and s["errors"] == 0
+    assert "No space left on device" in s["stopped"] and "manifest.csv" in s["stopped"]
+    assert sorted(tree(target)) == [f"deer/{n}" for n in names]
+    again = sort_into({n: ("deer", 0.9) for n in names}, card, target, 0.5)
+    assert again["already"] == 3 and again["errors"] == 0 and "stopped" not in again
+    assert sorted(tree(target)) == [f"deer/{n}" for n in names]
+
+
 # -- case 16: bounded memory --------------------------------------------------------------------
 
 SORT_SCRIPT = r"""

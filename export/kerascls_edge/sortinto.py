@@ -590,7 +590,7 @@ def sort_into(labels: Labels, image_dir: Path, target: Path, threshold: float,
         try:
             _run(sorter, items, Path(image_dir), threshold)
         finally:
-            manifest.close()
+            _close(manifest, sorter.counts)
     c = sorter.counts
     out = {"sorted": c.sorted, "uncertain": c.uncertain, "failed": c.failed,
            "already": c.already, "renamed": c.renamed, "errors": c.errors,
@@ -601,6 +601,19 @@ def sort_into(labels: Labels, image_dir: Path, target: Path, threshold: float,
     if c.stopped:
         out.update(stopped=c.stopped, not_sorted=c.not_sorted)
     return out
+
+
+def _close(manifest: Manifest, counts: _Counts) -> None:
+    """Close the manifest. Its last rows failing to reach the disk (a card filled up, pulled
+    out) stops the sort with the reason, as a failed row does mid-run, not a traceback: every
+    file placed is in the folder, and a rerun recognises those the manifest missed by content.
+    """
+    try:
+        manifest.close()
+    except OSError as e:
+        counts.stopped = counts.stopped or str(NotSorted(manifest.path, e.strerror or str(e)))
+    except sqlite3.Error as e:
+        counts.stopped = counts.stopped or str(NotSorted(manifest.path, f"its index: {e}"))
 
 
 def _run(sorter: Sorter, items: Iterable[tuple[str, Label]], image_dir: Path,

@@ -264,6 +264,27 @@ def test_csv_rows_by_hand(tmp_path):
     assert list(mdformat.csv_rows({"file": "e.jpg", "detections": []}, labels)) == []
 
 
+def test_csv_rows_of_a_video_by_hand():
+    """A video's row and its frame rows; an empty ranking (a frame no class was kept for,
+    a file from another tool) leaves that row's label empty instead of failing the CSV."""
+    labels = ["empty", "deer", "fox"]
+    rec = {"file": "v.mp4", "frames_processed": [0, 30, 60], "video": {
+        "classifications": [["1", 0.75], ["2", 0.2]], "frames_used": 3, "frames": [
+            {"frame_number": 0, "time": 0.0, "classifications": [["2", 0.5]]},
+            {"frame_number": 30, "time": 1.001, "classifications": []},
+            {"frame_number": 60, "time": 2.002, "classifications": [["1", 0.9], ["0", 0.1]]}]}}
+    video, *frames = mdformat.csv_rows(rec, labels)
+    assert (video["row"], video["frames_used"], video["label"], video["confidence"],
+            video["top_k"]) == ("video", 3, "deer", "0.7500", "deer:0.7500;fox:0.2000")
+    assert [(f["row"], f["frame_number"], f["frame_time"], f.get("label"), f.get("top_k"))
+            for f in frames] == [("frame", 0, "0.000", "fox", "fox:0.5000"),
+                                 ("frame", 30, "1.001", None, None),
+                                 ("frame", 60, "2.002", "deer", "deer:0.9000;empty:0.1000")]
+    rec["video"]["classifications"] = []
+    video = next(mdformat.csv_rows(rec, labels))
+    assert video["row"] == "video" and "label" not in video and "top_k" not in video
+
+
 def _float_bundle(folder: Path, weights: np.ndarray, bias: np.ndarray, labels: list[str],
                   empty: list[str]) -> Path:
     """A float32 bundle: mean colour / 255 → Dense(softmax), weights set by hand."""

@@ -268,34 +268,35 @@ def csv_rows(rec: dict, labels: Sequence[str]) -> Iterator[dict]:
         yield from _video_rows(rec, base, labels)
         return
     if "_k" in rec or rec.get("failure"):
-        k_list = rec.get("_k") or []
-        if k_list:
-            base.update(label=labels[int(k_list[0][0])], confidence=f"{k_list[0][1]:.4f}",
-                        top_k=_fmt_k(k_list, labels))
-        yield base
+        yield {**base, **_ranked_cells(rec.get("_k") or [], labels)}
         return
     for i, det in enumerate(rec.get("detections") or []):
-        k_list = det.get("classifications")
-        if k_list:
+        if det.get("classifications"):
             yield {**base, "detection": i, "bbox": " ".join(f"{v:.4f}" for v in det["bbox"]),
-                   "label": labels[int(k_list[0][0])], "confidence": f"{k_list[0][1]:.4f}",
-                   "top_k": _fmt_k(k_list, labels)}
+                   **_ranked_cells(det["classifications"], labels)}
 
 
 def _video_rows(rec: dict, base: dict, labels: Sequence[str]) -> Iterator[dict]:
-    """A video's row (``row`` = video: its per-video label), then one ``frame`` row each."""
+    """A video's row (``row`` = video: its per-video label), then one ``frame`` row each.
+
+    A ranking may be empty (no class kept, or a file from another tool): its row then has
+    no label, as an image's row without classifications has none.
+    """
     video = rec.get("video") or {}
-    k_list = video.get("classifications") or []
-    row = {**base, "row": "video", "frames_used": video.get("frames_used", 0)}
-    if k_list:
-        row.update(label=labels[int(k_list[0][0])], confidence=f"{k_list[0][1]:.4f}",
-                   top_k=_fmt_k(k_list, labels))
-    yield row
+    yield {**base, "row": "video", "frames_used": video.get("frames_used", 0),
+           **_ranked_cells(video.get("classifications") or [], labels)}
     for fr in video.get("frames", []):
-        k_list = fr["classifications"]
         yield {"file": rec["file"], "row": "frame", "frame_number": fr["frame_number"],
-               "frame_time": f"{fr['time']:.3f}", "label": labels[int(k_list[0][0])],
-               "confidence": f"{k_list[0][1]:.4f}", "top_k": _fmt_k(k_list, labels)}
+               "frame_time": f"{fr['time']:.3f}",
+               **_ranked_cells(fr.get("classifications") or [], labels)}
+
+
+def _ranked_cells(k_list: list, labels: Sequence[str]) -> dict:
+    """label, confidence and top_k cells of a [[class_id, conf], ...] ranking (none if empty)."""
+    if not k_list:
+        return {}
+    return {"label": labels[int(k_list[0][0])], "confidence": f"{k_list[0][1]:.4f}",
+            "top_k": _fmt_k(k_list, labels)}
 
 
 def csv_text(value: object) -> object:

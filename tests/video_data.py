@@ -13,13 +13,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
-from tests.video_clips import texture
+from tests.video_clips import texture, write_video
 
 CLASSES = ("block", "bar", "pole")
 # codec, container suffix, encoder options: mixed within every class
@@ -55,21 +56,13 @@ def encode(path: Path, frames: list[np.ndarray], codec: str, options: dict,
            rate: int) -> Path:
     """Write the frames as a video (PyAV), a key frame every 4 frames."""
     h, w = frames[0].shape[:2]
-    c = av.open(str(path), "w")
-    s = c.add_stream(codec, rate=rate, options=options)
-    s.width, s.height = w, h
-    s.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
-    s.codec_context.gop_size = 4
-    s.codec_context.time_base = Fraction(1, rate)
-    for i, a in enumerate(frames):
-        f = av.VideoFrame.from_ndarray(a, format="rgb24")
-        f.pts = i
-        for p in s.encode(f):
-            c.mux(p)
-    for p in s.encode():
-        c.mux(p)
-    c.close()
-    return path
+
+    def video_frames() -> Iterator[av.VideoFrame]:
+        for i, a in enumerate(frames):
+            f = av.VideoFrame.from_ndarray(a, format="rgb24")
+            f.pts = i
+            yield f
+    return write_video(path, video_frames(), (w, h), codec, rate, 4, options, Fraction(1, rate))
 
 
 def render_videos(root: Path, per_class: int, sites: int = 4, frames: int = 16,

@@ -63,6 +63,18 @@ def smallest_of_each_family() -> set[str]:
     return set(best.values())
 
 
+GIANT_PARAMS = 100_000_000  # above it (VGG, ConvNeXt large and up, EffNetV2-L): `giant`
+
+
+def giant(name: str) -> list:
+    """``[giant]`` for an architecture over GIANT_PARAMS reference parameters: training it
+    takes 16-22 bytes a parameter (weights, gradients, Adam; convnextv2_huge: 14.5 GB for one
+    step at 32×32), so CI runs such tests alone, one process, and never beside a local Ray
+    cluster or another giant (two overlapping exhausted a 24 GB machine)."""
+    from kerascls.models import model_info
+    return [pytest.mark.giant] if (model_info(name).ref_params or 0) > GIANT_PARAMS else []
+
+
 def arch_params(names, default, extra_marks=lambda name: ()) -> list:
     """Architecture names as pytest params: those in ``default`` run by default, every other
     one is marked ``slow`` (CI runs it), plus ``extra_marks(name)`` (e.g. ``giant``)."""

@@ -25,7 +25,7 @@ from kerascls import cli
 from kerascls.data import fashion_mnist as fm
 from kerascls.layers import AdaptiveAveragePooling2D
 from kerascls.models import model_info
-from tests.conftest import arch_params, smallest_of_each_family
+from tests.conftest import arch_params, giant, smallest_of_each_family
 
 NAMES = kerascls.list_models()
 NATIVE = 28  # Fashion-MNIST's side
@@ -43,7 +43,6 @@ ALL_ARCHS = bool(os.environ.get("KERASCLS_ALL_ARCHS"))
 
 
 DEFAULT = {"lenet", "small_cnn"}
-SLOW_PARAMS = 100_000_000  # above it (VGG, ConvNeXt large and up, EffNetV2-L): `giant`
 EXPORT_PARAMS = 4_000_000  # lenet, small_cnn, mobilenetv3_small, convnextv2_atto
 # Widths that change no spatial size, for the shape-only builds of the size check.
 SHAPE_OVERRIDES = {"alexnet": {"fc_widths": (8,)}, "vgg": {"fc_widths": (8,)}}
@@ -165,13 +164,11 @@ def kerascls_subprocess(*argv: str) -> list[str]:
 
 def every_name(default: set[str]) -> list:
     """``default`` by default; every other name with `-m slow` (CI). The giants over
-    SLOW_PARAMS (VGG, ConvNeXt large/xlarge, ConvNeXtV2 large/huge, EfficientNetV2-L) are
+    GIANT_PARAMS (VGG, ConvNeXt large/xlarge, ConvNeXtV2 large/huge, EfficientNetV2-L) are
     also marked ``giant``: their cost is memory (16 bytes a parameter for weights, gradients
     and Adam: 10.6 GB for convnextv2_huge, 20.5 GB peak RSS with its .keras save) and the GBs
     they write, so CI runs them on their own, one at a time, after the other slow tests
     (measured on 2 cores: convnextv2_huge 92 s, convnext_xlarge 70 s, a VGG 10–13 s)."""
-    def giant(name: str) -> list:
-        return [pytest.mark.giant] if (model_info(name).ref_params or 0) > SLOW_PARAMS else []
     return arch_params(NAMES, default, giant)
 
 

@@ -17,7 +17,7 @@ import kerascls
 from kerascls.errors import UserError
 from kerascls.models import create_model, model_info, register_model, registry
 from kerascls.summary import count_params
-from tests.conftest import arch_params, smallest_of_each_family
+from tests.conftest import arch_params, giant, smallest_of_each_family
 
 NAMES = kerascls.list_models()
 SMALL = 32
@@ -59,7 +59,7 @@ def _images(size: int, batch: int = 2) -> np.ndarray:
 pytestmark = pytest.mark.usefixtures("free_keras_memory")  # tests/conftest.py
 
 
-@pytest.mark.parametrize("name", arch_params(NAMES, DEFAULT_BUILDS))
+@pytest.mark.parametrize("name", arch_params(NAMES, DEFAULT_BUILDS, giant))
 def test_builds_trains_and_round_trips(name, tmp_path):
     size = small_size(name)
     model = create_model(name, CLASSES, (size, size, 3), **overrides(name))

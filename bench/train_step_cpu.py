@@ -4,8 +4,8 @@ small_cnn on Fashion-MNIST under each setting, measured in one process.
     python bench/train_step_cpu.py [--images 12800] [--rounds 2]
 
 Rows: float32 vs mixed_bfloat16 (what ``--mixed_precision auto`` picks on a CPU with
-AMX-BF16 or a GPU of compute capability 8.0+), each with 1 and 16 steps per execution
-(train.STEPS_PER_EXECUTION). Baseline: float32, one step per call (Keras's default). Every
+AMX-BF16 or AVX512-BF16, or a GPU of compute capability 8.0+), each with 1 and 16 steps per
+execution (train.STEPS_PER_EXECUTION). Baseline: float32, one step per call (Keras's default). Every
 setting runs ``--rounds`` times, interleaved, so a change in the host's speed hits all alike;
 the best round counts.
 """

@@ -53,7 +53,7 @@ BEFORE = {
     "frame_every": ("FloatParser", 1.0, 0.001, 1e6, None),
     "freeze_backbone": ("BooleanParser", False, None, None, None),
     "image_size": ("IntegerParser", 0, 0, None, None),
-    "label_smoothing": ("FloatParser", 0.0, 0, 1, None),
+    "label_smoothing": ("FloatParser", 0.1, 0, 1, None),
     "learning_rate": ("FloatParser", 0.0, 0, None, None),
     "lr_schedule": ("EnumParser", "cosine", None, None, ["cosine", "step"]),
     "max_test_images": ("IntegerParser", 0, 0, None, None),

@@ -18,7 +18,7 @@ from kerascls.errors import UserError
 from kerascls.training import train as T
 from kerascls.training.callbacks import EpochHistory, StopOnNaN
 from kerascls.training.config import TrainConfig, merge_config
-from kerascls.training.distribute import _cpu_has_amx_bf16, auto_precision
+from kerascls.training.distribute import _cpu_has_bf16, auto_precision
 from tests.conftest import needs_debian
 
 
@@ -158,19 +158,20 @@ def test_cli_nan_loss_stops_the_run_with_one_line(cli, tmp_path):
 
 @pytest.mark.parametrize("flags, native", [
     ("fpu vme avx512_bf16 amx_bf16 amx_tile amx_int8", True),
-    ("fpu vme avx512f avx512_bf16 avx512_vnni", False),  # bf16 dot products, no AMX
+    ("fpu vme avx512f avx512_bf16 avx512_vnni", True),  # bf16 dot products (Zen 4/5)
+    ("fpu vme avx512f avx512_vnni avx512_fp16", False),
     ("fpu vme amx_tile amx_int8", False),
 ])
 def test_cpu_bfloat16_is_read_from_cpuinfo_flags(tmp_path, flags, native):
     info = tmp_path / "cpuinfo"
     info.write_text(f"processor\t: 0\nmodel name\t: some cpu amx_bf16\nflags\t\t: {flags}\n")
-    assert _cpu_has_amx_bf16(str(info)) is native
-    assert _cpu_has_amx_bf16(str(tmp_path / "missing")) is False
+    assert _cpu_has_bf16(str(info)) is native
+    assert _cpu_has_bf16(str(tmp_path / "missing")) is False
 
 
 def test_auto_precision_off_without_onednn(monkeypatch):
-    """A CPU run picks bfloat16 only with AMX-BF16 and oneDNN's kernels on."""
-    expected = "mixed_bfloat16" if _cpu_has_amx_bf16() else "none"
+    """A CPU run picks bfloat16 only with bfloat16 instructions and oneDNN's kernels on."""
+    expected = "mixed_bfloat16" if _cpu_has_bf16() else "none"
     assert auto_precision("cpu:1") == expected
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     assert auto_precision("cpu:1") == "none"

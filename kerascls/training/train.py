@@ -105,13 +105,18 @@ def resolve(cfg: TrainConfig, source) -> TrainConfig:
     return cfg
 
 
+def interrupted(run: Path) -> bool:
+    """Whether ``run`` holds an interrupted run's resume state (``backup*/``)."""
+    return any(run.glob("backup*"))
+
+
 def _interrupted_precision(run: Path) -> str | None:
     """The precision ``auto`` resolved to when the interrupted run in ``run`` started.
 
     A resume keeps computing as the run began, even where ``auto`` now means something
     else (this code's default changed, or the run moved to another machine).
     """
-    if not any(run.glob("backup*")):
+    if not interrupted(run):
         return None
     try:
         saved = json.loads((run / "config.json").read_text()).get("mixed_precision")
@@ -173,7 +178,7 @@ def refuse_finished_run(run: Path, overwrite: bool) -> None:
     A rerun of an interrupted run resumes (its ``backup*/`` state is there); a finished run
     has ``model.keras`` and no resume state, and only ``overwrite`` trains it again.
     """
-    if overwrite or not (run / "model.keras").exists() or any(run.glob("backup*")):
+    if overwrite or not (run / "model.keras").exists() or interrupted(run):
         return
     raise FileExistsError(f"{run} already holds a finished run (model.keras); pass "
                           "--overwrite to train it again, or choose another --output_dir")
@@ -221,15 +226,12 @@ def _run_lock(run: Path):
     from kerascls_edge.journal import OutputLock
     run = Path(os.path.abspath(run))  # "." and ".." name no directory to lock beside
     name = run.name if worker_count() <= 1 else f"{run.name}.worker{worker_index()}"
-    lock = OutputLock(run.with_name(name))
-    try:
-        lock.__enter__()
-    except EdgeError as e:
-        raise UserError(f"train: {e}") from None
-    try:
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(OutputLock(run.with_name(name)))
+        except EdgeError as e:  # only the lock's refusal: errors of the run pass as they are
+            raise UserError(f"train: {e}") from None
         yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _train_in(run: Path, created: bool, cfg: TrainConfig, source, strategy) -> Path:
